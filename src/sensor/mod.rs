@@ -1,0 +1,135 @@
+//! Sensors: what a reading is, how reading one fails, and how the sensors of one bus are built.
+//!
+//! Every sensor is an INA219 read through the `ina219` crate ([`ina219::Ina219Sensor`]); what
+//! differs is the bus under it: a Linux `/dev/i2c-N` ([`linux`]) or a virtual bus carrying
+//! virtual chips ([`simulated`]).
+
+pub mod ina219;
+pub mod linux;
+pub mod simulated;
+
+use std::fmt;
+
+use crate::config::{Driver, SensorConfig};
+
+/// One measurement, in SI units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Voltage from IN- to ground: the voltage at the load.
+    pub bus_voltage_volts: f64,
+    /// Voltage across the shunt, IN+ minus IN-.
+    pub shunt_voltage_volts: f64,
+    /// Shunt voltage over shunt resistance; negative when current flows backwards.
+    pub current_amperes: f64,
+    /// Bus voltage times current.
+    pub power_watts: f64,
+    /// The chip's OVF flag: the shunt input or its arithmetic was out of range, so current and
+    /// power are unknown (NaN) and must not be used.
+    pub overflow: bool,
+}
+
+/// What kind of failure a read was; the `kind` label of `powermon_read_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The chip did not acknowledge (EREMOTEIO/ENXIO on Linux): absent, unpowered or miswired.
+    Nack,
+    /// The transfer timed out (ETIMEDOUT): a stuck bus or clock stretching gone wrong.
+    Timeout,
+    /// Any other bus-level failure (EIO, arbitration loss, …).
+    I2c,
+    /// The bus device could not be opened (missing `/dev/i2c-N`, permissions).
+    Unavailable,
+    /// The chip answered with something an INA219 would not say.
+    Invalid,
+    /// The OVF flag: current/power out of range.
+    Overflow,
+    /// No new conversion since the last read: the ADC is not converting.
+    Stale,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Nack,
+        ErrorKind::Timeout,
+        ErrorKind::I2c,
+        ErrorKind::Unavailable,
+        ErrorKind::Invalid,
+        ErrorKind::Overflow,
+        ErrorKind::Stale,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Nack => "nack",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::I2c => "i2c",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Stale => "stale",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed read. Data, not a panic: it becomes a counter, `sensor_up 0` and one log line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SensorError {
+    /// The bus transfer failed.
+    #[error("{kind} error on the I2C bus: {detail}")]
+    Bus { kind: ErrorKind, detail: String },
+    /// The chip has not finished a conversion since the last read (CNVR clear).
+    #[error("no new conversion since the last read (CNVR not set)")]
+    NotReady,
+    /// The chip answered, but not as an INA219 configured by us would.
+    #[error("unexpected answer from the chip: {0}")]
+    Invalid(String),
+}
+
+impl SensorError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SensorError::Bus { kind, .. } => *kind,
+            SensorError::NotReady => ErrorKind::Stale,
+            SensorError::Invalid(_) => ErrorKind::Invalid,
+        }
+    }
+}
+
+/// Sorts a bus error into an [`ErrorKind`]; implemented by every bus the daemon drives.
+pub trait ClassifyError: fmt::Debug + fmt::Display {
+    fn error_kind(&self) -> ErrorKind;
+}
+
+impl ClassifyError for embedded_hal::i2c::ErrorKind {
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            embedded_hal::i2c::ErrorKind::NoAcknowledge(_) => ErrorKind::Nack,
+            _ => ErrorKind::I2c,
+        }
+    }
+}
+
+/// Anything that yields readings.
+pub trait Sensor {
+    /// Take one reading. Blocking: call it from the bus's own thread.
+    fn read(&mut self) -> Result<Reading, SensorError>;
+}
+
+/// The sensors of one bus, in the order given, sharing that bus in turn.
+///
+/// Built on the thread that will drive them: the shared bus handle is not `Send`.
+pub fn open_bus(sensors: &[SensorConfig], clock: &simulated::Clock) -> Vec<Box<dyn Sensor>> {
+    let Some(first) = sensors.first() else {
+        return Vec::new();
+    };
+    match first.driver {
+        Driver::Ina219 => linux::open_bus(&first.bus, sensors),
+        Driver::Simulated => simulated::open_bus(sensors, clock),
+    }
+}

@@ -1,0 +1,384 @@
+//! The simulator: virtual INA219 chips on a virtual I2C bus.
+//!
+//! [`VirtualBus`] implements `embedded_hal::i2c::I2c`, so the daemon reads a simulated sensor
+//! with the very code ([`Ina219Sensor`]) that reads real hardware: reset, calibration,
+//! configuration, CNVR and OVF all go through the `ina219` crate and the chip model.
+
+mod chip;
+mod faults;
+mod load;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use embedded_hal::i2c::{ErrorType, I2c, NoAcknowledgeSource, Operation};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+pub use self::chip::{Registers, VirtualIna219};
+pub use self::faults::FaultSchedule;
+pub use self::load::Load;
+use super::ina219::{ChipSettings, Ina219Sensor};
+use super::{ClassifyError, ErrorKind, Sensor};
+use crate::config::{SensorConfig, SimulationConfig};
+
+/// Time since the simulation started; the same clock for every chip.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Duration + Send + Sync>);
+
+impl Clock {
+    /// Monotonic wall time from now.
+    pub fn real() -> Clock {
+        let start = Instant::now();
+        Clock(Arc::new(move || start.elapsed()))
+    }
+
+    /// A clock that moves only when told to, for tests.
+    pub fn manual() -> (Clock, ManualTime) {
+        let nanos = Arc::new(AtomicU64::new(0));
+        let reader = Arc::clone(&nanos);
+        (
+            Clock(Arc::new(move || {
+                Duration::from_nanos(reader.load(Ordering::SeqCst))
+            })),
+            ManualTime(nanos),
+        )
+    }
+
+    pub fn now(&self) -> Duration {
+        (self.0)()
+    }
+}
+
+/// The hand that moves a [`Clock::manual`].
+#[derive(Clone)]
+pub struct ManualTime(Arc<AtomicU64>);
+
+impl ManualTime {
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+/// What the chip's inputs see at a moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    /// Voltage at IN- (the load side).
+    pub bus_volts: f64,
+    /// Current through the shunt.
+    pub current_amps: f64,
+}
+
+/// A load on a supply, with noise and faults: what one virtual chip measures.
+pub struct Simulation {
+    load: Load,
+    supply_volts: f64,
+    source_ohms: f64,
+    noise: f64,
+    faults: FaultSchedule,
+    rng: StdRng,
+}
+
+impl Simulation {
+    pub fn new(config: &SimulationConfig, seed: u64) -> Simulation {
+        let seed = config.seed.unwrap_or(seed);
+        let fallback = crate::config::LoadModel::Constant { watts: 0.0 };
+        Simulation {
+            load: Load::new(config.load.as_ref().unwrap_or(&fallback), seed),
+            supply_volts: config.supply_volts,
+            source_ohms: config.source_ohms,
+            noise: config.noise,
+            faults: FaultSchedule::new(&config.faults, seed),
+            rng: StdRng::seed_from_u64(seed ^ 0x0015_e0e5),
+        }
+    }
+
+    /// Bus voltage and current at `t`.
+    pub fn signal(&mut self, t: Duration) -> Signal {
+        let mut watts = self.load.watts(t.as_secs_f64());
+        if let Some(overload) = self.faults.overload_watts(t) {
+            watts = overload;
+        }
+        if self.noise > 0.0 {
+            watts *= 1.0 + self.rng.random_range(-self.noise..=self.noise);
+        }
+        let supply = self.faults.supply_volts(t).unwrap_or(self.supply_volts);
+        let current_amps = current_for(watts, supply, self.source_ohms);
+        Signal {
+            bus_volts: supply - current_amps * self.source_ohms,
+            current_amps,
+        }
+    }
+}
+
+/// The current that delivers `watts` to a load fed from `supply_volts` through `source_ohms`:
+/// P = (Vs − I·Rs)·I, the smaller root. Beyond the supply's maximum power transfer the
+/// current stops at Vs / 2Rs.
+fn current_for(watts: f64, supply_volts: f64, source_ohms: f64) -> f64 {
+    if supply_volts <= 0.0 {
+        return 0.0;
+    }
+    if source_ohms <= 0.0 {
+        return watts / supply_volts;
+    }
+    let discriminant = supply_volts * supply_volts - 4.0 * source_ohms * watts;
+    (supply_volts - discriminant.max(0.0).sqrt()) / (2.0 * source_ohms)
+}
+
+/// How a transfer on the virtual bus failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtualI2cError {
+    /// No chip acknowledged the address.
+    Nack,
+    /// The transfer timed out.
+    Timeout,
+}
+
+impl fmt::Display for VirtualI2cError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VirtualI2cError::Nack => "no acknowledge from the chip (virtual bus)",
+            VirtualI2cError::Timeout => "transfer timed out (virtual bus)",
+        })
+    }
+}
+
+impl embedded_hal::i2c::Error for VirtualI2cError {
+    fn kind(&self) -> embedded_hal::i2c::ErrorKind {
+        match self {
+            VirtualI2cError::Nack => {
+                embedded_hal::i2c::ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address)
+            }
+            VirtualI2cError::Timeout => embedded_hal::i2c::ErrorKind::Other,
+        }
+    }
+}
+
+impl ClassifyError for VirtualI2cError {
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            VirtualI2cError::Nack => ErrorKind::Nack,
+            VirtualI2cError::Timeout => ErrorKind::Timeout,
+        }
+    }
+}
+
+/// A virtual I2C bus with virtual INA219s on it.
+pub struct VirtualBus {
+    chips: Vec<(u8, VirtualIna219)>,
+    clock: Clock,
+}
+
+impl VirtualBus {
+    pub fn new(clock: Clock) -> VirtualBus {
+        VirtualBus {
+            chips: Vec::new(),
+            clock,
+        }
+    }
+
+    /// Put a chip at `address`.
+    pub fn attach(&mut self, address: u8, chip: VirtualIna219) {
+        self.chips.retain(|(a, _)| *a != address);
+        self.chips.push((address, chip));
+    }
+
+    /// The registers of the chip at `address`, as they are now.
+    pub fn registers(&self, address: u8) -> Option<Registers> {
+        self.chips
+            .iter()
+            .find(|(a, _)| *a == address)
+            .map(|(_, c)| c.registers())
+    }
+}
+
+impl ErrorType for VirtualBus {
+    type Error = VirtualI2cError;
+}
+
+impl I2c for VirtualBus {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), Self::Error> {
+        let t = self.clock.now();
+        let chip = self
+            .chips
+            .iter_mut()
+            .find(|(a, _)| *a == address)
+            .map(|(_, c)| c)
+            .ok_or(VirtualI2cError::Nack)?;
+        if let Some(e) = chip.transfer_error(t) {
+            return Err(e);
+        }
+        chip.advance(t);
+        for op in operations {
+            match op {
+                Operation::Write(bytes) => chip.write(bytes, t),
+                Operation::Read(buf) => chip.read(buf),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A seed that differs per sensor and stays the same from run to run (FNV-1a of the name).
+pub fn seed_for(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A virtual bus with one chip per sensor, and the sensors reading them through the driver.
+pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>> {
+    let mut bus = VirtualBus::new(clock.clone());
+    for s in sensors {
+        let simulation = s
+            .simulation()
+            .unwrap_or_else(|| SimulationConfig::default_for(s));
+        let chip = VirtualIna219::new(
+            s.shunt_ohms,
+            Simulation::new(&simulation, seed_for(&s.name)),
+        );
+        bus.attach(s.address, chip);
+    }
+    let bus = Rc::new(RefCell::new(bus));
+    sensors
+        .iter()
+        .map(|s| {
+            Box::new(Ina219Sensor::new(
+                Rc::clone(&bus),
+                ChipSettings::from_config(s),
+            )) as Box<dyn Sensor>
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FaultConfig, LoadModel};
+    use crate::sensor::SensorError;
+    use std::path::Path;
+
+    #[test]
+    fn current_for_a_sagging_supply() {
+        assert_eq!(current_for(120.0, 12.0, 0.0), 10.0);
+        let i = current_for(1450.0, 13.2, 0.01);
+        let v = 13.2 - i * 0.01;
+        assert!((v * i - 1450.0).abs() < 1e-9, "{v} V × {i} A");
+        // Charging: negative power, the bus rises above the supply.
+        assert!(current_for(-100.0, 13.0, 0.01) < 0.0);
+        // Beyond maximum power transfer.
+        assert_eq!(current_for(1e9, 12.0, 0.1), 60.0);
+    }
+
+    fn sensor_config(text: &str) -> Vec<SensorConfig> {
+        Config::from_toml(Path::new("t.toml"), text)
+            .unwrap()
+            .sensors
+    }
+
+    /// The real driver, reading a virtual chip on a virtual bus, end to end.
+    #[test]
+    fn the_driver_reads_the_virtual_chip() {
+        let configs = sensor_config(
+            "[[sensor]]\nname = \"ac\"\ndriver = \"simulated\"\nshunt_ohms = 0.000375\nmax_current_amps = 200.0\nbus_voltage_range = 16\n\
+             [sensor.simulation]\nload = { model = \"constant\", watts = 1450.0 }\nsupply_volts = 13.2\nsource_ohms = 0.005\n",
+        );
+        let (clock, time) = Clock::manual();
+        let mut sensors = open_bus(&configs, &clock);
+        time.advance(Duration::from_millis(10));
+        // Right after initialisation no conversion has completed.
+        let first = sensors[0].read();
+        assert!(matches!(first, Err(SensorError::NotReady)), "{first:?}");
+        time.advance(Duration::from_millis(10));
+        let r = sensors[0].read().unwrap();
+        // 1450 W at ~12.6 V: ~115 A, 43 mV over the shunt; quantised to 10 µV and 4 mV.
+        assert!((r.power_watts - 1450.0).abs() / 1450.0 < 0.002, "{r:?}");
+        let expected_volts = 13.2 - current_for(1450.0, 13.2, 0.005) * 0.005;
+        assert!(
+            (r.bus_voltage_volts - expected_volts).abs() <= 0.002,
+            "{r:?}"
+        );
+        // The same conversion is not read twice.
+        assert!(matches!(sensors[0].read(), Err(SensorError::NotReady)));
+    }
+
+    #[test]
+    fn two_chips_share_a_bus_and_a_missing_one_nacks() {
+        let configs = sensor_config(
+            "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\nbus = \"sim\"\naddress = 0x40\n\
+             [sensor.simulation]\nload = { model = \"constant\", watts = 10.0 }\n\
+             [[sensor]]\nname = \"b\"\ndriver = \"simulated\"\nbus = \"sim\"\naddress = 0x41\n\
+             [sensor.simulation]\nload = { model = \"constant\", watts = 20.0 }\n",
+        );
+        let (clock, time) = Clock::manual();
+        let mut sensors = open_bus(&configs, &clock);
+        for s in sensors.iter_mut() {
+            let _ = s.read();
+        }
+        time.advance(Duration::from_millis(5));
+        let a = sensors[0].read().unwrap().power_watts;
+        let b = sensors[1].read().unwrap().power_watts;
+        assert!(
+            (a - 10.0).abs() < 0.05 && (b - 20.0).abs() < 0.05,
+            "{a} {b}"
+        );
+
+        let mut bus = VirtualBus::new(clock);
+        assert_eq!(bus.write(0x44, &[0]), Err(VirtualI2cError::Nack));
+    }
+
+    #[test]
+    fn a_disconnect_window_fails_reads_then_recovers() {
+        let configs = sensor_config(
+            "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\n\
+             load = { model = \"constant\", watts = 10.0 }\n\
+             faults = [{ kind = \"disconnect\", start = \"1s\", duration = \"2s\" }]\n",
+        );
+        let (clock, time) = Clock::manual();
+        let mut sensors = open_bus(&configs, &clock);
+        let _ = sensors[0].read();
+        let mut kinds = Vec::new();
+        for _ in 0..8 {
+            time.advance(Duration::from_millis(500));
+            kinds.push(
+                sensors[0]
+                    .read()
+                    .map_err(|e| e.kind())
+                    .map(|r| r.power_watts.round()),
+            );
+        }
+        assert_eq!(kinds[0], Ok(10.0));
+        assert_eq!(kinds[2], Err(ErrorKind::Nack));
+        assert_eq!(kinds[4], Err(ErrorKind::Nack));
+        // Back on the bus: the driver re-initialises, then reads again.
+        assert!(kinds[6..].contains(&Ok(10.0)), "{kinds:?}");
+    }
+
+    #[test]
+    fn an_overload_beyond_the_shunt_is_an_overflow_reading() {
+        let mut configs = sensor_config(
+            "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\nload = { model = \"constant\", watts = 10.0 }\n",
+        );
+        let sim = configs[0].simulation.as_mut().unwrap();
+        sim.faults.push(FaultConfig::Overload {
+            start: Duration::from_secs(1),
+            duration: Duration::from_secs(1),
+            watts: 100.0,
+        });
+        assert!(matches!(sim.load, Some(LoadModel::Constant { .. })));
+        let (clock, time) = Clock::manual();
+        let mut sensors = open_bus(&configs, &clock);
+        let _ = sensors[0].read();
+        time.advance(Duration::from_millis(1500));
+        let r = sensors[0].read().unwrap();
+        assert!(r.overflow && r.power_watts.is_nan(), "{r:?}");
+    }
+}
