@@ -1,3 +1,9 @@
 //! power-monitord: INA219 sensors → energy integration → anomaly rules → Prometheus metrics.
+pub mod anomaly;
 pub mod config;
+pub mod energy;
+pub mod metrics;
+pub mod sampler;
 pub mod sensor;
+pub mod state;
+pub mod status;

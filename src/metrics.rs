@@ -1,0 +1,234 @@
+//! The metric families (the metrics contract in the README) and the per-sensor handles the
+//! sampler updates.
+//!
+//! Handles are resolved once per sensor at start-up; on the sampling path an update is an
+//! atomic store or add, with no label lookup and no allocation. Exposition gathers the
+//! registry, which reads those atomics: the samplers are never locked for it.
+
+use std::collections::BTreeSet;
+
+use prometheus::{
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::anomaly::{Rule, RuleSet};
+use crate::config::{Config, SensorConfig};
+use crate::sensor::ErrorKind;
+
+/// Content type of the text exposition format.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Every metric family of the daemon, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    bus_voltage: GaugeVec,
+    shunt_voltage: GaugeVec,
+    current: GaugeVec,
+    power: GaugeVec,
+    energy: CounterVec,
+    energy_reverse: CounterVec,
+    samples: IntCounterVec,
+    read_errors: IntCounterVec,
+    up: GaugeVec,
+    last_sample: GaugeVec,
+    anomaly_active: GaugeVec,
+    anomalies: IntCounterVec,
+    gaps: IntCounterVec,
+    sensor_info: GaugeVec,
+    info_label_names: Vec<String>,
+}
+
+/// The handles of one sensor's series.
+#[derive(Clone)]
+pub struct SensorMetrics {
+    pub bus_voltage: Gauge,
+    pub shunt_voltage: Gauge,
+    pub current: Gauge,
+    pub power: Gauge,
+    pub energy: Counter,
+    pub energy_reverse: Counter,
+    pub samples: IntCounter,
+    read_errors: [IntCounter; ErrorKind::ALL.len()],
+    pub up: Gauge,
+    pub last_sample: Gauge,
+    anomaly_active: [Option<Gauge>; Rule::ALL.len()],
+    anomalies: [Option<IntCounter>; Rule::ALL.len()],
+    pub gaps: IntCounter,
+}
+
+impl SensorMetrics {
+    pub fn read_error(&self, kind: ErrorKind) -> &IntCounter {
+        let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.read_errors[i]
+    }
+
+    /// Mark a rule's episode as started or cleared; a start is counted once.
+    pub fn anomaly(&self, rule: Rule, started: bool) {
+        if let Some(g) = &self.anomaly_active[rule as usize] {
+            g.set(if started { 1.0 } else { 0.0 });
+        }
+        if started {
+            if let Some(c) = &self.anomalies[rule as usize] {
+                c.inc();
+            }
+        }
+    }
+}
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<GaugeVec> {
+    let v = GaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<CounterVec> {
+    let v = CounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn int_counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+impl Metrics {
+    /// Register every family, `powermon_build_info` and the process collector.
+    pub fn new(config: &Config, version: &str, revision: &str) -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let s = &["sensor"];
+        let info_label_names: Vec<String> = config
+            .sensors
+            .iter()
+            .flat_map(|sensor| sensor.labels.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut info_labels = vec!["sensor", "driver", "bus", "address"];
+        info_labels.extend(info_label_names.iter().map(String::as_str));
+
+        let build_info = gauge(
+            &r,
+            "powermon_build_info",
+            "A metric with a constant value of 1, labelled with the version and git revision of power-monitord.",
+            &["version", "revision"],
+        )?;
+        build_info.with_label_values(&[version, revision]).set(1.0);
+
+        let metrics = Metrics {
+            bus_voltage: gauge(&r, "powermon_bus_voltage_volts", "Voltage from IN- to ground at the last sample (the load side of the shunt).", s)?,
+            shunt_voltage: gauge(&r, "powermon_shunt_voltage_volts", "Voltage across the shunt at the last sample.", s)?,
+            current: gauge(&r, "powermon_current_amperes", "Current through the shunt at the last sample; negative when it flows backwards; NaN while the chip reports overflow.", s)?,
+            power: gauge(&r, "powermon_power_watts", "Power at the last sample (bus voltage times current); NaN while the chip reports overflow.", s)?,
+            energy: counter(&r, "powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time; persisted across restarts.", s)?,
+            energy_reverse: counter(&r, "powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging; persisted across restarts.", s)?,
+            samples: int_counter(&r, "powermon_samples_total", "Valid samples taken.", s)?,
+            read_errors: int_counter(&r, "powermon_read_errors_total", "Reads that gave no valid sample, by kind: nack, timeout, i2c, unavailable, invalid, overflow, stale.", &["sensor", "kind"])?,
+            up: gauge(&r, "powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0.", s)?,
+            last_sample: gauge(&r, "powermon_last_sample_timestamp_seconds", "Unix time of the last valid sample.", s)?,
+            anomaly_active: gauge(&r, "powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0.", &["sensor", "rule"])?,
+            anomalies: int_counter(&r, "powermon_anomalies_total", "Anomaly episodes started, by rule.", &["sensor", "rule"])?,
+            gaps: int_counter(&r, "powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge.", s)?,
+            sensor_info: gauge(&r, "powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels.", &info_labels)?,
+            info_label_names,
+            registry: r,
+        };
+
+        #[cfg(target_os = "linux")]
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(metrics)
+    }
+
+    /// Create a sensor's series (at zero, so rates work from the first scrape) and return the
+    /// handles to them.
+    pub fn sensor(&self, sensor: &SensorConfig, rules: RuleSet) -> SensorMetrics {
+        let name = sensor.name.as_str();
+        let address = format!("{:#04x}", sensor.address);
+        let mut info = vec![
+            name,
+            sensor.driver.as_str(),
+            sensor.bus.as_str(),
+            address.as_str(),
+        ];
+        info.extend(
+            self.info_label_names
+                .iter()
+                .map(|k| sensor.labels.get(k).map_or("", String::as_str)),
+        );
+        self.sensor_info.with_label_values(&info).set(1.0);
+
+        let rule_gauge = |r: Rule| {
+            rules
+                .contains(r)
+                .then(|| self.anomaly_active.with_label_values(&[name, r.as_str()]))
+        };
+        let rule_counter = |r: Rule| {
+            rules
+                .contains(r)
+                .then(|| self.anomalies.with_label_values(&[name, r.as_str()]))
+        };
+        SensorMetrics {
+            bus_voltage: self.bus_voltage.with_label_values(&[name]),
+            shunt_voltage: self.shunt_voltage.with_label_values(&[name]),
+            current: self.current.with_label_values(&[name]),
+            power: self.power.with_label_values(&[name]),
+            energy: self.energy.with_label_values(&[name]),
+            energy_reverse: self.energy_reverse.with_label_values(&[name]),
+            samples: self.samples.with_label_values(&[name]),
+            read_errors: ErrorKind::ALL
+                .map(|k| self.read_errors.with_label_values(&[name, k.as_str()])),
+            up: self.up.with_label_values(&[name]),
+            last_sample: self.last_sample.with_label_values(&[name]),
+            anomaly_active: Rule::ALL.map(rule_gauge),
+            anomalies: Rule::ALL.map(rule_counter),
+            gaps: self.gaps.with_label_values(&[name]),
+        }
+    }
+
+    /// The text exposition of every series.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug here.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+
+    /// How many series the registry holds (for tests and diagnostics).
+    pub fn series_count(&self) -> usize {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.get_metric().len())
+            .sum()
+    }
+
+    /// Names of the collectors' families (for tests).
+    pub fn family_names(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+}

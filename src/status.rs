@@ -1,0 +1,95 @@
+//! What the sampler publishes about each sensor for the status page, `/api/readings` and the
+//! state file: a small `Copy` snapshot behind a mutex held only for the copy.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::anomaly::RuleSet;
+use crate::config::SensorConfig;
+use crate::energy::Step;
+use crate::sensor::{ErrorKind, Reading};
+
+/// Power statistics since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PowerStats {
+    pub min_watts: Option<f64>,
+    pub max_watts: Option<f64>,
+    /// Signed energy over `seconds` (forward minus reverse), for the time-weighted mean.
+    net_joules: f64,
+    seconds: f64,
+}
+
+impl PowerStats {
+    pub fn add(&mut self, watts: f64, step: &Step) {
+        self.min_watts = Some(self.min_watts.map_or(watts, |m| m.min(watts)));
+        self.max_watts = Some(self.max_watts.map_or(watts, |m| m.max(watts)));
+        self.net_joules += step.forward_joules - step.reverse_joules;
+        self.seconds += step.seconds;
+    }
+
+    /// Time-weighted mean power over the time covered by samples.
+    pub fn avg_watts(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.net_joules / self.seconds)
+    }
+}
+
+/// One sensor's state as of its last read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// The last reading (possibly an overflow one).
+    pub reading: Option<Reading>,
+    pub up: bool,
+    pub last_error: Option<ErrorKind>,
+    pub samples: u64,
+    pub read_errors: u64,
+    /// Unix time of the last valid sample.
+    pub last_sample_unix: Option<f64>,
+    /// Monotonic time of the last valid sample.
+    pub last_sample_at: Option<Instant>,
+    pub stats: PowerStats,
+    pub energy_joules: f64,
+    pub energy_reverse_joules: f64,
+    pub active: RuleSet,
+}
+
+/// A sensor as readers see it: what it is, and its latest snapshot.
+#[derive(Debug)]
+pub struct SensorStatus {
+    pub name: String,
+    pub driver: &'static str,
+    pub bus: String,
+    pub address: u8,
+    pub labels: BTreeMap<String, String>,
+    /// The rules it evaluates.
+    pub rules: RuleSet,
+    snapshot: Mutex<Snapshot>,
+}
+
+impl SensorStatus {
+    pub fn new(config: &SensorConfig, rules: RuleSet, energy: (f64, f64)) -> Arc<SensorStatus> {
+        Arc::new(SensorStatus {
+            name: config.name.clone(),
+            driver: config.driver.as_str(),
+            bus: config.bus.clone(),
+            address: config.address,
+            labels: config.labels.clone(),
+            rules,
+            snapshot: Mutex::new(Snapshot {
+                energy_joules: energy.0,
+                energy_reverse_joules: energy.1,
+                ..Snapshot::default()
+            }),
+        })
+    }
+
+    /// A copy of the latest snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replace the snapshot.
+    pub fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+}
