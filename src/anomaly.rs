@@ -364,8 +364,8 @@ impl AnomalyDetector {
             note(Rule::OverVoltage, over, volts, v.high, "V");
         }
 
-        // Power is unknown while the chip reports overflow.
-        if !reading.overflow {
+        // Power is unknown while the shunt is saturated.
+        if reading.power_watts.is_finite() {
             let watts = reading.power_watts;
             if let Some(o) = &mut self.over_power {
                 let change = o

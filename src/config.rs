@@ -351,6 +351,23 @@ pub enum LoadModel {
     },
 }
 
+impl fmt::Display for LoadModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, watts) = match *self {
+            LoadModel::Constant { watts } => return write!(f, "constant {watts} W"),
+            LoadModel::Uniform {
+                min_watts,
+                max_watts,
+            } => return write!(f, "uniform {min_watts}–{max_watts} W"),
+            LoadModel::AirConditioner { watts } => ("air_conditioner", watts.unwrap_or(1450.0)),
+            LoadModel::WashingMachine { watts } => ("washing_machine", watts.unwrap_or(700.0)),
+            LoadModel::Fridge { watts } => ("fridge", watts.unwrap_or(240.0)),
+            LoadModel::RaspberryPi { watts } => ("raspberry_pi", watts.unwrap_or(3.5)),
+        };
+        write!(f, "{name} {watts} W")
+    }
+}
+
 /// `simulation.faults = [{ kind = "…", … }]`: scheduled misbehaviour, timed from start-up.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

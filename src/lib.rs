@@ -2,8 +2,10 @@
 pub mod anomaly;
 pub mod config;
 pub mod energy;
+pub mod http;
 pub mod metrics;
 pub mod sampler;
 pub mod sensor;
+pub mod service;
 pub mod state;
 pub mod status;

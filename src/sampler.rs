@@ -7,7 +7,7 @@
 //! and the path from a read to the metrics does not allocate.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,10 +59,12 @@ impl Stop {
     }
 }
 
-/// When a bus thread promised to come around again (its next due read plus grace).
+/// When a bus thread promised to come around again (its next due read plus grace), and
+/// whether it is still running.
 struct Liveness {
     origin: Instant,
     deadline_ms: AtomicU64,
+    running: AtomicBool,
 }
 
 impl Liveness {
@@ -72,8 +74,21 @@ impl Liveness {
     }
 
     fn alive(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.origin).as_millis() as u64
-            <= self.deadline_ms.load(Ordering::Relaxed)
+        self.running.load(Ordering::Relaxed)
+            && now.saturating_duration_since(self.origin).as_millis() as u64
+                <= self.deadline_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether sampling is alive, shareable with the HTTP server and the watchdog.
+#[derive(Clone)]
+pub struct Health(Arc<Vec<Arc<Liveness>>>);
+
+impl Health {
+    /// Every bus thread is running and came around when it said it would.
+    pub fn healthy(&self) -> bool {
+        let now = Instant::now();
+        self.0.iter().all(|l| l.alive(now))
     }
 }
 
@@ -157,7 +172,8 @@ impl SensorPipeline {
         m.power.set(reading.power_watts);
         s.up = true;
         s.reading = Some(reading);
-        if reading.overflow {
+        if reading.power_watts.is_nan() {
+            // The shunt saturated: no value, so no sample.
             m.read_error(ErrorKind::Overflow).inc();
             s.read_errors += 1;
             s.last_error = Some(ErrorKind::Overflow);
@@ -236,7 +252,13 @@ impl SensorPipeline {
 
 fn log_transition(sensor: &str, t: &Transition) {
     let rule = t.rule.as_str();
-    if t.started {
+    if t.started && t.threshold.is_nan() {
+        log::warn!(
+            sensor = sensor, rule = rule, value = t.value;
+            "anomaly {rule} on sensor {sensor}: {:.3} {} is beyond the configured range",
+            t.value, t.unit
+        );
+    } else if t.started {
         log::warn!(
             sensor = sensor, rule = rule, value = t.value;
             "anomaly {rule} on sensor {sensor}: {:.3} {} (threshold {:.3} {})",
@@ -255,7 +277,7 @@ fn log_transition(sensor: &str, t: &Transition) {
 pub struct Sampler {
     stop: Stop,
     workers: Vec<(String, JoinHandle<()>)>,
-    liveness: Vec<Arc<Liveness>>,
+    health: Health,
 }
 
 impl Sampler {
@@ -282,6 +304,7 @@ impl Sampler {
             let live = Arc::new(Liveness {
                 origin,
                 deadline_ms: AtomicU64::new(STALL_GRACE.as_millis() as u64),
+                running: AtomicBool::new(true),
             });
             let (stop, clock, live_for_thread, on_panic) = (
                 stop.clone(),
@@ -308,15 +331,12 @@ impl Sampler {
         Ok(Sampler {
             stop,
             workers,
-            liveness,
+            health: Health(Arc::new(liveness)),
         })
     }
 
-    /// Every bus thread came around when it said it would.
-    pub fn healthy(&self) -> bool {
-        let now = Instant::now();
-        self.liveness.iter().all(|l| l.alive(now))
-            && self.workers.iter().all(|(_, h)| !h.is_finished())
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Ask the threads to finish and wait for them. Afterwards every sensor's status holds

@@ -23,8 +23,10 @@ pub struct Reading {
     pub current_amperes: f64,
     /// Bus voltage times current.
     pub power_watts: f64,
-    /// The chip's OVF flag: the shunt input or its arithmetic was out of range, so current and
-    /// power are unknown (NaN) and must not be used.
+    /// Beyond the configured range: the chip's OVF flag (its current/power arithmetic, sized by
+    /// `max_current_amps`, overflowed) or a shunt voltage at the PGA's full scale. When the
+    /// shunt saturated, current and power are unknown and are NaN; when only the chip's
+    /// arithmetic overflowed, the values computed from the shunt voltage are still right.
     pub overflow: bool,
 }
 

@@ -22,7 +22,7 @@ use embedded_hal_bus::i2c::RcDevice;
 use ina219::address::Address;
 use ina219::calibration::Calibration as CrateCalibration;
 use ina219::configuration::{Configuration, MeasuredSignals, OperatingMode, Reset};
-use ina219::errors::{InitializationErrorReason, MeasurementError};
+use ina219::errors::{InitializationErrorReason, MeasurementError, ShuntVoltageReadError};
 use ina219::measurements::{BusVoltage, CurrentRegister, PowerRegister, ShuntVoltage};
 use ina219::SyncIna219;
 
@@ -86,28 +86,30 @@ impl CrateCalibration for CalibrationRegister {
     fn power_from_register(&self, _: PowerRegister) {}
 }
 
-/// A reading from the two voltage registers.
-pub fn reading_from(
-    bus: BusVoltage,
-    shunt: ShuntVoltage,
-    shunt_ohms: f64,
-    overflow: bool,
-) -> Reading {
-    let bus_voltage_volts = f64::from(bus.voltage_mv()) / 1000.0;
-    let shunt_voltage_volts = f64::from(shunt.shunt_voltage_uv()) / 1_000_000.0;
-    let (current_amperes, power_watts) = if overflow {
-        (f64::NAN, f64::NAN)
-    } else {
-        let current = shunt_voltage_volts / shunt_ohms;
-        (current, current * bus_voltage_volts)
-    };
-    Reading {
-        bus_voltage_volts,
-        shunt_voltage_volts,
-        current_amperes,
-        power_watts,
-        overflow,
+impl ChipSettings {
+    /// A reading from the two voltage registers and the OVF flag.
+    pub fn reading(&self, bus_voltage_volts: f64, shunt: ShuntVoltage, ovf: bool) -> Reading {
+        let shunt_voltage_volts = f64::from(shunt.shunt_voltage_uv()) / 1_000_000.0;
+        let full_scale = registers::shunt_full_scale_counts(self.configuration.shunt_voltage_range);
+        let saturated = i32::from(shunt.shunt_voltage_10uv()).abs() >= full_scale;
+        let (current_amperes, power_watts) = if saturated {
+            (f64::NAN, f64::NAN)
+        } else {
+            let current = shunt_voltage_volts / self.shunt_ohms;
+            (current, current * bus_voltage_volts)
+        };
+        Reading {
+            bus_voltage_volts,
+            shunt_voltage_volts,
+            current_amperes,
+            power_watts,
+            overflow: ovf || saturated,
+        }
     }
+}
+
+fn volts(bus: BusVoltage) -> f64 {
+    f64::from(bus.voltage_mv()) / 1000.0
 }
 
 fn bus_error<E: ClassifyError>(e: E) -> SensorError {
@@ -213,24 +215,20 @@ where
         let Some(driver) = self.driver.as_mut() else {
             return Err(SensorError::Invalid("chip not initialised".into()));
         };
-        let shunt_ohms = self.settings.shunt_ohms;
+        let settings = &self.settings;
         match driver.next_measurement() {
-            Ok(Some(m)) => Ok(reading_from(
-                m.bus_voltage,
-                m.shunt_voltage,
-                shunt_ohms,
-                false,
-            )),
+            Ok(Some(m)) => Ok(settings.reading(volts(m.bus_voltage), m.shunt_voltage, false)),
             Ok(None) => Err(SensorError::NotReady),
-            Err(MeasurementError::MathOverflow(m)) => Ok(reading_from(
-                m.bus_voltage,
-                m.shunt_voltage,
-                shunt_ohms,
-                true,
-            )),
+            Err(MeasurementError::MathOverflow(m)) => {
+                Ok(settings.reading(volts(m.bus_voltage), m.shunt_voltage, true))
+            }
             Err(MeasurementError::I2cError(e)) => Err(bus_error(e)),
-            Err(MeasurementError::ShuntVoltageReadError(e)) => {
-                Err(SensorError::Invalid(format!("{e:?}")))
+            // Beyond the PGA range: saturated. The crate stops before decoding the bus voltage.
+            Err(MeasurementError::ShuntVoltageReadError(
+                ShuntVoltageReadError::ShuntVoltageOutOfRange { is, .. },
+            )) => Ok(settings.reading(f64::NAN, is, true)),
+            Err(MeasurementError::ShuntVoltageReadError(ShuntVoltageReadError::I2cError(e))) => {
+                Err(bus_error(e))
             }
             Err(MeasurementError::BusVoltageReadError(e)) => {
                 Err(SensorError::Invalid(format!("{e:?}")))
@@ -342,18 +340,36 @@ mod tests {
         mock.done();
     }
 
-    #[test]
-    fn ovf_is_reported_never_a_number() {
+    fn read_one(bus: u16, shunt: u16) -> Reading {
         let mut expected = init(0x019F, 0x5000);
-        // Shunt saturated at +40 mV, OVF and CNVR set.
-        expected.extend(measurement(0x5D98 | BUS_CNVR | BUS_OVF, 4000));
+        expected.extend(measurement(bus, shunt));
         let mut mock = Mock::new(&expected);
         let mut sensor = Ina219Sensor::new(Rc::new(RefCell::new(mock.clone())), settings());
         let r = sensor.read().unwrap();
+        mock.done();
+        r
+    }
+
+    #[test]
+    fn a_saturated_shunt_is_reported_never_a_number() {
+        // Shunt at the +40 mV full scale, OVF and CNVR set.
+        let r = read_one(0x5D98 | BUS_CNVR | BUS_OVF, 4000);
         assert!(r.overflow);
         assert!(r.power_watts.is_nan() && r.current_amperes.is_nan());
         assert!((r.bus_voltage_volts - 11.98).abs() < 1e-12);
-        mock.done();
+        // Saturated without OVF (a calibration with headroom): still unknown.
+        let r = read_one(0x5D98 | BUS_CNVR, (-4000i16) as u16);
+        assert!(r.overflow && r.power_watts.is_nan());
+    }
+
+    #[test]
+    fn ovf_from_the_arithmetic_alone_keeps_the_software_value() {
+        // 30 mV is within ±40 mV, but the chip's current register overflowed: the flag is
+        // raised, and current from the shunt voltage is still right.
+        let r = read_one(0x5D98 | BUS_CNVR | BUS_OVF, 3000);
+        assert!(r.overflow);
+        assert!((r.current_amperes - 15.0).abs() < 1e-9);
+        assert!((r.power_watts - 15.0 * 11.98).abs() < 1e-9);
     }
 
     #[test]
