@@ -687,7 +687,7 @@ fn locate(doc: &toml::Spanned<DeTable<'_>>, path: &[Seg]) -> Range<usize> {
                 .iter()
                 .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
                 .map(|(key, v)| (key.span(), v)),
-            (Seg::Index(i), _, Some(DeValue::Array(a))) => a.iter().nth(*i).map(|v| (v.span(), v)),
+            (Seg::Index(i), _, Some(DeValue::Array(a))) => a.get(*i).map(|v| (v.span(), v)),
             _ => None,
         };
         let Some((key_span, v)) = next else { break };

@@ -348,11 +348,11 @@ fn status_page(app: &App) -> String {
         } else {
             number(s.power_watts, 1)
         };
-        let _ = write!(
+        let _ = writeln!(
             rows,
             "<tr><td><b>{name}</b><br><small>{driver} {bus} {address} {labels}</small></td><td>{state}</td>\
              <td>{volts}</td><td>{amps}</td><td>{power}</td><td>{avg}</td><td>{min}</td><td>{max}</td>\
-             <td>{kwh}</td><td>{anomalies}</td></tr>\n",
+             <td>{kwh}</td><td>{anomalies}</td></tr>",
             name = escape(s.name),
             driver = escape(s.driver),
             bus = escape(s.bus),

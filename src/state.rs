@@ -134,7 +134,7 @@ impl StateStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Loaded::Fresh(StoredState::default()))
             }
-            Err(e) => return Ok(self.move_aside(format!("cannot read it: {e}"))?),
+            Err(e) => return self.move_aside(format!("cannot read it: {e}")),
         };
         let reason = match serde_json::from_str::<StoredState>(&text) {
             Ok(state) if state.version != FORMAT_VERSION => {
