@@ -213,22 +213,4 @@ impl Metrics {
         }
         out
     }
-
-    /// How many series the registry holds (for tests and diagnostics).
-    pub fn series_count(&self) -> usize {
-        self.registry
-            .gather()
-            .iter()
-            .map(|f| f.get_metric().len())
-            .sum()
-    }
-
-    /// Names of the collectors' families (for tests).
-    pub fn family_names(&self) -> Vec<String> {
-        self.registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect()
-    }
 }

@@ -335,6 +335,17 @@ fn check_config_prints_a_line_per_sensor() {
 }
 
 #[test]
+fn the_annotated_hardware_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.toml");
+    let (status, stdout, stderr) = run(&["check-config", "--config", path], &[]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("battery: ina219 at 0x40 on /dev/i2c-1"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn version_and_help() {
     let (status, stdout, _) = run(&["--version"], &[]);
     assert!(status.success());
