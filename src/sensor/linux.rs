@@ -4,16 +4,14 @@
 //! transfer tries to open it again, and fails with [`ErrorKind::Unavailable`] and a hint until
 //! it works.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use embedded_hal::i2c::{ErrorType, I2c, Operation};
 use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
 use linux_embedded_hal::I2cdev;
 
-use super::ina219::{ChipSettings, Ina219Sensor};
+use super::ina219::sensors_on;
 use super::{ClassifyError, ErrorKind, Sensor};
 use crate::config::SensorConfig;
 
@@ -145,16 +143,7 @@ impl I2c for LinuxBus {
 
 /// The sensors of one Linux bus, sharing it in turn.
 pub fn open_bus(path: &str, sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
-    let bus = Rc::new(RefCell::new(LinuxBus::new(path)));
-    sensors
-        .iter()
-        .map(|s| {
-            Box::new(Ina219Sensor::new(
-                Rc::clone(&bus),
-                ChipSettings::from_config(s),
-            )) as Box<dyn Sensor>
-        })
-        .collect()
+    sensors_on(LinuxBus::new(path), sensors)
 }
 
 #[cfg(test)]

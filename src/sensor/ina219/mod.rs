@@ -257,6 +257,24 @@ where
     }
 }
 
+/// The sensors of one bus, taking turns on it; one [`Ina219Sensor`] per config.
+pub fn sensors_on<I2C>(bus: I2C, sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>>
+where
+    I2C: I2c + 'static,
+    I2C::Error: ClassifyError,
+{
+    let bus = Rc::new(RefCell::new(bus));
+    sensors
+        .iter()
+        .map(|s| {
+            Box::new(Ina219Sensor::new(
+                Rc::clone(&bus),
+                ChipSettings::from_config(s),
+            )) as Box<dyn Sensor>
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::registers::*;

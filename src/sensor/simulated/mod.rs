@@ -8,9 +8,7 @@ mod chip;
 mod faults;
 mod load;
 
-use std::cell::RefCell;
 use std::fmt;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 pub use self::chip::{Registers, VirtualIna219};
 pub use self::faults::FaultSchedule;
 pub use self::load::Load;
-use super::ina219::{ChipSettings, Ina219Sensor};
+use super::ina219::sensors_on;
 use super::{ClassifyError, ErrorKind, Sensor};
 use crate::config::{SensorConfig, SimulationConfig};
 
@@ -247,16 +245,7 @@ pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>>
         );
         bus.attach(s.address, chip);
     }
-    let bus = Rc::new(RefCell::new(bus));
-    sensors
-        .iter()
-        .map(|s| {
-            Box::new(Ina219Sensor::new(
-                Rc::clone(&bus),
-                ChipSettings::from_config(s),
-            )) as Box<dyn Sensor>
-        })
-        .collect()
+    sensors_on(bus, sensors)
 }
 
 #[cfg(test)]
