@@ -332,6 +332,38 @@ mod tests {
         ]
     }
 
+    /// The exact configuration and calibration written for sensor configs, through the mock.
+    #[test]
+    fn initialisation_writes_range_gain_adc_and_calibration() {
+        let cases = [
+            // Stock breakout: 32 V, PGA /8 (±320 mV), 12-bit ×16 both ADCs, continuous;
+            // Cal = trunc(0.04096 / (3.2 A / 2^15 × 0.1 Ω)) = 4194.
+            ("shunt_ohms = 0.1\nmax_current_amps = 3.2\nbus_voltage_range = 32\nadc = { bits = 12, samples = 16 }", 0x3E67, 4194),
+            // 75 mV / 200 A shunt on a 12 V bank: 16 V, PGA /2 (±80 mV), 12-bit ×16.
+            ("shunt_ohms = 0.000375\nmax_current_amps = 200.0\nbus_voltage_range = 16\nadc = { bits = 12, samples = 16 }", 0x0E67, 17_894),
+            // The datasheet's example circuit (2 mΩ, 15 A expected, 16 V): its configuration
+            // 019Fh (PGA /1, 12-bit); Current_LSB = 15 A / 2^15 gives Cal 44739 → 44738.
+            ("shunt_ohms = 0.002\nmax_current_amps = 15.0\nbus_voltage_range = 16", 0x019F, 44_738),
+            // 9-bit conversions for speed, explicit ±160 mV range; Cal trunc(13421.8) = 13421,
+            // bit 0 void → 13420.
+            ("shunt_ohms = 0.01\nmax_current_amps = 10.0\nshunt_range_mv = 160\nadc = { bits = 9, samples = 1 }", 0x3007, 13_420),
+        ];
+        for (keys, config_word, calibration) in cases {
+            let text = format!("[[sensor]]\nname = \"a\"\n{keys}\n");
+            let config =
+                crate::config::Config::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
+            let chip = ChipSettings::from_config(&config.sensors[0]);
+            assert_eq!(chip.configuration.as_bits(), config_word, "{keys}");
+            assert_eq!(chip.calibration.register, calibration, "{keys}");
+            let mut expected = init(config_word, calibration);
+            expected.extend(measurement(0x5D98 | BUS_CNVR, 0x07D0));
+            let mut mock = Mock::new(&expected);
+            let mut sensor = Ina219Sensor::new(Rc::new(RefCell::new(mock.clone())), chip);
+            sensor.read().unwrap();
+            mock.done();
+        }
+    }
+
     #[test]
     fn initialises_and_converts_the_datasheet_example() {
         let mut expected = init(0x019F, 0x5000);
