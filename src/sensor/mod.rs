@@ -6,11 +6,12 @@
 
 pub mod ina219;
 pub mod linux;
+pub mod scan;
 pub mod simulated;
 
 use std::fmt;
 
-use crate::config::{Driver, SensorConfig};
+use crate::config::{Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,5 +134,30 @@ pub fn open_bus(sensors: &[SensorConfig], clock: &simulated::Clock) -> Vec<Box<d
     match first.driver {
         Driver::Ina219 => linux::open_bus(&first.bus, sensors),
         Driver::Simulated => simulated::open_bus(sensors, clock),
+    }
+}
+
+/// Scan `bus` for INA219s: a simulated bus of `config` if it names one, else `/dev/i2c-N`.
+/// Returns the driver that reads that bus and what answered.
+pub fn scan_bus(
+    bus: &str,
+    config: Option<&Config>,
+) -> Result<(Driver, Vec<(u8, scan::Found)>), scan::ScanError> {
+    let simulated: Vec<SensorConfig> = config
+        .map(|c| {
+            c.sensors
+                .iter()
+                .filter(|s| s.driver == Driver::Simulated && s.bus == bus)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if simulated.is_empty() {
+        let mut linux = linux::LinuxBus::new(bus);
+        linux.open().map_err(|e| scan::ScanError(e.to_string()))?;
+        Ok((Driver::Ina219, scan::scan(&mut linux)?))
+    } else {
+        let mut virtual_bus = simulated::virtual_bus(&simulated, &simulated::Clock::real());
+        Ok((Driver::Simulated, scan::scan(&mut virtual_bus)?))
     }
 }

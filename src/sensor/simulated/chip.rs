@@ -40,7 +40,8 @@ pub struct Registers {
 }
 
 impl VirtualIna219 {
-    /// A chip just powered on, measuring across a `shunt_ohms` shunt.
+    /// A chip with its power-on register values, measuring across a `shunt_ohms` shunt. It has
+    /// been powered for a while: a first conversion is in its registers.
     pub fn new(shunt_ohms: f64, simulation: Simulation) -> VirtualIna219 {
         let mut chip = VirtualIna219 {
             shunt_ohms,
@@ -58,6 +59,7 @@ impl VirtualIna219 {
             last_conversion: None,
         };
         chip.power_on_reset(Duration::ZERO);
+        chip.convert(Duration::ZERO);
         chip
     }
 

@@ -232,8 +232,8 @@ pub fn seed_for(name: &str) -> u64 {
     })
 }
 
-/// A virtual bus with one chip per sensor, and the sensors reading them through the driver.
-pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>> {
+/// A virtual bus carrying one virtual chip per sensor config, at its address.
+pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
     let mut bus = VirtualBus::new(clock.clone());
     for s in sensors {
         let simulation = s
@@ -245,7 +245,12 @@ pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>>
         );
         bus.attach(s.address, chip);
     }
-    sensors_on(bus, sensors)
+    bus
+}
+
+/// A virtual bus with one chip per sensor, and the sensors reading them through the driver.
+pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>> {
+    sensors_on(virtual_bus(sensors, clock), sensors)
 }
 
 #[cfg(test)]

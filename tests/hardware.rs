@@ -1,0 +1,168 @@
+//! The hardware-facing commands and paths, without hardware: `scan` and `read` on the virtual
+//! bus, and a missing `/dev/i2c-N` for the error paths.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config_file, run, Daemon};
+
+const SIMULATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/simulated.toml");
+
+/// A bus that does not exist on any machine.
+const MISSING_BUS: &str = "/dev/i2c-97";
+
+#[test]
+fn scan_finds_the_virtual_chips_and_prints_sensor_blocks() {
+    let (status, stdout, stderr) = run(
+        &["scan", "--bus", "virtual-house", "--config", SIMULATED],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    for address in ["0x40", "0x41", "0x44", "0x45"] {
+        assert!(
+            stdout.contains(&format!("  {address}  INA219, power-on defaults, bus ")),
+            "{address} missing:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("4 INA219(s)"), "{stdout}");
+    // The blocks paste into a valid configuration.
+    let blocks = &stdout[stdout.find("[[sensor]]").expect("blocks")..];
+    let (_dir, path) = config_file(blocks);
+    let (status, stdout, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("OK, 4 sensor(s)"), "{stdout}");
+}
+
+#[test]
+fn scan_of_a_missing_bus_says_how_to_enable_i2c() {
+    let (status, stdout, stderr) = run(
+        &[
+            "scan",
+            "--bus",
+            MISSING_BUS,
+            "--config",
+            "/nonexistent.toml",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(69), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot open {MISSING_BUS}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is I2C enabled?"), "{stderr}");
+}
+
+#[test]
+fn read_prints_live_rows_and_a_summary() {
+    let (status, stdout, stderr) = run(
+        &["read", "--config", SIMULATED, "--duration", "2500ms"],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains(" s  ")).collect();
+    assert!(
+        rows.len() >= 8,
+        "two rounds of four sensors expected:\n{stdout}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("ac001") && r.ends_with(" W")),
+        "{stdout}"
+    );
+    let summary = &stdout[stdout.find("Over ").expect("summary")..];
+    assert!(summary.contains("avg W") && summary.contains("min W") && summary.contains("max W"));
+    for sensor in ["ac001", "wm002", "fr003", "pi_5v"] {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(sensor))
+            .unwrap_or_else(|| panic!("{sensor} missing:\n{summary}"));
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let [samples, errors, avg, min, max, wh] = numbers[..] else {
+            panic!("{line}")
+        };
+        assert!(samples >= 2.0 && errors == 0.0, "{line}");
+        assert!(min <= avg && avg <= max && min > 0.0, "{line}");
+        assert!(wh > 0.0, "{line}");
+    }
+}
+
+#[test]
+fn read_with_a_missing_bus_reports_the_sensor_and_fails() {
+    let (_dir, path) = config_file(&format!(
+        "[[sensor]]\nname = \"battery\"\nbus = \"{MISSING_BUS}\"\n\n[[sensor]]\nname = \"sim\"\ndriver = \"simulated\"\n"
+    ));
+    let (status, stdout, stderr) = run(
+        &[
+            "read",
+            "--config",
+            path.to_str().unwrap(),
+            "--duration",
+            "1500ms",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("battery  down (unavailable)"), "{stdout}");
+    assert!(stderr.contains("is I2C enabled?"), "{stderr}");
+    assert!(stderr.contains("no valid sample from battery"), "{stderr}");
+    let sim = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("sim "))
+        .unwrap();
+    assert!(
+        !sim.split_whitespace().nth(1).unwrap().starts_with('0'),
+        "{sim}"
+    );
+}
+
+#[test]
+fn the_daemon_runs_with_a_missing_bus_and_keeps_the_other_sensors() {
+    let d = Daemon::start(&format!(
+        r#"
+[[sensor]]
+name = "battery"
+driver = "ina219"
+bus = "{MISSING_BUS}"
+interval = "100ms"
+
+[[sensor]]
+name = "fridge"
+driver = "simulated"
+interval = "100ms"
+[sensor.simulation]
+load = {{ model = "constant", watts = 12.0 }}
+"#
+    ));
+    let unavailable = |m: &common::Metrics| {
+        m.value(
+            "powermon_read_errors_total",
+            &[("sensor", "battery"), ("kind", "unavailable")],
+        )
+        .unwrap()
+    };
+    let first = d.scrape_until(Duration::from_secs(10), |m| unavailable(m) >= 2.0);
+    assert_eq!(first.sensor("powermon_sensor_up", "battery"), 0.0);
+    let later = d.scrape_until(Duration::from_secs(10), |m| {
+        unavailable(m) > unavailable(&first)
+    });
+    assert!(
+        unavailable(&later) > unavailable(&first),
+        "read errors keep rising while retrying"
+    );
+    assert_eq!(later.sensor("powermon_sensor_up", "fridge"), 1.0);
+    assert!(
+        later.sensor("powermon_samples_total", "fridge")
+            > first.sensor("powermon_samples_total", "fridge")
+    );
+    assert!(d.get("/healthz").status == 200);
+    let log = d.log();
+    assert_eq!(log.matches("sensor battery is down").count(), 1, "{log}");
+    assert!(log.contains("is I2C enabled?"), "{log}");
+}
