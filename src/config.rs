@@ -418,6 +418,13 @@ pub enum FaultConfig {
         duration: Duration,
         volts: f64,
     },
+    /// Transfers block until the window ends, then time out: a bus held low, a hung chip.
+    Hang {
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+    },
     /// The chip browns out and comes back with its power-on register values.
     Brownout {
         #[serde(deserialize_with = "duration")]
@@ -1156,6 +1163,7 @@ fn validate_simulation(sim: &SimulationConfig) -> Result<(), (String, String)> {
                 }
             }
             FaultConfig::Disconnect { duration, .. }
+            | FaultConfig::Hang { duration, .. }
             | FaultConfig::Stuck { duration, .. }
             | FaultConfig::Overload { duration, .. }
             | FaultConfig::Supply { duration, .. }

@@ -166,3 +166,57 @@ load = {{ model = "constant", watts = 12.0 }}
     assert_eq!(log.matches("sensor battery is down").count(), 1, "{log}");
     assert!(log.contains("is I2C enabled?"), "{log}");
 }
+
+#[test]
+fn a_hung_bus_stalls_only_itself_and_healthz_says_so() {
+    let d = Daemon::start(
+        r#"
+[[sensor]]
+name = "stuck"
+driver = "simulated"
+bus = "attic"
+interval = "200ms"
+[sensor.simulation]
+load = { model = "constant", watts = 5.0 }
+faults = [{ kind = "hang", start = "1s", duration = "14s" }]
+
+[[sensor]]
+name = "cellar"
+driver = "simulated"
+bus = "cellar"
+interval = "200ms"
+[sensor.simulation]
+load = { model = "constant", watts = 7.0 }
+"#,
+    );
+    // The attic bus blocks from 1 s; once it is overdue, /healthz turns 503 ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = d.get("/healthz");
+        if health.status == 503 {
+            assert!(health.text().contains("stalled"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never reported the stall"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ... while the cellar bus samples on.
+    let samples = |m: &common::Metrics| m.sensor("powermon_samples_total", "cellar");
+    let before = d.scrape();
+    d.scrape_until(Duration::from_secs(5), |m| {
+        samples(m) >= samples(&before) + 5.0
+    });
+    // When the hang ends the transfer times out, the sensor is re-initialised and reads again.
+    let back = d.scrape_until(Duration::from_secs(20), |m| {
+        m.value(
+            "powermon_read_errors_total",
+            &[("sensor", "stuck"), ("kind", "timeout")],
+        ) >= Some(1.0)
+            && m.sensor("powermon_sensor_up", "stuck") == 1.0
+    });
+    assert!(back.sensor("powermon_power_watts", "stuck") > 4.0);
+    assert_eq!(d.get("/healthz").status, 200);
+}

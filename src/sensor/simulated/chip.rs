@@ -90,6 +90,11 @@ impl VirtualIna219 {
         self.bus | if self.cnvr { BUS_CNVR } else { 0 } | if self.ovf { BUS_OVF } else { 0 }
     }
 
+    /// When a transfer started at `t` gets unstuck, if the chip hangs now.
+    pub fn hang_until(&self, t: Duration) -> Option<Duration> {
+        self.simulation.faults.hang_until(t)
+    }
+
     /// A bus-level fault for a transfer at `t`, if one is scheduled.
     pub fn transfer_error(&mut self, t: Duration) -> Option<super::VirtualI2cError> {
         self.simulation.faults.transfer_error(t)

@@ -48,6 +48,7 @@ impl FaultSchedule {
                         start, duration, ..
                     } => Window::new(start, duration),
                     FaultConfig::Disconnect { start, duration }
+                    | FaultConfig::Hang { start, duration }
                     | FaultConfig::Stuck { start, duration }
                     | FaultConfig::Overload {
                         start, duration, ..
@@ -94,6 +95,15 @@ impl FaultSchedule {
             return Some(VirtualI2cError::Timeout);
         }
         None
+    }
+
+    /// When a transfer started at `t` gets unstuck, if a hang is under way.
+    pub fn hang_until(&self, t: Duration) -> Option<Duration> {
+        self.faults.iter().find_map(|(w, f)| {
+            (matches!(f, FaultConfig::Hang { .. }) && w.contains(t))
+                .then_some(w.end)
+                .flatten()
+        })
     }
 
     /// The ADC does not convert at `t`.

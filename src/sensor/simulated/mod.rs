@@ -211,6 +211,11 @@ impl I2c for VirtualBus {
             .find(|(a, _)| *a == address)
             .map(|(_, c)| c)
             .ok_or(VirtualI2cError::Nack)?;
+        if let Some(until) = chip.hang_until(t) {
+            // The whole bus is held up, as a chip holding SDA low would hold it.
+            std::thread::sleep(until.saturating_sub(t));
+            return Err(VirtualI2cError::Timeout);
+        }
         if let Some(e) = chip.transfer_error(t) {
             return Err(e);
         }
