@@ -215,7 +215,7 @@ fn dashboard_and_rules_use_only_exported_or_recorded_metrics() {
     );
     let d = dashboard();
     let mut checked = 0;
-    for (place, expr) in dashboard_exprs(&d).into_iter().chain(rules.into_iter()) {
+    for (place, expr) in dashboard_exprs(&d).into_iter().chain(rules) {
         let names = metric_names(&expr);
         assert!(
             !names.is_empty() || expr.starts_with("vector("),
