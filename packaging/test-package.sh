@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Build the .deb and take it through its life on this machine: its contents, lintian,
+# systemd-analyze, install, a run as the service user, an upgrade over an edited conffile,
+# remove, purge. Checks files, user and state at each step, and purges on any failure.
+#
+#   sudo packaging/test-package.sh
+#
+# Needs root (it installs and purges the package), cargo-deb (`cargo install cargo-deb`),
+# lintian, systemd (for systemd-analyze) and dpkg-dev (apt-get install -y lintian systemd dpkg-dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+need() { command -v "$1" >/dev/null || fail "$1 is missing; $2"; }
+
+[ "$(id -u)" = 0 ] || fail "run as root: this installs and purges the package"
+need cargo-deb "install it with: cargo install cargo-deb"
+need lintian "install it with: apt-get install -y lintian"
+need systemd-analyze "install it with: apt-get install -y systemd"
+need dpkg-shlibdeps "install it with: apt-get install -y dpkg-dev"
+if dpkg-query -W -f='${Status}' power-monitord 2>/dev/null | grep -q installed; then
+  fail "power-monitord is already installed on this machine; purge it first"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+pkg=power-monitord
+unit=/lib/systemd/system/power-monitord.service
+cleanup() {
+  if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -qv not-installed; then
+    apt-get purge -y -qq "$pkg" >/dev/null 2>&1 || dpkg --purge "$pkg" >/dev/null 2>&1 || true
+  fi
+  [ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== build"
+cargo build --release --locked --quiet
+arch=$(dpkg --print-architecture)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+out=target/package-test
+rm -rf "$out" && mkdir -p "$out"
+deb1=$out/${pkg}_${version}-1_${arch}.deb
+deb2=$out/${pkg}_${version}-2_${arch}.deb
+cargo deb --no-build --deb-revision 1 --output "$deb1" >/dev/null
+cargo deb --no-build --deb-revision 2 --output "$deb2" >/dev/null
+[ -f "$deb1" ] && [ -f "$deb2" ] || fail "cargo deb did not produce $deb1 and $deb2"
+ok "built $deb1 and $deb2"
+
+echo "== contents"
+listing=$(dpkg-deb -c "$deb1" | awk '{print $6}')
+for path in \
+  ./usr/bin/power-monitord \
+  ./etc/power-monitord/config.toml \
+  ./usr/lib/systemd/system/power-monitord.service \
+  ./usr/share/power-monitord/grafana/power-monitord.json \
+  ./usr/share/power-monitord/prometheus/power-monitord.rules.yml \
+  ./usr/share/power-monitord/prometheus/power-monitord.rules.test.yml \
+  ./usr/share/power-monitord/prometheus/prometheus.yml \
+  ./usr/share/power-monitord/grafana-provisioning/dashboards/power-monitord.yml \
+  ./usr/share/power-monitord/grafana-provisioning/datasources/power-monitord.yml \
+  ./usr/share/doc/power-monitord/README.md \
+  ./usr/share/doc/power-monitord/copyright \
+  ./usr/share/doc/power-monitord/changelog.Debian.gz \
+  ./usr/share/man/man8/power-monitord.8.gz; do
+  grep -qx -- "$path" <<<"$listing" || fail "$path is not in the package"
+done
+dpkg-deb -f "$deb1" Depends | grep -q adduser || fail "no dependency on adduser"
+ok "every path is in the package"
+
+echo "== lintian"
+lintian --pedantic --fail-on error,warning "$deb1" 2>&1 | grep -v 'root privileges' || true
+lintian --pedantic --fail-on error,warning "$deb1" >/dev/null 2>&1 || fail "lintian reports errors or warnings"
+ok "lintian: no errors, no warnings that are not overridden (packaging/debian/lintian-overrides)"
+
+echo "== install"
+apt-get install -y -qq "./$deb1" </dev/null >/dev/null || fail "apt-get install $deb1"
+for f in /usr/bin/power-monitord /etc/power-monitord/config.toml "$unit" \
+         /usr/share/power-monitord/grafana/power-monitord.json \
+         /usr/share/power-monitord/prometheus/power-monitord.rules.yml \
+         /usr/share/doc/power-monitord/copyright /usr/share/man/man8/power-monitord.8.gz; do
+  [ -e "$f" ] || fail "$f is missing after install"
+done
+dpkg-query -W -f='${Conffiles}' "$pkg" | grep -q /etc/power-monitord/config.toml \
+  || fail "/etc/power-monitord/config.toml is not a conffile"
+getent passwd power-monitord | grep -q ':/var/lib/power-monitord:/usr/sbin/nologin$' \
+  || fail "system user power-monitord missing or wrong: $(getent passwd power-monitord)"
+id -nG power-monitord | tr ' ' '\n' | grep -qx i2c || fail "power-monitord is not in group i2c"
+[ "$(stat -c '%U:%G %a' /var/lib/power-monitord)" = "power-monitord:power-monitord 750" ] \
+  || fail "state directory: $(stat -c '%U:%G %a' /var/lib/power-monitord)"
+power-monitord check-config >/dev/null || fail "the installed config does not check"
+ok "files, conffile, user in group i2c, state directory"
+
+echo "== systemd-analyze"
+out=$(systemd-analyze verify --man=no "$unit" 2>&1) || fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify complains: $out"
+score() { systemd-analyze security --offline=true "$1" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p'; }
+ours=$(score "$unit")
+awk -v s="$ours" 'BEGIN { exit !(s <= 2.0) }' || fail "exposure $ours is above 2.0"
+ok "verify is silent; exposure $ours"
+for peer in /lib/systemd/system/prometheus-node-exporter.service /lib/systemd/system/prometheus.service; do
+  [ -f "$peer" ] && echo "   for comparison: $(basename "$peer") $(score "$peer")"
+done
+
+echo "== run as the service user"
+setpriv --reuid=power-monitord --regid=power-monitord --init-groups \
+  env STATE_DIRECTORY=/var/lib/power-monitord \
+  /usr/bin/power-monitord --config /usr/share/doc/power-monitord/examples/simulated.toml \
+  --listen 127.0.0.1:0 2>/tmp/power-monitord-package-test.log &
+daemon_pid=$!
+for _ in $(seq 50); do grep -q 'ready:' /tmp/power-monitord-package-test.log && break; sleep 0.1; done
+sleep 2
+kill -TERM "$daemon_pid"; wait "$daemon_pid" || fail "the daemon did not stop cleanly: $(cat /tmp/power-monitord-package-test.log)"
+daemon_pid=
+[ "$(stat -c %U /var/lib/power-monitord/state.json)" = power-monitord ] || fail "no state written by the service user"
+grep -q '"ac001"' /var/lib/power-monitord/state.json || fail "state.json holds no totals"
+ok "the service user runs the daemon and writes its state"
+
+echo "== upgrade over an edited conffile"
+echo "# edited by the package test" >>/etc/power-monitord/config.toml
+apt-get install -y -qq "./$deb2" </dev/null >/dev/null || fail "apt-get install $deb2"
+[ "$(dpkg-query -W -f='${Version}' "$pkg")" = "${version}-2" ] || fail "the upgrade did not install ${version}-2"
+grep -q '^# edited by the package test$' /etc/power-monitord/config.toml || fail "the upgrade lost the edit to the conffile"
+grep -q '"ac001"' /var/lib/power-monitord/state.json || fail "the upgrade lost the state"
+getent passwd power-monitord >/dev/null || fail "the upgrade lost the user"
+ok "version ${version}-2; the edited conffile, the state and the user are kept"
+
+echo "== remove"
+apt-get remove -y -qq "$pkg" </dev/null >/dev/null || fail "apt-get remove"
+[ ! -e /usr/bin/power-monitord ] || fail "the binary is still there after remove"
+[ -f /etc/power-monitord/config.toml ] || fail "remove deleted the conffile"
+[ -f /var/lib/power-monitord/state.json ] || fail "remove deleted the state"
+getent passwd power-monitord >/dev/null || fail "remove deleted the user"
+ok "binary gone; conffile, state and user kept"
+
+echo "== purge"
+apt-get purge -y -qq "$pkg" </dev/null >/dev/null || fail "apt-get purge"
+[ ! -e /etc/power-monitord ] || fail "/etc/power-monitord is still there after purge"
+[ ! -e /var/lib/power-monitord ] || fail "/var/lib/power-monitord is still there after purge"
+! getent passwd power-monitord >/dev/null || fail "the user is still there after purge"
+! getent group power-monitord >/dev/null || fail "the group is still there after purge"
+[ ! -e /etc/systemd/system/multi-user.target.wants/power-monitord.service ] || fail "the enablement symlink survived purge"
+getent group i2c >/dev/null || fail "purge removed the shared group i2c"
+ok "configuration, state, user and group gone; group i2c kept"
+
+echo "PASS: package life cycle"
