@@ -6,7 +6,8 @@
 #   sudo packaging/test-package.sh
 #
 # Needs root (it installs and purges the package), cargo-deb (`cargo install cargo-deb`),
-# lintian, systemd (for systemd-analyze) and dpkg-dev (apt-get install -y lintian systemd dpkg-dev).
+# lintian, systemd (for systemd-analyze), dpkg-dev and strace
+# (apt-get install -y lintian systemd dpkg-dev strace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ need cargo-deb "install it with: cargo install cargo-deb"
 need lintian "install it with: apt-get install -y lintian"
 need systemd-analyze "install it with: apt-get install -y systemd"
 need dpkg-shlibdeps "install it with: apt-get install -y dpkg-dev"
+need strace "install it with: apt-get install -y strace"
 if dpkg-query -W -f='${Status}' power-monitord 2>/dev/null | grep -q installed; then
   fail "power-monitord is already installed on this machine; purge it first"
 fi
@@ -115,6 +117,38 @@ daemon_pid=
 [ "$(stat -c %U /var/lib/power-monitord/state.json)" = power-monitord ] || fail "no state written by the service user"
 grep -q '"ac001"' /var/lib/power-monitord/state.json || fail "state.json holds no totals"
 ok "the service user runs the daemon and writes its state"
+
+echo "== system calls against the unit's filter"
+# Every system call a run makes (start, sampling, each endpoint, gzip, SIGTERM, the final
+# save) must be in SystemCallFilter=@system-service and not in ~@privileged @resources.
+expand() {
+  systemd-analyze syscall-filter "$1" | tail -n +2 | sed 's/^ *//' | grep -v -e '^#' -e '^$' |
+    while read -r w; do case "$w" in @*) expand "$w" ;; *) echo "$w" ;; esac; done
+}
+get() { exec 3<>"/dev/tcp/${1%:*}/${1#*:}"; printf 'GET %s HTTP/1.0\r\nAccept-Encoding: %s\r\n\r\n' "$2" "${3:-identity}" >&3; cat <&3 >/dev/null; exec 3<&-; }
+trace=$(mktemp -d)
+STATE_DIRECTORY="$trace/state" strace -f -qq -o "$trace/calls" /usr/bin/power-monitord \
+  --config /usr/share/doc/power-monitord/examples/simulated.toml --listen 127.0.0.1:0 2>"$trace/log" &
+strace_pid=$!
+sleep 0.5
+daemon_pid=$(pgrep -P "$strace_pid" -x power-monitord) || fail "no traced daemon"
+for _ in $(seq 100); do grep -q 'ready:' "$trace/log" && break; sleep 0.1; done
+addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$trace/log" | head -1)
+[ -n "$addr" ] || fail "the traced daemon did not start: $(cat "$trace/log")"
+sleep 2
+get "$addr" /metrics; get "$addr" /metrics gzip; get "$addr" /; get "$addr" /api/readings; get "$addr" /healthz
+# strace does not pass signals on: stop the daemon itself, then collect strace.
+kill -TERM "$daemon_pid"; wait "$strace_pid" || true
+daemon_pid=
+awk '{ split($2, a, "("); print a[1] }' "$trace/calls" | grep -E '^[a-z_0-9]+$' | sort -u >"$trace/used"
+expand @system-service | sort -u >"$trace/allowed"
+{ expand @privileged; expand @resources; } | sort -u >"$trace/denied"
+outside=$(comm -23 "$trace/used" "$trace/allowed" | tr '\n' ' ')
+denied=$(comm -12 "$trace/used" "$trace/denied" | tr '\n' ' ')
+[ -z "$outside" ] || fail "system calls outside @system-service: $outside"
+[ -z "$denied" ] || fail "system calls the unit denies: $denied"
+ok "$(wc -l <"$trace/used") distinct system calls, all allowed by the unit's filter"
+rm -rf "$trace"
 
 echo "== upgrade over an edited conffile"
 echo "# edited by the package test" >>/etc/power-monitord/config.toml
