@@ -214,6 +214,8 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
         .enable_all()
         .build()
         .map_err(|e| ServiceError::Start(format!("async runtime: {e}")))?;
+    // Before anything samples: a SIGTERM from here on ends in an orderly stop and a save.
+    let mut signals = runtime.block_on(async { Signals::install() })?;
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
     let sampler = Sampler::start(&config, pipelines, &Clock::real(), move |message| {
         let _ = fatal_tx.send(message);
@@ -262,7 +264,7 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
             sd_notify::NotifyState::Status(&status),
         ]);
 
-        let outcome = wait_for_stop(&mut fatal_rx).await;
+        let outcome = wait_for_stop(&mut signals, &mut fatal_rx).await;
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = shutdown_tx.send(true);
         let _ = server.await;
@@ -282,14 +284,30 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
 
 /// SIGTERM or SIGINT end the daemon; SIGHUP is acknowledged and ignored (the configuration
 /// is read at start only); a dead sampling thread ends it with an error.
-async fn wait_for_stop(fatal: &mut mpsc::UnboundedReceiver<String>) -> Result<(), ServiceError> {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return Err(ServiceError::Start("cannot install signal handlers".into()));
-    };
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Take over SIGTERM, SIGINT and SIGHUP.
+    fn install() -> Result<Signals, ServiceError> {
+        let install =
+            |kind| signal(kind).map_err(|e| ServiceError::Start(format!("signal handlers: {e}")));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn wait_for_stop(
+    signals: &mut Signals,
+    fatal: &mut mpsc::UnboundedReceiver<String>,
+) -> Result<(), ServiceError> {
+    let Signals { term, int, hup } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
