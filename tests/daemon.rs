@@ -457,3 +457,43 @@ load = { model = "constant", watts = 20.0 }
         d.log()
     );
 }
+
+#[test]
+fn a_crash_loses_at_most_one_persist_interval() {
+    let (dir, path) = config_file(&format!("[daemon]\npersist_interval = \"1s\"\n{CONSTANT}"));
+    let state = dir.path().join("state");
+    let d = Daemon::start_with(&path, &state);
+    // Wait for a periodic save (not the one at stop: this daemon never stops cleanly).
+    let stored = |state: &std::path::Path| -> Option<f64> {
+        let text = std::fs::read_to_string(state.join("state.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["sensors"]["heater"]["energy_joules"].as_f64()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while stored(&state).is_none_or(|j| j < 200.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic save:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_kill = d.scrape().sensor("powermon_energy_joules_total", "heater");
+    common::signal(d.pid(), libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(200));
+    let saved = stored(&state).expect("state.json survives the crash intact");
+    // At most one interval (1 s at 120 W, and a sample's worth) between the save and the kill.
+    assert!(
+        before_kill - saved <= 120.0 * 1.5,
+        "lost {} J",
+        before_kill - saved
+    );
+    drop(d);
+
+    let d2 = Daemon::start_with(&path, &state);
+    let restored = d2.scrape().sensor("powermon_energy_joules_total", "heater");
+    assert!(
+        restored >= saved,
+        "counter restarted at {restored}, saved {saved}"
+    );
+}
