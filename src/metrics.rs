@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry,
     TextEncoder,
@@ -76,37 +77,14 @@ impl SensorMetrics {
     }
 }
 
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<GaugeVec> {
-    let v = GaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(v.clone()))?;
-    Ok(v)
-}
-
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<CounterVec> {
-    let v = CounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(v.clone()))?;
-    Ok(v)
-}
-
-fn int_counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(v.clone()))?;
-    Ok(v)
+/// Register a freshly made metric family and hand it back.
+fn register<C>(registry: &Registry, made: prometheus::Result<C>) -> prometheus::Result<C>
+where
+    C: Collector + Clone + 'static,
+{
+    let family = made?;
+    registry.register(Box::new(family.clone()))?;
+    Ok(family)
 }
 
 impl Metrics {
@@ -124,29 +102,24 @@ impl Metrics {
         let mut info_labels = vec!["sensor", "driver", "bus", "address"];
         info_labels.extend(info_label_names.iter().map(String::as_str));
 
-        let build_info = gauge(
-            &r,
-            "powermon_build_info",
-            "A metric with a constant value of 1, labelled with the version and git revision of power-monitord.",
-            &["version", "revision"],
-        )?;
+        let build_info = register(&r, GaugeVec::new(Opts::new("powermon_build_info", "A metric with a constant value of 1, labelled with the version and git revision of power-monitord."), &["version", "revision"]))?;
         build_info.with_label_values(&[version, revision]).set(1.0);
 
         let metrics = Metrics {
-            bus_voltage: gauge(&r, "powermon_bus_voltage_volts", "Voltage from IN- to ground at the last sample (the load side of the shunt).", s)?,
-            shunt_voltage: gauge(&r, "powermon_shunt_voltage_volts", "Voltage across the shunt at the last sample.", s)?,
-            current: gauge(&r, "powermon_current_amperes", "Current through the shunt at the last sample; negative when it flows backwards; NaN while the chip reports overflow.", s)?,
-            power: gauge(&r, "powermon_power_watts", "Power at the last sample (bus voltage times current); NaN while the chip reports overflow.", s)?,
-            energy: counter(&r, "powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time; persisted across restarts.", s)?,
-            energy_reverse: counter(&r, "powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging; persisted across restarts.", s)?,
-            samples: int_counter(&r, "powermon_samples_total", "Valid samples taken.", s)?,
-            read_errors: int_counter(&r, "powermon_read_errors_total", "Reads that gave no valid sample, by kind: nack, timeout, i2c, unavailable, invalid, overflow, stale.", &["sensor", "kind"])?,
-            up: gauge(&r, "powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0.", s)?,
-            last_sample: gauge(&r, "powermon_last_sample_timestamp_seconds", "Unix time of the last valid sample.", s)?,
-            anomaly_active: gauge(&r, "powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0.", &["sensor", "rule"])?,
-            anomalies: int_counter(&r, "powermon_anomalies_total", "Anomaly episodes started, by rule.", &["sensor", "rule"])?,
-            gaps: int_counter(&r, "powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge.", s)?,
-            sensor_info: gauge(&r, "powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels.", &info_labels)?,
+            bus_voltage: register(&r, GaugeVec::new(Opts::new("powermon_bus_voltage_volts", "Voltage from IN- to ground at the last sample (the load side of the shunt)."), s))?,
+            shunt_voltage: register(&r, GaugeVec::new(Opts::new("powermon_shunt_voltage_volts", "Voltage across the shunt at the last sample."), s))?,
+            current: register(&r, GaugeVec::new(Opts::new("powermon_current_amperes", "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated."), s))?,
+            power: register(&r, GaugeVec::new(Opts::new("powermon_power_watts", "Power at the last sample (bus voltage times current); NaN while the shunt is saturated."), s))?,
+            energy: register(&r, CounterVec::new(Opts::new("powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time; persisted across restarts."), s))?,
+            energy_reverse: register(&r, CounterVec::new(Opts::new("powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging; persisted across restarts."), s))?,
+            samples: register(&r, IntCounterVec::new(Opts::new("powermon_samples_total", "Valid samples taken."), s))?,
+            read_errors: register(&r, IntCounterVec::new(Opts::new("powermon_read_errors_total", "Reads that gave no valid sample, by kind: nack, timeout, i2c, unavailable, invalid, overflow, stale."), &["sensor", "kind"]))?,
+            up: register(&r, GaugeVec::new(Opts::new("powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0."), s))?,
+            last_sample: register(&r, GaugeVec::new(Opts::new("powermon_last_sample_timestamp_seconds", "Unix time of the last valid sample."), s))?,
+            anomaly_active: register(&r, GaugeVec::new(Opts::new("powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0."), &["sensor", "rule"]))?,
+            anomalies: register(&r, IntCounterVec::new(Opts::new("powermon_anomalies_total", "Anomaly episodes started, by rule."), &["sensor", "rule"]))?,
+            gaps: register(&r, IntCounterVec::new(Opts::new("powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge."), s))?,
+            sensor_info: register(&r, GaugeVec::new(Opts::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels."), &info_labels))?,
             info_label_names,
             registry: r,
         };
