@@ -225,6 +225,26 @@ mod tests {
         assert!(!dir.path().join("state.json.tmp").exists());
     }
 
+    /// Totals come back bit for bit: a total one ulp lower would read as a counter reset.
+    #[test]
+    fn totals_round_trip_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut x = 59.719_690_560_000_004_f64;
+        for _ in 0..500 {
+            store.save(&state(x)).unwrap();
+            let Loaded::Restored(loaded) = store.load().unwrap() else {
+                panic!("not restored")
+            };
+            assert_eq!(
+                loaded.sensors["fridge"].energy_joules.to_bits(),
+                x.to_bits(),
+                "{x}"
+            );
+            x = x * 1.000_123_4 + 0.1;
+        }
+    }
+
     #[test]
     fn a_corrupt_file_is_moved_aside_not_lost() {
         let dir = tempfile::tempdir().unwrap();

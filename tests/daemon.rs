@@ -247,7 +247,11 @@ fn sigterm_saves_the_energy_and_a_restart_continues_from_it() {
     let stored = saved["sensors"]["heater"]["energy_joules"]
         .as_f64()
         .unwrap();
-    assert!(stored >= before.sensor("powermon_energy_joules_total", "heater"));
+    let scraped = before.sensor("powermon_energy_joules_total", "heater");
+    assert!(
+        stored >= scraped,
+        "saved {stored} J, but {scraped} J were scraped before the stop"
+    );
     assert!(d.log().contains("saved energy totals"), "{}", d.log());
 
     let d2 = Daemon::start_with(&path, &state);
