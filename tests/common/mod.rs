@@ -29,6 +29,35 @@ pub fn config_file(config: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Poll `ready` until it yields a value; fail with the child's log if it exits first or
+/// `timeout` passes.
+fn wait_for<T>(
+    child: &mut Child,
+    log: &Mutex<Vec<String>>,
+    name: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{name} exited with {status}:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready in {timeout:?}:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Collect a child's stderr lines in the background.
 fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -68,29 +97,13 @@ impl Daemon {
             .spawn()
             .expect("spawn power-monitord");
         let log = collect_stderr(&mut child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let found = log.lock().unwrap().iter().find_map(|l| {
+        let addr = wait_for(&mut child, &log, "daemon", Duration::from_secs(20), || {
+            log.lock().unwrap().iter().find_map(|l| {
                 l.split("listening on http://")
                     .nth(1)
                     .and_then(|rest| rest.trim_end_matches('/').parse::<SocketAddr>().ok())
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "daemon exited with {status} before listening:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not listen:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            })
+        });
         Daemon {
             child,
             addr,
@@ -404,30 +417,21 @@ impl Prometheus {
             .spawn()
             .expect("spawn prometheus");
         let log = collect_stderr(&mut child);
-        let mut p = Prometheus {
+        wait_for(
+            &mut child,
+            &log,
+            "prometheus",
+            Duration::from_secs(30),
+            || {
+                (TcpStream::connect(addr).is_ok()
+                    && request(addr, "GET", "/-/ready", &[]).status == 200)
+                    .then_some(())
+            },
+        );
+        Prometheus {
             child,
             addr,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect(addr).is_ok()
-                && request(addr, "GET", "/-/ready", &[]).status == 200
-            {
-                return p;
-            }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!(
-                    "prometheus exited with {status}:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
