@@ -9,7 +9,7 @@ seconds=${1:-60}
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-STATE_DIRECTORY="$work/state" target/release/power-monitord --config config/simulated.toml \
+STATE_DIRECTORY="$work/state" RUNTIME_DIRECTORY="$work/run" target/release/power-monitord --config config/simulated.toml \
   --listen 127.0.0.1:0 2>"$work/log" &
 pid=$!
 sleep 5   # past start-up

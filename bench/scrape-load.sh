@@ -15,7 +15,7 @@ work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 
-STATE_DIRECTORY="$work/state" target/release/power-monitord --config config/simulated.toml \
+STATE_DIRECTORY="$work/state" RUNTIME_DIRECTORY="$work/run" target/release/power-monitord --config config/simulated.toml \
   --listen 127.0.0.1:0 2>"$work/pm.log" &
 pids+=($!); pm_pid=$!
 ne_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

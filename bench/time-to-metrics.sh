@@ -25,7 +25,7 @@ times=()
 for i in $(seq "$runs"); do
   rm -rf "$work/state"
   start=$(date +%s%N)
-  STATE_DIRECTORY="$work/state" "$bin" --config config/simulated.toml --listen 127.0.0.1:0 2>"$work/log" &
+  STATE_DIRECTORY="$work/state" RUNTIME_DIRECTORY="$work/run" "$bin" --config config/simulated.toml --listen 127.0.0.1:0 2>"$work/log" &
   pid=$!
   addr=""
   until [ -n "$addr" ]; do

@@ -786,10 +786,12 @@ impl Config {
                 return Err((key("listen"), format!("{addr} is listed twice")));
             }
         }
-        if self.daemon.persist_interval < Duration::from_secs(1) {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.daemon.persist_interval)
+        {
             return Err((
                 key("persist_interval"),
-                "expected at least 1s: the state file is rewritten this often".into(),
+                "expected 1s to 1h: the state file is rewritten this often, and a power cut loses the energy since the last write".into(),
             ));
         }
         if self.sensors.is_empty() {
@@ -1534,6 +1536,16 @@ allowed_bus_volts = [11.0, 14.6]
             6,
             "sensor[0].simulation.faults[0].rate",
             "expected 0 to 1",
+        );
+    }
+
+    #[test]
+    fn rejects_a_persist_interval_beyond_an_hour() {
+        rejects(
+            "[daemon]\npersist_interval = \"18446744073709551615s\"\n[[sensor]]\nname = \"a\"\n",
+            2,
+            "daemon.persist_interval",
+            "expected 1s to 1h",
         );
     }
 

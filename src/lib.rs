@@ -4,6 +4,7 @@ pub mod config;
 pub mod energy;
 pub mod http;
 pub mod metrics;
+pub mod persist;
 pub mod read;
 pub mod sampler;
 pub mod sensor;

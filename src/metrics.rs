@@ -5,12 +5,14 @@
 //! atomic store or add, with no label lookup and no allocation. Exposition gathers the
 //! registry, which reads those atomics: the samplers are never locked for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Counter, CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::anomaly::{Rule, RuleSet};
@@ -27,8 +29,12 @@ pub struct Metrics {
     shunt_voltage: GaugeVec,
     current: GaugeVec,
     power: GaugeVec,
-    energy: CounterVec,
-    energy_reverse: CounterVec,
+    energy: SetCounterVec,
+    energy_reverse: SetCounterVec,
+    /// Unix time of the last save of the state file.
+    pub state_last_persist: Gauge,
+    /// Saves of the state file that failed.
+    pub state_persist_failures: IntCounter,
     samples: IntCounterVec,
     read_errors: IntCounterVec,
     up: GaugeVec,
@@ -47,8 +53,6 @@ pub struct SensorMetrics {
     pub shunt_voltage: Gauge,
     pub current: Gauge,
     pub power: Gauge,
-    pub energy: Counter,
-    pub energy_reverse: Counter,
     pub samples: IntCounter,
     read_errors: [IntCounter; ErrorKind::ALL.len()],
     pub up: Gauge,
@@ -110,8 +114,10 @@ impl Metrics {
             shunt_voltage: register(&r, GaugeVec::new(Opts::new("powermon_shunt_voltage_volts", "Voltage across the shunt at the last sample."), s))?,
             current: register(&r, GaugeVec::new(Opts::new("powermon_current_amperes", "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated."), s))?,
             power: register(&r, GaugeVec::new(Opts::new("powermon_power_watts", "Power at the last sample (bus voltage times current); NaN while the shunt is saturated."), s))?,
-            energy: register(&r, CounterVec::new(Opts::new("powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time; persisted across restarts."), s))?,
-            energy_reverse: register(&r, CounterVec::new(Opts::new("powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging; persisted across restarts."), s))?,
+            energy: register(&r, SetCounterVec::new("powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time, as of the last save of the state file (it never goes backwards, across restarts, crashes and power cuts).", s))?,
+            energy_reverse: register(&r, SetCounterVec::new("powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging, as of the last save of the state file.", s))?,
+            state_last_persist: register(&r, Gauge::new("powermon_state_last_persist_timestamp_seconds", "Unix time of the last successful save of the energy totals to the state file; the energy counters hold the values of that save."))?,
+            state_persist_failures: register(&r, IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed."))?,
             samples: register(&r, IntCounterVec::new(Opts::new("powermon_samples_total", "Valid samples taken."), s))?,
             read_errors: register(&r, IntCounterVec::new(Opts::new("powermon_read_errors_total", "Reads that gave no valid sample, by kind: nack, timeout, i2c, unavailable, invalid, overflow, stale."), &["sensor", "kind"]))?,
             up: register(&r, GaugeVec::new(Opts::new("powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0."), s))?,
@@ -148,6 +154,8 @@ impl Metrics {
                 .map(|k| sensor.labels.get(k).map_or("", String::as_str)),
         );
         self.sensor_info.with_label_values(&info).set(1.0);
+        // The energy counters exist from the start, at their last saved value (0 until then).
+        self.published_energy(name);
 
         let rule_gauge = |r: Rule| {
             rules
@@ -164,8 +172,6 @@ impl Metrics {
             shunt_voltage: self.shunt_voltage.with_label_values(&[name]),
             current: self.current.with_label_values(&[name]),
             power: self.power.with_label_values(&[name]),
-            energy: self.energy.with_label_values(&[name]),
-            energy_reverse: self.energy_reverse.with_label_values(&[name]),
             samples: self.samples.with_label_values(&[name]),
             read_errors: ErrorKind::ALL
                 .map(|k| self.read_errors.with_label_values(&[name, k.as_str()])),
@@ -177,6 +183,14 @@ impl Metrics {
         }
     }
 
+    /// The exported energy counters of a sensor: forward and reverse.
+    pub fn published_energy(&self, sensor: &str) -> (Arc<SetCounter>, Arc<SetCounter>) {
+        (
+            self.energy.with_label_values(&[sensor]),
+            self.energy_reverse.with_label_values(&[sensor]),
+        )
+    }
+
     /// The text exposition of every series.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -185,5 +199,148 @@ impl Metrics {
             log::error!("encoding metrics failed: {e}");
         }
         out
+    }
+}
+
+/// A counter whose value is set from a total kept elsewhere (the state file) instead of being
+/// added to: setting the total itself keeps it bit for bit equal to what a restart restores,
+/// where adding the difference could land one ulp above it and read as a reset.
+///
+/// It only ever rises: a lower value is ignored.
+#[derive(Debug, Default)]
+pub struct SetCounter(AtomicU64);
+
+impl SetCounter {
+    /// Raise the counter to `value`, if that is higher.
+    pub fn raise_to(&self, value: f64) {
+        // For finite non-negative floats the order of the bit patterns is the numeric order.
+        // (Zero needs nothing: the counter starts there; and -0.0 would compare high.)
+        if value.is_finite() && value > 0.0 {
+            self.0.fetch_max(value.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A family of [`SetCounter`]s, one per combination of label values.
+#[derive(Clone)]
+pub struct SetCounterVec(Arc<SetCounterFamily>);
+
+/// The shared part of a [`SetCounterVec`].
+pub struct SetCounterFamily {
+    desc: Desc,
+    children: Mutex<BTreeMap<Vec<String>, Arc<SetCounter>>>,
+}
+
+impl SetCounterVec {
+    /// A family `name` with the given label names.
+    pub fn new(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<SetCounterVec> {
+        let desc = Desc::new(
+            name.to_string(),
+            help.to_string(),
+            labels.iter().map(|l| l.to_string()).collect(),
+            HashMap::new(),
+        )?;
+        Ok(SetCounterVec(Arc::new(SetCounterFamily {
+            desc,
+            children: Mutex::new(BTreeMap::new()),
+        })))
+    }
+
+    /// The counter of these label values, created at 0 if new.
+    pub fn with_label_values(&self, values: &[&str]) -> Arc<SetCounter> {
+        let key = values.iter().map(|v| v.to_string()).collect();
+        let mut children = self
+            .0
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(children.entry(key).or_default())
+    }
+}
+
+impl Collector for SetCounterVec {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let children = self
+            .0
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let metrics = children
+            .iter()
+            .map(|(values, counter)| {
+                let mut metric = Metric::default();
+                metric.set_label(
+                    self.0
+                        .desc
+                        .variable_labels
+                        .iter()
+                        .zip(values)
+                        .map(|(name, value)| {
+                            let mut pair = LabelPair::default();
+                            pair.set_name(name.clone());
+                            pair.set_value(value.clone());
+                            pair
+                        })
+                        .collect(),
+                );
+                let mut value = prometheus::proto::Counter::default();
+                value.set_value(counter.get());
+                metric.set_counter(value);
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.0.desc.fq_name.clone());
+        family.set_help(self.0.desc.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_counter_never_goes_down() {
+        let c = SetCounter::default();
+        c.raise_to(5.5);
+        c.raise_to(2.0);
+        c.raise_to(f64::NAN);
+        c.raise_to(-0.0);
+        c.raise_to(-7.0);
+        assert_eq!(c.get(), 5.5);
+        c.raise_to(5.500_000_000_000_001);
+        assert_eq!(c.get(), 5.500_000_000_000_001);
+    }
+
+    #[test]
+    fn set_counters_are_exposed_as_counters() {
+        let r = Registry::new();
+        let family = register(
+            &r,
+            SetCounterVec::new("test_joules_total", "Help.", &["sensor"]),
+        )
+        .unwrap();
+        family.with_label_values(&["b"]).raise_to(2.0);
+        family.with_label_values(&["a"]).raise_to(0.1 + 0.2);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# HELP test_joules_total Help.\n# TYPE test_joules_total counter\n\
+             test_joules_total{sensor=\"a\"} 0.30000000000000004\n\
+             test_joules_total{sensor=\"b\"} 2\n"
+        );
     }
 }

@@ -52,7 +52,7 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> io::Res
     let (pipelines, statuses): (Vec<_>, Vec<Arc<SensorStatus>>) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default()))
+        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
         .unzip();
     let width = config
         .sensors

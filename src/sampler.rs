@@ -18,6 +18,7 @@ use crate::energy::EnergyIntegrator;
 use crate::metrics::{Metrics, SensorMetrics};
 use crate::sensor::simulated::Clock;
 use crate::sensor::{self, ErrorKind, Reading, SensorError};
+use crate::state::live::LiveSlot;
 use crate::state::StoredSensor;
 use crate::status::{SensorStatus, Snapshot};
 
@@ -103,22 +104,24 @@ pub struct SensorPipeline {
     metrics: SensorMetrics,
     status: Arc<SensorStatus>,
     snapshot: Snapshot,
+    /// Where the totals go after every sample, to survive a crash.
+    live: Option<LiveSlot>,
     /// Consecutive failed reads.
     failures: u32,
 }
 
 impl SensorPipeline {
-    /// A pipeline continuing from `stored` totals, and the status it publishes to.
+    /// A pipeline continuing from `stored` totals, and the status it publishes to. With a
+    /// `live` slot, the totals are stored there after every sample.
     pub fn new(
         config: &SensorConfig,
         metrics: &Metrics,
         stored: StoredSensor,
+        live: Option<LiveSlot>,
     ) -> (SensorPipeline, Arc<SensorStatus>) {
         let detector = AnomalyDetector::new(&config.anomaly);
         let rules = detector.rules();
         let handles = metrics.sensor(config, rules);
-        handles.energy.inc_by(stored.energy_joules);
-        handles.energy_reverse.inc_by(stored.energy_reverse_joules);
         let status = SensorStatus::new(
             config,
             rules,
@@ -138,6 +141,7 @@ impl SensorPipeline {
             metrics: handles,
             snapshot: status.snapshot(),
             status: Arc::clone(&status),
+            live,
             failures: 0,
         };
         (pipeline, status)
@@ -183,8 +187,6 @@ impl SensorPipeline {
                 m.gaps.inc();
                 self.detector.reset_pending();
             }
-            m.energy.inc_by(step.forward_joules);
-            m.energy_reverse.inc_by(step.reverse_joules);
             m.samples.inc();
             let unix = wall
                 .duration_since(UNIX_EPOCH)
@@ -196,6 +198,9 @@ impl SensorPipeline {
             s.stats.add(reading.power_watts, &step);
             s.energy_joules = self.integrator.forward_joules();
             s.energy_reverse_joules = self.integrator.reverse_joules();
+            if let Some(live) = &mut self.live {
+                live.store(&[s.energy_joules, s.energy_reverse_joules]);
+            }
         }
         let name = self.name.as_str();
         self.detector
@@ -400,7 +405,8 @@ mod tests {
     fn pipeline(text: &str) -> (SensorPipeline, Arc<SensorStatus>, Metrics) {
         let config = Config::from_toml(Path::new("t.toml"), text).unwrap();
         let metrics = Metrics::new(&config, "0", "test").unwrap();
-        let (p, s) = SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default());
+        let (p, s) =
+            SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default(), None);
         (p, s, metrics)
     }
 
@@ -471,13 +477,39 @@ mod tests {
         assert!(snap.active.contains(crate::anomaly::Rule::OverPower));
         assert_eq!(snap.stats.avg_watts(), Some(100.0));
         let text = String::from_utf8(metrics.encode()).unwrap();
+        // Energy is exported by the persister once it is on disk, not by the pipeline.
         assert!(
-            text.contains("powermon_energy_joules_total{sensor=\"a\"} 200"),
+            text.contains("powermon_energy_joules_total{sensor=\"a\"} 0"),
             "{text}"
         );
         assert!(text.contains("powermon_read_errors_total{kind=\"timeout\",sensor=\"a\"} 1"));
         assert!(text.contains("powermon_anomalies_total{rule=\"over_power\",sensor=\"a\"} 1"));
         assert!(text.contains("powermon_sensor_up{sensor=\"a\"} 0"));
+    }
+
+    #[test]
+    fn every_sample_reaches_the_live_file() {
+        use crate::state::live::{self, Kind, LiveFile};
+        let config = Config::from_toml(Path::new("t.toml"), "[[sensor]]\nname = \"a\"\n").unwrap();
+        let metrics = Metrics::new(&config, "0", "test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.bin");
+        let (_file, mut slots) =
+            LiveFile::create(&path, &[(Kind::Sensor, "a", [0.0; live::VALUES])]).unwrap();
+        let stored = StoredSensor {
+            energy_joules: 1000.0,
+            energy_reverse_joules: 5.0,
+        };
+        let (mut p, _) = SensorPipeline::new(&config.sensors[0], &metrics, stored, slots.pop());
+        let t0 = Instant::now();
+        p.process(Ok(reading(100.0)), t0, SystemTime::now());
+        p.process(
+            Ok(reading(100.0)),
+            t0 + Duration::from_secs(2),
+            SystemTime::now(),
+        );
+        let records = live::read(&path).unwrap();
+        assert_eq!(records[&(Kind::Sensor, "a".into())][..2], [1200.0, 5.0]);
     }
 
     #[test]

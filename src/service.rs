@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -15,9 +15,11 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, LogLevel, DEFAULT_STATE_DIR};
 use crate::http::{self, App};
 use crate::metrics::Metrics;
+use crate::persist::Persister;
 use crate::sampler::{Health, Sampler, SensorPipeline};
 use crate::sensor::simulated::Clock;
-use crate::state::{Loaded, StateError, StateStore, StoredSensor, StoredState};
+use crate::state::live::{self, Kind, LiveFile, LiveSlot};
+use crate::state::{StateError, StateStore, StoredSensor, StoredState};
 use crate::status::SensorStatus;
 
 /// The package version.
@@ -118,6 +120,45 @@ fn open_state(config: &Config) -> Result<StateStore, StateError> {
     }
 }
 
+/// Where the live totals go: a file named after the state directory (its device and inode, so
+/// that two daemons with two state directories never share one) in the runtime directory,
+/// which is a tmpfs on every systemd machine: `$RUNTIME_DIRECTORY` (systemd's
+/// `RuntimeDirectory=`), else `/run/power-monitord`, else `$XDG_RUNTIME_DIR/power-monitord`,
+/// else the state directory itself.
+fn live_path(state_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let name = match std::fs::metadata(state_dir) {
+        Ok(meta) => format!("live-{:x}-{:x}.bin", meta.dev(), meta.ino()),
+        Err(_) => "live.bin".to_string(),
+    };
+    let candidates = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .map(PathBuf::from)
+        })
+        .into_iter()
+        .chain([PathBuf::from("/run/power-monitord")])
+        .chain(std::env::var_os("XDG_RUNTIME_DIR").map(|d| Path::new(&d).join("power-monitord")));
+    for dir in candidates.filter(|d| !d.as_os_str().is_empty()) {
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+        let writable = tempfile::tempfile_in(&dir).is_ok();
+        if made.is_ok() && writable {
+            return dir.join(name);
+        }
+    }
+    state_dir.join(name)
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// A listening socket; an IPv6 one takes IPv6 only, so `0.0.0.0:P` and `[::]:P` can both be
 /// configured.
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -132,73 +173,98 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        log::warn!("cannot notify systemd: {e}");
-    }
-}
-
-/// The totals of every sensor, on top of what was stored for sensors no longer configured.
-fn collect(base: &StoredState, sensors: &[Arc<SensorStatus>]) -> StoredState {
-    let mut state = base.clone();
-    for s in sensors {
-        let snap = s.snapshot();
-        state.sensors.insert(
-            s.name.clone(),
-            StoredSensor {
-                energy_joules: snap.energy_joules,
-                energy_reverse_joules: snap.energy_reverse_joules,
-            },
+/// Load the totals: `state.json`, then the live file of a process that did not stop cleanly,
+/// the later of the two per sensor. Returns what is on disk and what to continue from.
+fn load_totals(
+    store: &StateStore,
+    live_path: &Path,
+) -> Result<(StoredState, StoredState), StateError> {
+    let loaded = store.load()?;
+    if let Some(aside) = &loaded.set_aside {
+        log::warn!(
+            "state file {} had problems; moved it to {} and kept {} usable total(s): {}",
+            store.path().display(),
+            aside.moved_to.display(),
+            loaded.state.sensors.len(),
+            aside.problems.join("; ")
+        );
+    } else if loaded.found {
+        log::info!(
+            "restored energy totals of {} sensor(s) from {}",
+            loaded.state.sensors.len(),
+            store.path().display()
+        );
+    } else {
+        log::info!(
+            "no energy totals in {} yet; starting from zero",
+            store.dir().display()
         );
     }
-    state
+    let durable = loaded.state;
+    let mut base = durable.clone();
+    match live::read(live_path) {
+        Ok(records) => {
+            let mut newer = StoredState::default();
+            for ((kind, name), values) in records {
+                let totals = match kind {
+                    Kind::Sensor => StoredSensor {
+                        energy_joules: values[0],
+                        energy_reverse_joules: values[1],
+                    },
+                };
+                if totals.implausible().is_none() {
+                    newer.sensors.insert(name, totals);
+                }
+            }
+            if !newer.sensors.is_empty() {
+                log::info!(
+                    "the last run did not stop cleanly; continuing from the totals of its last samples in {}",
+                    live_path.display()
+                );
+                base.merge_latest(&newer);
+            }
+        }
+        Err(e) => log::warn!("ignoring the live totals: {e}"),
+    }
+    Ok((durable, base))
+}
+
+/// The live file with a record per configured sensor, holding `base`'s totals; without one
+/// (a runtime directory that cannot be written), a crash loses what was not saved yet.
+fn create_live(
+    path: &Path,
+    config: &Config,
+    base: &StoredState,
+) -> (Option<LiveFile>, Vec<Option<LiveSlot>>) {
+    let entries: Vec<_> = config
+        .sensors
+        .iter()
+        .map(|s| {
+            let t = base.sensors.get(&s.name).copied().unwrap_or_default();
+            let mut values = [0.0; live::VALUES];
+            values[0] = t.energy_joules;
+            values[1] = t.energy_reverse_joules;
+            (Kind::Sensor, s.name.as_str(), values)
+        })
+        .collect();
+    match LiveFile::create(path, &entries) {
+        Ok((file, slots)) => (Some(file), slots.into_iter().map(Some).collect()),
+        Err(e) => {
+            log::warn!(
+                "cannot create the live totals file {}: {e}; a crash will lose the energy since the last save",
+                path.display()
+            );
+            (None, config.sensors.iter().map(|_| None).collect())
+        }
+    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `listen` replaces the configured addresses when
 /// not empty.
 pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> {
-    let store = Arc::new(open_state(&config)?);
-    let base = match store.load()? {
-        Loaded::Fresh(state) => {
-            log::info!(
-                "no energy totals in {} yet; starting from zero",
-                store.dir().display()
-            );
-            state
-        }
-        Loaded::Restored(state) => {
-            log::info!(
-                "restored energy totals of {} sensor(s) from {}",
-                state.sensors.len(),
-                store.path().display()
-            );
-            state
-        }
-        Loaded::MovedAside {
-            state,
-            moved_to,
-            reason,
-        } => {
-            log::warn!(
-                "state file {} could not be used ({reason}); moved it to {} and starting from zero",
-                store.path().display(),
-                moved_to.display()
-            );
-            state
-        }
-    };
-
-    let metrics = Arc::new(
-        Metrics::new(&config, VERSION, REVISION).map_err(|e| ServiceError::Start(e.to_string()))?,
-    );
-    let (pipelines, statuses): (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) = config
-        .sensors
-        .iter()
-        .map(|s| {
-            let stored = base.sensors.get(&s.name).copied().unwrap_or_default();
-            SensorPipeline::new(s, &metrics, stored)
-        })
-        .unzip();
+    let store = open_state(&config)?;
+    let live_path = live_path(store.dir());
+    let (durable, base) = load_totals(&store, &live_path)?;
 
     let addresses = if listen.is_empty() {
         config.daemon.listen.clone()
@@ -209,6 +275,25 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
         .iter()
         .map(|&addr| bind(addr).map_err(|source| ServiceError::Bind { addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
+
+    let metrics = Arc::new(
+        Metrics::new(&config, VERSION, REVISION).map_err(|e| ServiceError::Start(e.to_string()))?,
+    );
+    let (live_file, slots) = create_live(&live_path, &config, &base);
+    let (pipelines, statuses): (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) = config
+        .sensors
+        .iter()
+        .zip(slots)
+        .map(|(s, slot)| {
+            let stored = base.sensors.get(&s.name).copied().unwrap_or_default();
+            SensorPipeline::new(s, &metrics, stored, slot)
+        })
+        .unzip();
+    let mut persister = Persister::new(store, &durable, base, &metrics, &statuses);
+    // At once, so that a new install has its totals on disk and a restart after a crash
+    // exports what the live file held. A failure is logged; the loop retries.
+    let _ = persister.save();
+    let persister = Arc::new(Mutex::new(persister));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -243,10 +328,8 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
             version: VERSION,
         });
         let server = tokio::spawn(http::serve(listeners, app, shutdown_rx.clone()));
-        let persister = tokio::spawn(persist_loop(
-            Arc::clone(&store),
-            base.clone(),
-            statuses.clone(),
+        let saver = tokio::spawn(persist_loop(
+            Arc::clone(&persister),
             config.daemon.persist_interval,
             shutdown_rx.clone(),
         ));
@@ -268,16 +351,31 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = shutdown_tx.send(true);
         let _ = server.await;
-        let _ = persister.await;
+        let _ = saver.await;
         let _ = watchdog.await;
         outcome
     });
 
     sampler.stop();
-    let final_state = collect(&base, &statuses);
-    match store.save(&final_state) {
-        Ok(()) => log::info!("saved energy totals to {}; stopped", store.path().display()),
-        Err(e) => log::error!("{e}; the totals since the last save are lost"),
+    let mut persister = persister.lock().unwrap_or_else(PoisonError::into_inner);
+    match persister.save() {
+        Ok(()) => {
+            // Everything the live file held is in state.json now.
+            if let Some(live) = live_file {
+                let path = live.path().to_path_buf();
+                if let Err(e) = live.remove() {
+                    log::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            log::info!(
+                "saved energy totals to {}; stopped",
+                persister.disk().path().display()
+            );
+        }
+        Err(_) => log::error!(
+            "the totals since the last save stay in {} for the next start",
+            live_path.display()
+        ),
     }
     outcome
 }
@@ -322,41 +420,28 @@ async fn wait_for_stop(
     }
 }
 
-/// Save the totals every `interval`.
+/// Save the totals every `interval`, on a blocking thread (a save waits for the disk).
 async fn persist_loop(
-    store: Arc<StateStore>,
-    base: StoredState,
-    sensors: Vec<Arc<SensorStatus>>,
+    persister: Arc<Mutex<Persister>>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut failing = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let state = collect(&base, &sensors);
-        let store = Arc::clone(&store);
-        let result = tokio::task::spawn_blocking(move || store.save(&state)).await;
-        match result {
-            Ok(Ok(())) => {
-                if failing {
-                    log::info!("saving energy totals works again");
-                }
-                failing = false;
-            }
-            Ok(Err(e)) if !failing => {
-                log::error!(
-                    "{e}; will retry every {}",
-                    humantime::format_duration(interval)
-                );
-                failing = true;
-            }
-            _ => {}
-        }
+        let persister = Arc::clone(&persister);
+        // Failures are counted and logged by the persister.
+        let _ = tokio::task::spawn_blocking(move || {
+            persister
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .save()
+        })
+        .await;
     }
 }
 

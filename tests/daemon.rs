@@ -105,6 +105,9 @@ fn the_simulated_house_reports_all_sensors_and_passes_promtool() {
 }
 
 const CONSTANT: &str = r#"
+[daemon]
+persist_interval = "1s"
+
 [[sensor]]
 name = "heater"
 driver = "simulated"
@@ -116,19 +119,29 @@ load = { model = "constant", watts = 120.0 }
 supply_volts = 12.0
 "#;
 
+/// The live totals of `/api/readings` follow every sample: energy is power times time.
 #[test]
 fn energy_grows_by_power_times_time_on_a_constant_load() {
     let d = Daemon::start(CONSTANT);
-    let samples = |m: &common::Metrics| m.sensor("powermon_samples_total", "heater");
-    let first = d.scrape_until(Duration::from_secs(10), |m| samples(m) >= 3.0);
-    let second = d.scrape_until(Duration::from_secs(20), |m| {
-        samples(m) >= samples(&first) + 30.0
-    });
-    let joules = second.sensor("powermon_energy_joules_total", "heater")
-        - first.sensor("powermon_energy_joules_total", "heater");
-    let seconds = second.sensor("powermon_last_sample_timestamp_seconds", "heater")
-        - first.sensor("powermon_last_sample_timestamp_seconds", "heater");
-    let watts = second.sensor("powermon_power_watts", "heater");
+    let heater = |d: &Daemon| -> serde_json::Value {
+        let json: serde_json::Value = serde_json::from_slice(&d.get("/api/readings").body).unwrap();
+        json["sensors"][0].clone()
+    };
+    let samples = |h: &serde_json::Value| h["samples"].as_u64().unwrap();
+    let wait = |at_least: u64| loop {
+        let h = heater(&d);
+        if samples(&h) >= at_least {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let first = wait(3);
+    let second = wait(samples(&first) + 30);
+    let f = |h: &serde_json::Value, k: &str| h[k].as_f64().unwrap();
+    let joules = f(&second, "energy_joules") - f(&first, "energy_joules");
+    let seconds =
+        f(&second, "last_sample_timestamp_seconds") - f(&first, "last_sample_timestamp_seconds");
+    let watts = f(&second, "power_watts");
     assert!((watts - 120.0).abs() / 120.0 < 0.01, "power {watts} W");
     let expected = watts * seconds;
     assert!(
@@ -292,7 +305,7 @@ fn a_corrupt_state_file_is_moved_aside_and_the_daemon_runs() {
         })
         .collect();
     assert_eq!(aside.len(), 1);
-    assert!(d.log().contains("could not be used"), "{}", d.log());
+    assert!(d.log().contains("had problems"), "{}", d.log());
 }
 
 #[test]
@@ -459,45 +472,5 @@ load = { model = "constant", watts = 20.0 }
         1,
         "{}",
         d.log()
-    );
-}
-
-#[test]
-fn a_crash_loses_at_most_one_persist_interval() {
-    let (dir, path) = config_file(&format!("[daemon]\npersist_interval = \"1s\"\n{CONSTANT}"));
-    let state = dir.path().join("state");
-    let d = Daemon::start_with(&path, &state);
-    // Wait for a periodic save (not the one at stop: this daemon never stops cleanly).
-    let stored = |state: &std::path::Path| -> Option<f64> {
-        let text = std::fs::read_to_string(state.join("state.json")).ok()?;
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        json["sensors"]["heater"]["energy_joules"].as_f64()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while stored(&state).is_none_or(|j| j < 200.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no periodic save:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let before_kill = d.scrape().sensor("powermon_energy_joules_total", "heater");
-    common::signal(d.pid(), libc::SIGKILL);
-    std::thread::sleep(Duration::from_millis(200));
-    let saved = stored(&state).expect("state.json survives the crash intact");
-    // At most one interval (1 s at 120 W, and a sample's worth) between the save and the kill.
-    assert!(
-        before_kill - saved <= 120.0 * 1.5,
-        "lost {} J",
-        before_kill - saved
-    );
-    drop(d);
-
-    let d2 = Daemon::start_with(&path, &state);
-    let restored = d2.scrape().sensor("powermon_energy_joules_total", "heater");
-    assert!(
-        restored >= saved,
-        "counter restarted at {restored}, saved {saved}"
     );
 }

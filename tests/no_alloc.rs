@@ -82,7 +82,7 @@ supply_volts = 5.1
     let (mut pipelines, _statuses): (Vec<_>, Vec<_>) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default()))
+        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
         .unzip();
     let (clock, time) = Clock::manual();
     let mut sensors = sensor::open_bus(&config.sensors, &clock);

@@ -129,7 +129,7 @@ fn exported_metric_names() -> BTreeSet<String> {
     let _pipelines: Vec<_> = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default()))
+        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
         .collect();
     let text = String::from_utf8(metrics.encode()).unwrap();
     let mut names: BTreeSet<String> = text
@@ -186,7 +186,7 @@ fn every_alert_has_a_test_severity_and_instructions() {
                 summary.contains("$labels.instance"),
                 "{name}: summary names no instance"
             );
-            if name != "PowerMonitordDown" {
+            if !["PowerMonitordDown", "PowerMonitorStateNotSaved"].contains(&name) {
                 assert!(
                     description.contains("$labels.sensor"),
                     "{name}: description names no sensor"
@@ -200,7 +200,7 @@ fn every_alert_has_a_test_severity_and_instructions() {
             );
         }
     }
-    assert_eq!(alerts, 10);
+    assert_eq!(alerts, 11);
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn spawn(config: &str, manager: &Manager, state: &std::path::Path, port: u16) ->
         .env("WATCHDOG_USEC", "1000000")
         .env_remove("WATCHDOG_PID")
         .env("STATE_DIRECTORY", state)
+        .env("RUNTIME_DIRECTORY", common::runtime_dir(state))
         .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

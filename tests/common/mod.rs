@@ -21,6 +21,11 @@ pub struct Daemon {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The runtime directory (the live totals file) that goes with a state directory.
+pub fn runtime_dir(state_dir: &Path) -> PathBuf {
+    state_dir.with_extension("run")
+}
+
 /// Write `config` to a file in a fresh temporary directory.
 pub fn config_file(config: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -88,6 +93,7 @@ impl Daemon {
             .arg(config_path)
             .args(["--listen", "127.0.0.1:0"])
             .env("STATE_DIRECTORY", state_dir)
+            .env("RUNTIME_DIRECTORY", runtime_dir(state_dir))
             .env("RUST_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")

@@ -1,0 +1,323 @@
+//! The live file: the totals of the last sample, in a memory-mapped file that outlives a crash.
+//!
+//! The sampler stores each sensor's totals into its record after every sample: a few atomic
+//! stores into the page cache, no system call, no allocation. When the process dies (SIGKILL,
+//! a watchdog abort, a panic), the kernel keeps the pages, and the next start reads them. Kept
+//! on a tmpfs (`/run`), the file never reaches the SD card; after a reboot it is gone, and
+//! `state.json` speaks for the totals.
+//!
+//! Each record holds two copies of its values, written alternately, each framed by the same
+//! sequence number before and after: a process that dies in the middle of an update leaves the
+//! other copy whole, and the reader takes the newest complete one.
+//!
+//! Layout (native byte order; the file never leaves the machine):
+//!
+//! ```text
+//! header   64 bytes   magic "PMLIVE\0\x01", record count (u32), record size (u32), zeros
+//! record  200 bytes   kind (u8), name length (u8), name (64 bytes), 6 bytes padding,
+//!                     2 × copy: sequence (u64), 6 values (f64 bits), sequence again (u64)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// Values per record.
+pub const VALUES: usize = 6;
+/// Records per file at most.
+pub const MAX_RECORDS: usize = 1024;
+/// The longest name a record holds (a sensor name's limit).
+pub const MAX_NAME: usize = 64;
+
+const MAGIC: [u8; 8] = *b"PMLIVE\0\x01";
+const HEADER: usize = 64;
+const NAME_AREA: usize = 72;
+const COPY: usize = 8 * (VALUES + 2);
+const RECORD: usize = NAME_AREA + 2 * COPY;
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A sensor's energy totals.
+    Sensor = 1,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        (byte == Kind::Sensor as u8).then_some(Kind::Sensor)
+    }
+}
+
+/// The newest complete values of each record of a live file.
+pub type Records = BTreeMap<(Kind, String), [f64; VALUES]>;
+
+/// Read a live file left by an earlier process. Tolerant of anything: a problem with the file
+/// as a whole is the `Err`, a damaged record is skipped.
+pub fn read(path: &Path) -> Result<Records, String> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Records::new()),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let limit = (HEADER + MAX_RECORDS * RECORD) as u64;
+    if !meta.is_file() || meta.len() > limit {
+        return Err(format!(
+            "{} is not a live totals file (not a regular file of at most {limit} bytes)",
+            path.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    parse(&bytes).ok_or_else(|| format!("{} is not a live totals file", path.display()))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn parse(bytes: &[u8]) -> Option<Records> {
+    if bytes.get(..8)? != MAGIC {
+        return None;
+    }
+    let count = u32_at(bytes, 8)? as usize;
+    if u32_at(bytes, 12)? as usize != RECORD || bytes.len() != HEADER + count * RECORD {
+        return None;
+    }
+    let mut records = Records::new();
+    for i in 0..count {
+        let at = HEADER + i * RECORD;
+        let Some(kind) = Kind::from_byte(bytes[at]) else {
+            continue;
+        };
+        let len = usize::from(bytes[at + 1]);
+        let Some(name) = bytes
+            .get(at + 2..at + 2 + len)
+            .filter(|_| len <= MAX_NAME)
+            .and_then(|n| std::str::from_utf8(n).ok())
+        else {
+            continue;
+        };
+        let newest = (0..2)
+            .filter_map(|copy| {
+                let base = at + NAME_AREA + copy * COPY;
+                let (begin, end) = (u64_at(bytes, base)?, u64_at(bytes, base + COPY - 8)?);
+                (begin != 0 && begin == end).then_some((begin, base))
+            })
+            .max();
+        if let Some((_, base)) = newest {
+            let mut values = [0.0; VALUES];
+            for (j, v) in values.iter_mut().enumerate() {
+                *v = f64::from_bits(u64_at(bytes, base + 8 * (j + 1))?);
+            }
+            records.insert((kind, name.to_string()), values);
+        }
+    }
+    Some(records)
+}
+
+/// A live file this process writes.
+pub struct LiveFile {
+    path: PathBuf,
+    _map: Arc<MmapRaw>,
+}
+
+/// One record of a [`LiveFile`], written by the one pipeline that owns it.
+pub struct LiveSlot {
+    map: Arc<MmapRaw>,
+    offset: usize,
+    seq: u64,
+}
+
+impl LiveSlot {
+    fn word(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= self.map.len());
+        // SAFETY: `at` is 8-aligned within the mapping (the mapping is page-aligned and every
+        // offset is a multiple of 8 below its length), the mapping lives as long as `self.map`,
+        // and the words of this record are only ever accessed atomically, by this slot.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(at).cast()) }
+    }
+
+    /// Store the values (at most [`VALUES`]; the rest read 0) as the record's newest copy.
+    pub fn store(&mut self, values: &[f64]) {
+        self.seq += 1;
+        let copy = self.offset + NAME_AREA + (self.seq as usize & 1) * COPY;
+        // Release orders the stores as written: a reader after a crash sees the opening
+        // sequence number change first and the closing one last.
+        self.word(copy).store(self.seq, Ordering::Release);
+        for j in 0..VALUES {
+            let v = values.get(j).copied().unwrap_or(0.0);
+            self.word(copy + 8 * (j + 1))
+                .store(v.to_bits(), Ordering::Release);
+        }
+        self.word(copy + COPY - 8)
+            .store(self.seq, Ordering::Release);
+    }
+}
+
+impl LiveFile {
+    /// Replace the file at `path` with one record per entry, each holding its values, and
+    /// return a slot per entry, in order. Names longer than [`MAX_NAME`] or more than
+    /// [`MAX_RECORDS`] entries are refused.
+    pub fn create(
+        path: &Path,
+        entries: &[(Kind, &str, [f64; VALUES])],
+    ) -> io::Result<(LiveFile, Vec<LiveSlot>)> {
+        if entries.len() > MAX_RECORDS || entries.iter().any(|(_, n, _)| n.len() > MAX_NAME) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many records or too long a name for the live file",
+            ));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new().prefix(".live.").tempfile_in(dir)?;
+        tmp.as_file()
+            .set_len((HEADER + entries.len() * RECORD) as u64)?;
+        let map = Arc::new(MmapOptions::new().map_raw(tmp.as_file())?);
+        let base = map.as_mut_ptr();
+        let mut header = [0u8; 16];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..12].copy_from_slice(&(entries.len() as u32).to_ne_bytes());
+        header[12..16].copy_from_slice(&(RECORD as u32).to_ne_bytes());
+        // SAFETY: the mapping is at least HEADER bytes long and not yet shared.
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), base, header.len()) };
+        let mut slots = Vec::with_capacity(entries.len());
+        for (i, (kind, name, values)) in entries.iter().enumerate() {
+            let offset = HEADER + i * RECORD;
+            let mut area = [0u8; 2 + MAX_NAME];
+            area[0] = *kind as u8;
+            area[1] = name.len() as u8;
+            area[2..2 + name.len()].copy_from_slice(name.as_bytes());
+            // SAFETY: the record lies within the mapping (its length counts every record),
+            // and no slot for it exists yet.
+            unsafe { std::ptr::copy_nonoverlapping(area.as_ptr(), base.add(offset), area.len()) };
+            let mut slot = LiveSlot {
+                map: Arc::clone(&map),
+                offset,
+                seq: 0,
+            };
+            slot.store(values);
+            slots.push(slot);
+        }
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok((
+            LiveFile {
+                path: path.to_path_buf(),
+                _map: map,
+            },
+            slots,
+        ))
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Delete the file: after a clean stop, `state.json` holds everything it held.
+    pub fn remove(self) -> io::Result<()> {
+        std::fs::remove_file(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(a: f64, b: f64) -> [f64; VALUES] {
+        let mut v = [0.0; VALUES];
+        v[0] = a;
+        v[1] = b;
+        v
+    }
+
+    #[test]
+    fn what_was_stored_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.bin");
+        let (file, mut slots) = LiveFile::create(
+            &path,
+            &[
+                (Kind::Sensor, "ac001", values(1.0, 2.0)),
+                (Kind::Sensor, &"x".repeat(MAX_NAME), values(3.0, 0.0)),
+            ],
+        )
+        .unwrap();
+        let read_back = read(&path).unwrap();
+        assert_eq!(read_back[&(Kind::Sensor, "ac001".into())], values(1.0, 2.0));
+        for i in 0..5 {
+            slots[0].store(&[10.0 + f64::from(i), 0.5]);
+        }
+        // A second process sees the page cache as the dead one left it.
+        let read_back = read(&path).unwrap();
+        assert_eq!(
+            read_back[&(Kind::Sensor, "ac001".into())],
+            values(14.0, 0.5)
+        );
+        assert_eq!(
+            read_back[&(Kind::Sensor, "x".repeat(MAX_NAME))],
+            values(3.0, 0.0)
+        );
+        file.remove().unwrap();
+        assert!(read(&path).unwrap().is_empty());
+    }
+
+    /// A process killed in the middle of an update leaves the previous copy.
+    #[test]
+    fn a_torn_update_falls_back_to_the_other_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.bin");
+        let (_file, mut slots) =
+            LiveFile::create(&path, &[(Kind::Sensor, "a", values(1.0, 0.0))]).unwrap();
+        slots[0].store(&[2.0]);
+        slots[0].store(&[3.0]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Copy 1 holds sequence 3 (value 3.0): tear it by changing its closing number.
+        let copy1 = HEADER + NAME_AREA + COPY;
+        bytes[copy1 + COPY - 8] ^= 0xFF;
+        let records = parse(&bytes).unwrap();
+        assert_eq!(records[&(Kind::Sensor, "a".into())][0], 2.0);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_trusted() {
+        assert!(parse(b"").is_none());
+        assert!(parse(&[0u8; 4096]).is_none());
+        let mut bytes = vec![0u8; HEADER + RECORD];
+        bytes[..8].copy_from_slice(&MAGIC);
+        bytes[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&(RECORD as u32).to_ne_bytes());
+        assert!(parse(&bytes).is_none(), "count beyond the file");
+        bytes[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        assert!(parse(&bytes).unwrap().is_empty(), "an empty record");
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("live.bin");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read(&link).is_err());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.bin");
+        let long = "x".repeat(MAX_NAME + 1);
+        assert!(LiveFile::create(&path, &[(Kind::Sensor, &long, [0.0; VALUES])]).is_err());
+    }
+}
