@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::AnomalyConfig;
+use crate::energy::JOULES_PER_KWH;
 use crate::sensor::Reading;
 
 /// A rule's name: the `rule` label.
@@ -246,7 +247,7 @@ impl AnomalyDetector {
                 }
             }),
             budget: config.energy_budget.map(|b| {
-                let budget_joules = b.kwh * 3.6e6;
+                let budget_joules = b.kwh * JOULES_PER_KWH;
                 EnergyBudget {
                     budget_joules,
                     clear_joules: budget_joules * (1.0 - h),
@@ -387,8 +388,8 @@ impl AnomalyDetector {
                 note(
                     Rule::EnergyBudget,
                     change,
-                    used / 3.6e6,
-                    b.budget_joules / 3.6e6,
+                    used / JOULES_PER_KWH,
+                    b.budget_joules / JOULES_PER_KWH,
                     "kWh",
                 );
             }

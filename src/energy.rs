@@ -7,6 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+/// Joules in a watt-hour.
+pub const JOULES_PER_WH: f64 = 3600.0;
+/// Joules in a kilowatt-hour.
+pub const JOULES_PER_KWH: f64 = 1000.0 * JOULES_PER_WH;
+
 /// What one sample added.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Step {

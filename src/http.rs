@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::energy::JOULES_PER_KWH;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::sampler::Health;
 use crate::status::SensorStatus;
@@ -282,7 +283,7 @@ fn readings(app: &App) -> Readings<'_> {
                     power_min_watts: snap.stats.min_watts,
                     power_max_watts: snap.stats.max_watts,
                     energy_joules: snap.energy_joules,
-                    energy_kwh: snap.energy_joules / 3.6e6,
+                    energy_kwh: snap.energy_joules / JOULES_PER_KWH,
                     energy_reverse_joules: snap.energy_reverse_joules,
                     samples: snap.samples,
                     read_errors: snap.read_errors,

@@ -1,12 +1,18 @@
-//! The `power-monitord` command: parse arguments, load the configuration, hand off.
+//! The `power-monitord` command: parse the arguments, run one command, and turn its failure
+//! into one message and one exit status.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use power_monitord::config::{Config, ConfigError, LogLevel, DEFAULT_CONFIG_PATH};
-use power_monitord::service;
+use power_monitord::read::ReadError;
+use power_monitord::sensor::scan::{self, ScanError};
+use power_monitord::service::{self, ServiceError};
+use power_monitord::{check, read, sensor};
 
 /// sysexits.h: configuration error.
 const EX_CONFIG: u8 = 78;
@@ -53,88 +59,102 @@ enum Command {
     /// or it will re-initialise its chips afterwards.
     Read {
         /// How long to sample, e.g. "10s" or "2m".
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+        duration: Duration,
     },
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        match &e {
-            ConfigError::Invalid(d) => eprintln!("power-monitord: invalid configuration\n{d}"),
-            ConfigError::Read { .. } => eprintln!("power-monitord: {e}"),
+/// A duration of at least a millisecond.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_millis(1) => Ok(d),
+        Ok(_) => Err("expected a duration above 0, such as \"10s\"".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) => EX_CONFIG,
+            Failure::Scan(ScanError::Unavailable { .. }) => EX_UNAVAILABLE,
+            _ => 1,
         }
-        ExitCode::from(EX_CONFIG)
-    })
+    }
+
+    /// The reader of our output went away (`… | head`): nothing to report.
+    fn is_closed_output(&self) -> bool {
+        let io = match self {
+            Failure::Output(e) | Failure::Read(ReadError::Output(e)) => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::BrokenPipe
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Scan { bus }) = &cli.command {
-        return scan(bus, &cli.config);
-    }
-    let config = match load(&cli.config) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match cli.command {
-        Some(Command::CheckConfig) => {
-            println!(
-                "{}: OK, {} sensor(s)",
-                config.path.display(),
-                config.sensors.len()
-            );
-            for line in service::describe(&config) {
-                println!("  {line}");
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // As ripgrep and coreutils do: a closed pipe ends the command quietly.
+        Err(failure) if failure.is_closed_output() => ExitCode::SUCCESS,
+        Err(failure) => {
+            if matches!(failure, Failure::Service(_)) {
+                // The daemon's logger is up (journald under systemd): the error goes there.
+                log::error!("{failure}");
+            } else {
+                let _ = writeln!(std::io::stderr(), "power-monitord: {failure}");
             }
-            ExitCode::SUCCESS
-        }
-        Some(Command::Scan { .. }) => unreachable!("handled before loading the configuration"),
-        Some(Command::Read { duration }) => {
-            service::init_logging(LogLevel::Warn);
-            match power_monitord::read::run(&config, duration, &mut std::io::stdout().lock()) {
-                Ok(outcome) if outcome.silent.is_empty() => ExitCode::SUCCESS,
-                Ok(outcome) => {
-                    eprintln!(
-                        "power-monitord: no valid sample from {} (see the messages above)",
-                        outcome.silent.join(", ")
-                    );
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("power-monitord: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        None => {
-            service::init_logging(config.daemon.log_level);
-            match service::run(config, cli.listen) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    log::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            ExitCode::from(failure.exit_code())
         }
     }
 }
 
-/// `scan`: the configuration is optional here (it only names simulated buses), so a missing
-/// or broken one is not an error when scanning hardware.
-fn scan(bus: &str, config_path: &std::path::Path) -> ExitCode {
-    let config = Config::load(config_path).ok();
-    match power_monitord::sensor::scan_bus(bus, config.as_ref()) {
-        Ok((driver, found)) => {
-            print!(
-                "{}",
-                power_monitord::sensor::scan::report(bus, driver, &found)
-            );
-            ExitCode::SUCCESS
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Some(Command::Scan { bus }) => scan(&bus, &cli.config),
+        Some(Command::CheckConfig) => {
+            let config = Config::load(&cli.config)?;
+            Ok(check::run(&config, &mut std::io::stdout().lock())?)
         }
-        Err(e) => {
-            eprintln!("power-monitord: {e}");
-            ExitCode::from(EX_UNAVAILABLE)
+        Some(Command::Read { duration }) => {
+            let config = Config::load(&cli.config)?;
+            service::init_logging(LogLevel::Warn);
+            Ok(read::run(&config, duration, &mut std::io::stdout().lock())?)
+        }
+        None => {
+            let config = Config::load(&cli.config)?;
+            service::init_logging(config.daemon.log_level);
+            Ok(service::run(config, cli.listen)?)
         }
     }
+}
+
+/// `scan`: the configuration only names simulated buses, so a missing or broken one is not an
+/// error when scanning a device node.
+fn scan(bus: &str, config_path: &Path) -> Result<(), Failure> {
+    let config = if bus.starts_with("/dev/") {
+        Config::load(config_path).ok()
+    } else {
+        Some(Config::load(config_path)?)
+    };
+    let (driver, found) = sensor::scan_bus(bus, config.as_ref())?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(scan::report(bus, driver, &found).as_bytes())?;
+    Ok(out.flush()?)
 }

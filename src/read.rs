@@ -4,23 +4,53 @@
 //! It runs the daemon's own pipeline (bus threads, energy, anomalies) with its totals starting
 //! at zero and no state file, so "energy" in the summary is what was used during the run.
 
+use std::fmt;
 use std::io::{self, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::energy::JOULES_PER_WH;
 use crate::metrics::Metrics;
-use crate::sampler::{Sampler, SensorPipeline};
-use crate::sensor::simulated::Clock;
-use crate::service::{REVISION, VERSION};
-use crate::state::StoredSensor;
-use crate::status::{SensorStatus, Snapshot};
+use crate::sampler::{self, Sampler};
+use crate::sensor::ErrorKind;
+use crate::state::StoredState;
+use crate::status::Snapshot;
+use crate::{REVISION, VERSION};
 
-/// How `read` ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// Sensors that never gave a valid sample.
-    pub silent: Vec<String>,
+/// Why `read` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Writing the readings failed (a closed pipe, a full disk).
+    #[error("cannot write the readings: {0}")]
+    Output(#[from] io::Error),
+    /// The metric families could not be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The sampling threads could not start.
+    #[error("cannot start the sampling threads: {0}")]
+    Threads(io::Error),
+    /// Some sensors gave no valid sample.
+    #[error("no valid sample from {}", Silent(.0))]
+    Silent(Vec<(String, Option<ErrorKind>)>),
+}
+
+/// The silent sensors, each with why.
+struct Silent<'a>(&'a [(String, Option<ErrorKind>)]);
+
+impl fmt::Display for Silent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, error)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match error {
+                Some(kind) => write!(f, "{name} ({kind}: see its message above)")?,
+                None => write!(f, "{name} (no read was due yet: read for longer)")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
@@ -46,14 +76,12 @@ fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
     format!("{elapsed:>7.1} s  {name:<width$}  {state}")
 }
 
-/// Sample every configured sensor for `duration` (or until Ctrl-C), writing to `out`.
-pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> io::Result<Outcome> {
-    let metrics = Metrics::new(config, VERSION, REVISION).map_err(io::Error::other)?;
-    let (pipelines, statuses): (Vec<_>, Vec<Arc<SensorStatus>>) = config
-        .sensors
-        .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
-        .unzip();
+/// Sample every configured sensor for `duration` (or until Ctrl-C), writing to `out`; fails
+/// if a sensor gave no valid sample.
+pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<(), ReadError> {
+    let metrics = Metrics::new(config, VERSION, REVISION)?;
+    let (pipelines, statuses) =
+        sampler::pipelines(config, &metrics, &StoredState::default(), Vec::new());
     let width = config
         .sensors
         .iter()
@@ -81,12 +109,14 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> io::Res
         "time", "sensor", "bus", "current", "power"
     )?;
 
-    let sampler = Sampler::start(config, pipelines, &Clock::real(), |message| {
-        log::error!("{message}");
-    })?;
+    let sampler = Sampler::start(config, pipelines, &Clock::real(), |bus| {
+        log::error!("the sampling thread of bus {bus} panicked");
+    })
+    .map_err(ReadError::Threads)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(ReadError::Threads)?;
     let start = Instant::now();
     let printed = runtime.block_on(async {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -121,7 +151,7 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> io::Res
     for s in &statuses {
         let snap = s.snapshot();
         if snap.samples == 0 {
-            silent.push(s.name.clone());
+            silent.push((s.name.clone(), snap.last_error));
         }
         writeln!(
             out,
@@ -132,8 +162,12 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> io::Res
             watts(snap.stats.avg_watts()),
             watts(snap.stats.min_watts),
             watts(snap.stats.max_watts),
-            snap.energy_joules / 3600.0,
+            snap.energy_joules / JOULES_PER_WH,
         )?;
     }
-    Ok(Outcome { silent })
+    if silent.is_empty() {
+        Ok(())
+    } else {
+        Err(ReadError::Silent(silent))
+    }
 }

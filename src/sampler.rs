@@ -13,13 +13,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::anomaly::{AnomalyDetector, Transition};
+use crate::clock::Clock;
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
 use crate::metrics::{Metrics, SensorMetrics};
-use crate::sensor::simulated::Clock;
 use crate::sensor::{self, ErrorKind, Reading, SensorError};
 use crate::state::live::LiveSlot;
-use crate::state::StoredSensor;
+use crate::state::{StoredSensor, StoredState};
 use crate::status::{SensorStatus, Snapshot};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
@@ -127,7 +127,7 @@ impl SensorPipeline {
             rules,
             (stored.energy_joules, stored.energy_reverse_joules),
         );
-        let conversion = config.adc.conversion_time().unwrap_or_default();
+        let conversion = config.conversion_time();
         let pipeline = SensorPipeline {
             name: config.name.clone(),
             interval: config.interval,
@@ -255,6 +255,27 @@ impl SensorPipeline {
     }
 }
 
+/// The pipeline of every configured sensor, in config order, continuing from `totals` (zero for
+/// a sensor without), each with its slot of `live` if there is one; and the statuses they
+/// publish to.
+pub fn pipelines(
+    config: &Config,
+    metrics: &Metrics,
+    totals: &StoredState,
+    mut live: Vec<Option<LiveSlot>>,
+) -> (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) {
+    config
+        .sensors
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let stored = totals.sensors.get(&s.name).copied().unwrap_or_default();
+            let slot = live.get_mut(i).and_then(Option::take);
+            SensorPipeline::new(s, metrics, stored, slot)
+        })
+        .unzip()
+}
+
 fn log_transition(sensor: &str, t: &Transition) {
     let rule = t.rule.as_str();
     if t.started && t.threshold.is_nan() {
@@ -287,7 +308,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// Start one thread per bus. `pipelines` are in config order; `on_panic` hears of a bus
-    /// thread that died.
+    /// thread that died, by the name of its bus.
     pub fn start(
         config: &Config,
         pipelines: Vec<SensorPipeline>,
@@ -327,7 +348,7 @@ impl Sampler {
                         run_bus(members, &clock, &stop, &live_for_thread)
                     });
                     if std::panic::catch_unwind(run).is_err() {
-                        on_panic(format!("the sampling thread of bus {name} panicked"));
+                        on_panic(name);
                     }
                 })?;
             workers.push((bus.to_string(), handle));

@@ -1,7 +1,6 @@
 //! The daemon's life: logs, state, listeners, sampler, HTTP, systemd notifications, signals,
 //! and an orderly stop that saves the energy totals last.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,36 +11,59 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::Clock;
 use crate::config::{Config, LogLevel, DEFAULT_STATE_DIR};
 use crate::http::{self, App};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
-use crate::sampler::{Health, Sampler, SensorPipeline};
-use crate::sensor::simulated::Clock;
+use crate::sampler::{self, Health, Sampler};
 use crate::state::live::{self, Kind, LiveFile, LiveSlot};
 use crate::state::{StateError, StateStore, StoredSensor, StoredState};
-use crate::status::SensorStatus;
-
-/// The package version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git revision it was built from (see build.rs).
-pub const REVISION: &str = env!("POWER_MONITORD_REVISION");
+use crate::{REVISION, VERSION};
 
 /// Why the daemon could not run (configuration errors are caught before this).
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// The state directory or file.
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
-    #[error("cannot start: {0}")]
-    Start(String),
-    #[error("{0}")]
-    Fatal(String),
+    /// The system refused something the daemon needs to run.
+    #[error("cannot {doing}: {source}")]
+    System {
+        /// What the daemon was doing.
+        doing: &'static str,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The metric families could not be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A sampling thread died; the daemon stops rather than serve frozen values.
+    #[error("the sampling thread of bus {bus} panicked; stopping")]
+    SamplerDied {
+        /// The bus it sampled.
+        bus: String,
+    },
+}
+
+fn bind_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another program listens there: see `ss -ltnp`; or choose another port with daemon.listen)"
+        }
+        io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
+    }
 }
 
 /// Logs go to journald when systemd connected stderr to it, else to stderr.
@@ -276,19 +298,9 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
         .map(|&addr| bind(addr).map_err(|source| ServiceError::Bind { addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let metrics = Arc::new(
-        Metrics::new(&config, VERSION, REVISION).map_err(|e| ServiceError::Start(e.to_string()))?,
-    );
+    let metrics = Arc::new(Metrics::new(&config, VERSION, REVISION)?);
     let (live_file, slots) = create_live(&live_path, &config, &base);
-    let (pipelines, statuses): (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) = config
-        .sensors
-        .iter()
-        .zip(slots)
-        .map(|(s, slot)| {
-            let stored = base.sensors.get(&s.name).copied().unwrap_or_default();
-            SensorPipeline::new(s, &metrics, stored, slot)
-        })
-        .unzip();
+    let (pipelines, statuses) = sampler::pipelines(&config, &metrics, &base, slots);
     let mut persister = Persister::new(store, &durable, base, &metrics, &statuses);
     // At once, so that a new install has its totals on disk and a restart after a crash
     // exports what the live file held. A failure is logged; the loop retries.
@@ -298,14 +310,20 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ServiceError::Start(format!("async runtime: {e}")))?;
+        .map_err(|source| ServiceError::System {
+            doing: "start the async runtime",
+            source,
+        })?;
     // Before anything samples: a SIGTERM from here on ends in an orderly stop and a save.
     let mut signals = runtime.block_on(async { Signals::install() })?;
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
-    let sampler = Sampler::start(&config, pipelines, &Clock::real(), move |message| {
-        let _ = fatal_tx.send(message);
+    let sampler = Sampler::start(&config, pipelines, &Clock::real(), move |bus| {
+        let _ = fatal_tx.send(bus);
     })
-    .map_err(|e| ServiceError::Start(format!("sampling threads: {e}")))?;
+    .map_err(|source| ServiceError::System {
+        doing: "start the sampling threads",
+        source,
+    })?;
     let health = sampler.health();
 
     let outcome = runtime.block_on(async {
@@ -313,7 +331,10 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
             .into_iter()
             .map(tokio::net::TcpListener::from_std)
             .collect::<io::Result<Vec<_>>>()
-            .map_err(|e| ServiceError::Start(format!("listener: {e}")))?;
+            .map_err(|source| ServiceError::System {
+                doing: "hand the listeners to the runtime",
+                source,
+            })?;
         for l in &listeners {
             if let Ok(addr) = l.local_addr() {
                 log::info!("listening on http://{addr}/");
@@ -391,8 +412,12 @@ struct Signals {
 impl Signals {
     /// Take over SIGTERM, SIGINT and SIGHUP.
     fn install() -> Result<Signals, ServiceError> {
-        let install =
-            |kind| signal(kind).map_err(|e| ServiceError::Start(format!("signal handlers: {e}")));
+        let install = |kind| {
+            signal(kind).map_err(|source| ServiceError::System {
+                doing: "install the signal handlers",
+                source,
+            })
+        };
         Ok(Signals {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
@@ -411,10 +436,8 @@ async fn wait_for_stop(
             _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
             _ = int.recv() => { log::info!("SIGINT: stopping"); return Ok(()); }
             _ = hup.recv() => log::info!("SIGHUP: the configuration is read at start only; restart the service to apply changes"),
-            message = fatal.recv() => {
-                let message = message.unwrap_or_else(|| "sampling ended".into());
-                log::error!("{message}; stopping");
-                return Err(ServiceError::Fatal(message));
+            bus = fatal.recv() => {
+                return Err(ServiceError::SamplerDied { bus: bus.unwrap_or_default() });
             }
         }
     }
@@ -465,61 +488,4 @@ async fn watchdog_loop(health: Health, mut shutdown: watch::Receiver<bool>) {
             withheld = true;
         }
     }
-}
-
-/// A one-line description of each sensor, for `check-config`.
-pub fn describe(config: &Config) -> Vec<String> {
-    use crate::sensor::ina219::ChipSettings;
-    let mut lines = Vec::new();
-    let mut per_bus: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &config.sensors {
-        *per_bus.entry(&s.bus).or_default() += 1;
-        let chip = ChipSettings::from_config(s);
-        let cal = chip.calibration;
-        let mut rules = Vec::new();
-        let a = &s.anomaly;
-        if let Some(w) = a.max_power_watts {
-            rules.push(format!(
-                "over_power >{w} W for {}",
-                humantime::format_duration(a.max_power_for())
-            ));
-        }
-        if let Some(b) = a.energy_budget {
-            rules.push(format!(
-                "energy_budget {} kWh per {}",
-                b.kwh,
-                humantime::format_duration(b.window)
-            ));
-        }
-        if let Some(k) = a.spike_sigma {
-            rules.push(format!("spike {k}σ"));
-        }
-        if let Some([lo, hi]) = a.allowed_bus_volts {
-            rules.push(format!("bus {lo}–{hi} V"));
-        }
-        rules.push("overrange".into());
-        let load = match s.simulation().and_then(|sim| sim.load) {
-            Some(load) => format!("; load {load}"),
-            None => String::new(),
-        };
-        lines.push(format!(
-            "{name}: {driver} at {address:#04x} on {bus}; shunt {shunt} Ω, up to {imax} A (±{pga} mV range, Current_LSB {lsb:.3} mA, Cal {reg}), bus {range} V, ADC {bits}-bit ×{samples} ({conv:.2} ms), every {interval}; rules: {rules}{load}",
-            name = s.name,
-            driver = s.driver.as_str(),
-            address = s.address,
-            bus = s.bus,
-            shunt = s.shunt_ohms,
-            imax = s.max_current_amps,
-            pga = s.shunt_range().range_mv().end(),
-            lsb = cal.current_lsb_amps * 1000.0,
-            reg = cal.register,
-            range = s.bus_voltage_range,
-            bits = s.adc.bits,
-            samples = s.adc.samples,
-            conv = chip.conversion_time().as_secs_f64() * 1000.0,
-            interval = humantime::format_duration(s.interval),
-            rules = rules.join(", "),
-        ));
-    }
-    lines
 }

@@ -6,10 +6,11 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use power_monitord::clock::Clock;
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
-use power_monitord::sensor::{self, simulated::Clock};
+use power_monitord::sensor;
 use power_monitord::state::StoredSensor;
 
 struct Counting;

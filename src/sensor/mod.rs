@@ -11,6 +11,7 @@ pub mod simulated;
 
 use std::fmt;
 
+use crate::clock::Clock;
 use crate::config::{Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
@@ -127,7 +128,7 @@ pub trait Sensor {
 /// The sensors of one bus, in the order given, sharing that bus in turn.
 ///
 /// Built on the thread that will drive them: the shared bus handle is not `Send`.
-pub fn open_bus(sensors: &[SensorConfig], clock: &simulated::Clock) -> Vec<Box<dyn Sensor>> {
+pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>> {
     let Some(first) = sensors.first() else {
         return Vec::new();
     };
@@ -137,8 +138,13 @@ pub fn open_bus(sensors: &[SensorConfig], clock: &simulated::Clock) -> Vec<Box<d
     }
 }
 
-/// Scan `bus` for INA219s: a simulated bus of `config` if it names one, else `/dev/i2c-N`.
-/// Returns the driver that reads that bus and what answered.
+/// What the chip of `sensor` is programmed with, in words (`check-config`).
+pub fn describe_programming(sensor: &SensorConfig) -> String {
+    ina219::ChipSettings::from_config(sensor).describe(sensor)
+}
+
+/// Scan `bus` for INA219s: a simulated bus of `config`, or a device node `/dev/…`. Returns the
+/// driver that reads that bus and what answered.
 pub fn scan_bus(
     bus: &str,
     config: Option<&Config>,
@@ -152,12 +158,26 @@ pub fn scan_bus(
                 .collect()
         })
         .unwrap_or_default();
-    if simulated.is_empty() {
-        let mut linux = linux::LinuxBus::new(bus);
-        linux.open().map_err(|e| scan::ScanError(e.to_string()))?;
-        Ok((Driver::Ina219, scan::scan(&mut linux)?))
-    } else {
-        let mut virtual_bus = simulated::virtual_bus(&simulated, &simulated::Clock::real());
-        Ok((Driver::Simulated, scan::scan(&mut virtual_bus)?))
+    if !simulated.is_empty() {
+        let mut virtual_bus = simulated::virtual_bus(&simulated, &Clock::real());
+        return Ok((Driver::Simulated, scan::scan(&mut virtual_bus)?));
     }
+    if let (false, Some(config)) = (bus.starts_with("/dev/"), config) {
+        let names: std::collections::BTreeSet<String> = config
+            .sensors
+            .iter()
+            .filter(|s| s.driver == Driver::Simulated)
+            .map(|s| s.bus.clone())
+            .collect();
+        return Err(scan::ScanError::UnknownBus {
+            bus: bus.to_string(),
+            config: config.path.clone(),
+            simulated: names.into_iter().collect(),
+        });
+    }
+    let mut linux = linux::LinuxBus::new(bus);
+    linux.open().map_err(|e| scan::ScanError::Unavailable {
+        detail: e.to_string(),
+    })?;
+    Ok((Driver::Ina219, scan::scan(&mut linux)?))
 }

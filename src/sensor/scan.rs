@@ -56,10 +56,33 @@ impl Found {
     }
 }
 
-/// A scan that could not start: the bus itself is unavailable.
+/// A scan that could not run.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ScanError(pub String);
+pub enum ScanError {
+    /// The bus cannot be opened or used (its error says why and what to do).
+    #[error("{detail}")]
+    Unavailable {
+        /// The bus's own error, with its hint.
+        detail: String,
+    },
+    /// Not a device node, and not a simulated bus of the configuration either.
+    #[error(
+        "{bus} is neither an I2C device node (/dev/i2c-N) nor a simulated bus of {}{}",
+        config.display(),
+        match simulated.as_slice() {
+            [] => " (it has none)".to_string(),
+            names => format!(" (its simulated buses: {})", names.join(", ")),
+        }
+    )]
+    UnknownBus {
+        /// What was asked for.
+        bus: String,
+        /// The configuration looked in.
+        config: std::path::PathBuf,
+        /// The simulated buses it has.
+        simulated: Vec<String>,
+    },
+}
 
 fn read_register<I2C: I2c>(bus: &mut I2C, address: u8, register: u8) -> Result<u16, I2C::Error> {
     let mut word = [0u8; 2];
@@ -105,7 +128,11 @@ where
             Ok(f) => found.push((address, f)),
             Err(e) => match e.error_kind() {
                 ErrorKind::Nack => {}
-                ErrorKind::Unavailable => return Err(ScanError(e.to_string())),
+                ErrorKind::Unavailable => {
+                    return Err(ScanError::Unavailable {
+                        detail: e.to_string(),
+                    })
+                }
                 kind => found.push((
                     address,
                     Found::Error {

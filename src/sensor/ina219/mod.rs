@@ -45,13 +45,14 @@ pub struct ChipSettings {
 impl ChipSettings {
     /// The settings a (validated) sensor config asks for.
     pub fn from_config(sensor: &SensorConfig) -> ChipSettings {
-        let resolution = sensor.adc.resolution().unwrap_or_default();
+        let setup = sensor.setup();
+        let resolution = setup.resolution;
         ChipSettings {
             address: sensor.address,
             configuration: Configuration {
                 reset: Reset::Run,
-                bus_voltage_range: sensor.bus_range(),
-                shunt_voltage_range: sensor.shunt_range(),
+                bus_voltage_range: setup.bus_range.to_chip(),
+                shunt_voltage_range: setup.shunt_range.to_chip(),
                 bus_resolution: resolution,
                 shunt_resolution: resolution,
                 operating_mode: OperatingMode::Continous(MeasuredSignals::ShutAndBusVoltage),
@@ -59,6 +60,23 @@ impl ChipSettings {
             calibration: Calibration::for_shunt(sensor.shunt_ohms, sensor.max_current_amps),
             shunt_ohms: sensor.shunt_ohms,
         }
+    }
+
+    /// What the chip is programmed with, in words, for `check-config`.
+    pub fn describe(&self, sensor: &SensorConfig) -> String {
+        let setup = sensor.setup();
+        format!(
+            "shunt {shunt} Ω, up to {imax} A (±{pga} mV range, Current_LSB {lsb:.3} mA, Cal {reg}), bus {range} V, ADC {bits}-bit ×{samples} ({conv:.2} ms)",
+            shunt = self.shunt_ohms,
+            imax = sensor.max_current_amps,
+            pga = setup.shunt_range.millivolts(),
+            lsb = self.calibration.current_lsb_amps * 1000.0,
+            reg = self.calibration.register,
+            range = setup.bus_range.volts(),
+            bits = sensor.adc.bits.bits(),
+            samples = sensor.adc.samples.samples(),
+            conv = self.conversion_time().as_secs_f64() * 1000.0,
+        )
     }
 
     /// One shunt plus one bus conversion.

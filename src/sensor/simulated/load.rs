@@ -34,16 +34,18 @@ impl Load {
                 min_watts,
                 max_watts,
             } => Model::Uniform(min_watts, max_watts),
-            LoadModel::AirConditioner { watts } => {
-                Model::AirConditioner(AirConditioner::new(watts.unwrap_or(1450.0)))
+            LoadModel::AirConditioner { watts } => Model::AirConditioner(AirConditioner::new(
+                watts.unwrap_or(LoadModel::AIR_CONDITIONER_WATTS),
+            )),
+            LoadModel::WashingMachine { watts } => Model::WashingMachine(WashingMachine::new(
+                watts.unwrap_or(LoadModel::WASHING_MACHINE_WATTS),
+            )),
+            LoadModel::Fridge { watts } => {
+                Model::Fridge(Fridge::new(watts.unwrap_or(LoadModel::FRIDGE_WATTS)))
             }
-            LoadModel::WashingMachine { watts } => {
-                Model::WashingMachine(WashingMachine::new(watts.unwrap_or(700.0)))
-            }
-            LoadModel::Fridge { watts } => Model::Fridge(Fridge::new(watts.unwrap_or(240.0))),
-            LoadModel::RaspberryPi { watts } => {
-                Model::RaspberryPi(RaspberryPi::new(watts.unwrap_or(3.5)))
-            }
+            LoadModel::RaspberryPi { watts } => Model::RaspberryPi(RaspberryPi::new(
+                watts.unwrap_or(LoadModel::RASPBERRY_PI_WATTS),
+            )),
         };
         Load {
             model,
@@ -135,7 +137,7 @@ impl AirConditioner {
             ) * ripple
         } else {
             // Indoor fan only.
-            55.0 * self.rated / 1450.0 + rng.random_range(-5.0..5.0)
+            55.0 * self.rated / LoadModel::AIR_CONDITIONER_WATTS + rng.random_range(-5.0..5.0)
         }
     }
 }
@@ -185,7 +187,7 @@ impl WashingMachine {
             self.phase_start = self.phase_end;
             self.phase_end += seconds;
         }
-        let scale = self.heater / 700.0;
+        let scale = self.heater / LoadModel::WASHING_MACHINE_WATTS;
         let since = t - self.phase_start;
         // The drum turns 12 s one way, rests 4 s, turns the other way.
         let tumbling = since % 16.0 < 12.0;

@@ -9,9 +9,7 @@ mod faults;
 mod load;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use embedded_hal::i2c::{ErrorType, I2c, NoAcknowledgeSource, Operation};
 use rand::rngs::StdRng;
@@ -22,45 +20,8 @@ pub use self::faults::FaultSchedule;
 pub use self::load::Load;
 use super::ina219::sensors_on;
 use super::{ClassifyError, ErrorKind, Sensor};
+use crate::clock::Clock;
 use crate::config::{SensorConfig, SimulationConfig};
-
-/// Time since the simulation started; the same clock for every chip.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> Duration + Send + Sync>);
-
-impl Clock {
-    /// Monotonic wall time from now.
-    pub fn real() -> Clock {
-        let start = Instant::now();
-        Clock(Arc::new(move || start.elapsed()))
-    }
-
-    /// A clock that moves only when told to, for tests.
-    pub fn manual() -> (Clock, ManualTime) {
-        let nanos = Arc::new(AtomicU64::new(0));
-        let reader = Arc::clone(&nanos);
-        (
-            Clock(Arc::new(move || {
-                Duration::from_nanos(reader.load(Ordering::SeqCst))
-            })),
-            ManualTime(nanos),
-        )
-    }
-
-    pub fn now(&self) -> Duration {
-        (self.0)()
-    }
-}
-
-/// The hand that moves a [`Clock::manual`].
-#[derive(Clone)]
-pub struct ManualTime(Arc<AtomicU64>);
-
-impl ManualTime {
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
 
 /// What the chip's inputs see at a moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,7 +204,7 @@ pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
     for s in sensors {
         let simulation = s
             .simulation()
-            .unwrap_or_else(|| SimulationConfig::default_for(s));
+            .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps));
         let chip = VirtualIna219::new(
             s.shunt_ohms,
             Simulation::new(&simulation, seed_for(&s.name)),

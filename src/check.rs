@@ -1,0 +1,61 @@
+//! `power-monitord check-config`: the file is valid, and this is what each sensor will be
+//! programmed with and checked against.
+
+use std::io::{self, Write};
+
+use crate::config::{Config, SensorConfig};
+use crate::sensor;
+
+/// Print the verdict and one line per sensor to `out`.
+pub fn run(config: &Config, out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}: OK, {} sensor(s)",
+        config.path.display(),
+        config.sensors.len()
+    )?;
+    for s in &config.sensors {
+        writeln!(out, "  {}", describe(s))?;
+    }
+    Ok(())
+}
+
+/// One sensor in a line: where, what the chip is programmed with, how often, which rules.
+pub fn describe(s: &SensorConfig) -> String {
+    let a = &s.anomaly;
+    let mut rules = Vec::new();
+    if let Some(w) = a.max_power_watts {
+        rules.push(format!(
+            "over_power >{w} W for {}",
+            humantime::format_duration(a.max_power_for())
+        ));
+    }
+    if let Some(b) = a.energy_budget {
+        rules.push(format!(
+            "energy_budget {} kWh per {}",
+            b.kwh,
+            humantime::format_duration(b.window)
+        ));
+    }
+    if let Some(k) = a.spike_sigma {
+        rules.push(format!("spike {k}σ"));
+    }
+    if let Some([lo, hi]) = a.allowed_bus_volts {
+        rules.push(format!("bus {lo}–{hi} V"));
+    }
+    rules.push("overrange".into());
+    let load = match s.simulation().and_then(|sim| sim.load) {
+        Some(load) => format!("; load {load}"),
+        None => String::new(),
+    };
+    format!(
+        "{name}: {driver} at {address:#04x} on {bus}; {chip}, every {interval}; rules: {rules}{load}",
+        name = s.name,
+        driver = s.driver.as_str(),
+        address = s.address,
+        bus = s.bus,
+        chip = sensor::describe_programming(s),
+        interval = humantime::format_duration(s.interval),
+        rules = rules.join(", "),
+    )
+}

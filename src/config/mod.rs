@@ -1,0 +1,223 @@
+//! The configuration file: its types, its defaults and every check made before the daemon
+//! touches a bus or binds a port.
+//!
+//! Loading happens in three steps, each of which reports file, line, column and key:
+//! 1. TOML syntax (`toml`'s parser, with its own spans);
+//! 2. shape and types (`serde`, `deny_unknown_fields`, typed values such as [`ShuntRange`]
+//!    that cannot hold what the chip does not have; the key path from `serde_path_to_error`);
+//! 3. checks: each section checks itself ([`DaemonConfig::check`], [`SensorConfig::check`],
+//!    …), and [`Config::check`] adds what spans sensors. A check names a key path; it is
+//!    located in the document afterwards ([`diagnostic::locate`]).
+//!
+//! # Layout
+//! - [`daemon`] — `[daemon]`;
+//! - [`sensor`] — `[[sensor]]`, its typed chip settings;
+//! - [`anomaly`] — `[sensor.anomaly]`;
+//! - [`simulation`] — `[sensor.simulation]`: load models and faults;
+//! - [`values`] — serde helpers for durations and addresses;
+//! - [`diagnostic`] — located errors.
+
+pub mod anomaly;
+pub mod daemon;
+pub mod diagnostic;
+pub mod sensor;
+pub mod simulation;
+#[cfg(test)]
+mod tests;
+pub mod values;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::DeTable;
+
+pub use self::anomaly::{AnomalyConfig, EnergyBudget};
+pub use self::daemon::{DaemonConfig, LogLevel};
+use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
+pub use self::diagnostic::{ConfigError, Diagnostic};
+pub use self::sensor::{
+    AdcBits, AdcConfig, Averaging, BusRange, Driver, Ina219Setup, SensorConfig, ShuntRange,
+    ADDRESS_RANGE, MAX_BUS_INPUT_VOLTS,
+};
+pub use self::simulation::{FaultConfig, LoadModel, SimulationConfig};
+
+/// Where the daemon looks for its configuration unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/power-monitord/config.toml";
+/// The default scrape port (see README, "Port").
+pub const DEFAULT_PORT: u16 = 9723;
+/// Where energy totals live unless `$STATE_DIRECTORY` or `daemon.state_dir` say otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/power-monitord";
+/// The most sensors one daemon samples: each bus is a thread, each sensor a few dozen series.
+pub const MAX_SENSORS: usize = 256;
+/// A config file larger than this is not one.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A loaded and checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (used in messages).
+    pub path: PathBuf,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+    /// Every `[[sensor]]`, in file order.
+    pub sensors: Vec<SensorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    daemon: DaemonConfig,
+    #[serde(default, rename = "sensor")]
+    sensors: Vec<SensorConfig>,
+}
+
+impl Config {
+    /// Read, parse and check a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read_error)?
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(read_error(std::io::Error::other(format!(
+                "larger than {MAX_FILE_BYTES} bytes"
+            ))));
+        }
+        Config::from_toml(path, &text)
+    }
+
+    /// Parse and check config text; `path` only names the file in messages.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let located = |span: std::ops::Range<usize>, key: String, message: String| {
+            ConfigError::Invalid(Box::new(Diagnostic::new(path, text, span, key, message)))
+        };
+
+        let doc = DeTable::parse(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let key = diagnostic::key_on_line(text, span.start);
+            located(span, key, format!("TOML syntax error: {}", e.message()))
+        })?;
+
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+            located(
+                e.span().unwrap_or(0..0),
+                String::new(),
+                e.message().to_string(),
+            )
+        })?;
+        let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let mut key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            // serde names the offending field in the message, not in the path.
+            if let Some(field) = diagnostic::quoted_after(&message, "missing field `") {
+                key = if key == "." || key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+            }
+            if key == "." {
+                key.clear();
+            }
+            let span = inner
+                .span()
+                .unwrap_or_else(|| locate(&doc, &KeyPath::parse(&key)));
+            located(span, key, diagnostic::explain_serde_message(&message))
+        })?;
+
+        let mut config = Config {
+            path: path.to_path_buf(),
+            daemon: file.daemon,
+            sensors: file.sensors,
+        };
+        config.check().map_err(|Invalid { key, message }| {
+            located(locate(&doc, &key), key.to_string(), message)
+        })?;
+        Ok(config)
+    }
+
+    /// Every section's checks, then what spans sensors: unique names, one chip per address
+    /// on a bus, a bus either real or simulated.
+    fn check(&mut self) -> Check {
+        self.daemon.check().map_err(|e| e.within("daemon"))?;
+        if self.sensors.is_empty() {
+            return Err(invalid(
+                "sensor",
+                "no [[sensor]] is configured; expected at least one (see the annotated example in /usr/share/doc/power-monitord/examples/)",
+            ));
+        }
+        if self.sensors.len() > MAX_SENSORS {
+            return Err(invalid(
+                &format!("sensor[{MAX_SENSORS}]"),
+                format!(
+                    "{} sensors; expected at most {MAX_SENSORS} per daemon",
+                    self.sensors.len()
+                ),
+            ));
+        }
+        for (i, sensor) in self.sensors.iter_mut().enumerate() {
+            let name = sensor.name.clone();
+            if !sensor::valid_name(&name) {
+                return Err(invalid(
+                    &format!("sensor[{i}].name"),
+                    format!(
+                        "{name:?} is not a valid sensor name; expected 1 to {} characters of a-z, 0-9 and _ (it becomes the `sensor` label)",
+                        sensor::MAX_NAME_LEN
+                    ),
+                ));
+            }
+            sensor.check().map_err(|e| {
+                e.within(&format!("sensor[{i}]"))
+                    .said_of(&format!("sensor {name:?}"))
+            })?;
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut addresses: HashMap<(&str, u8), usize> = HashMap::new();
+        let mut bus_drivers: HashMap<&str, Driver> = HashMap::new();
+        for (i, s) in self.sensors.iter().enumerate() {
+            let clash = |key: &str, message: String| {
+                invalid(&format!("sensor[{i}].{key}"), message)
+                    .said_of(&format!("sensor {:?}", s.name))
+            };
+            if let Some(first) = names.insert(&s.name, i) {
+                return Err(clash(
+                    "name",
+                    format!("the name is already used by sensor[{first}]; expected unique names"),
+                ));
+            }
+            if let Some(first) = addresses.insert((&s.bus, s.address), i) {
+                return Err(clash(
+                    "address",
+                    format!(
+                        "address {:#04x} on bus {} is already used by sensor[{first}]; expected one chip per address on a bus",
+                        s.address, s.bus
+                    ),
+                ));
+            }
+            match bus_drivers.insert(&s.bus, s.driver) {
+                Some(other) if other != s.driver => {
+                    return Err(clash(
+                        "bus",
+                        format!(
+                            "bus {} already carries {} sensors; a bus is either real or simulated",
+                            s.bus,
+                            other.as_str()
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! `[sensor.simulation]`: what a simulated sensor's virtual chip measures: a load model on a
+//! supply, noise, and scheduled faults.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::diagnostic::{invalid, Check};
+use super::values::{duration, opt_duration};
+
+/// `[sensor.simulation]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationConfig {
+    /// What the load draws; by default a uniform load within the shunt's range.
+    #[serde(default)]
+    pub load: Option<LoadModel>,
+    /// Open-circuit voltage of the simulated supply.
+    #[serde(default = "SimulationConfig::default_supply_volts")]
+    pub supply_volts: f64,
+    /// Internal resistance of the supply and wiring: the bus sags by `current × source_ohms`.
+    #[serde(default)]
+    pub source_ohms: f64,
+    /// Relative noise added to every conversion (0.01 = ±1 %).
+    #[serde(default)]
+    pub noise: f64,
+    /// Seed of the load model; default derived from the sensor name.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Scheduled faults, timed from start-up.
+    #[serde(default)]
+    pub faults: Vec<FaultConfig>,
+}
+
+impl SimulationConfig {
+    fn default_supply_volts() -> f64 {
+        12.8
+    }
+
+    /// What a bare `driver = "simulated"` sensor measuring up to `max_current_amps` gets.
+    pub fn default_for(max_current_amps: f64) -> SimulationConfig {
+        SimulationConfig {
+            load: None,
+            supply_volts: Self::default_supply_volts(),
+            source_ohms: 0.0,
+            noise: 0.0,
+            seed: None,
+            faults: Vec::new(),
+        }
+        .with_default_load(max_current_amps)
+    }
+
+    /// With a load if none is configured: between 10 % and 60 % of what the shunt can
+    /// measure at this supply.
+    pub fn with_default_load(mut self, max_current_amps: f64) -> Self {
+        if self.load.is_none() {
+            let full_scale_watts = max_current_amps * self.supply_volts;
+            self.load = Some(LoadModel::Uniform {
+                min_watts: 0.1 * full_scale_watts,
+                max_watts: 0.6 * full_scale_watts,
+            });
+        }
+        self
+    }
+
+    /// Checks of `[sensor.simulation]` for a chip whose bus input reads up to
+    /// `bus_input_volts`; keys relative to it.
+    pub fn check(&self, bus_input_volts: f64) -> Check {
+        if !(self.supply_volts.is_finite()
+            && self.supply_volts > 0.0
+            && self.supply_volts <= bus_input_volts)
+        {
+            return Err(invalid(
+                "supply_volts",
+                format!("{} V is not a usable supply; expected above 0 and at most {bus_input_volts} V (the chip's bus input limit)", self.supply_volts),
+            ));
+        }
+        if !(self.source_ohms.is_finite() && self.source_ohms >= 0.0) {
+            return Err(invalid(
+                "source_ohms",
+                "expected a resistance of 0 or more ohms",
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.noise) {
+            return Err(invalid(
+                "noise",
+                format!(
+                    "{} is not a usable noise level; expected a fraction from 0 to 0.5",
+                    self.noise
+                ),
+            ));
+        }
+        if let Some(load) = &self.load {
+            load.check()?;
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            fault
+                .check(bus_input_volts)
+                .map_err(|e| e.within(&format!("faults[{i}]")))?;
+        }
+        Ok(())
+    }
+}
+
+/// `simulation.load = { model = "…", … }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LoadModel {
+    /// The same power all the time (negative: current flows backwards, e.g. charging).
+    Constant {
+        /// The power.
+        watts: f64,
+    },
+    /// A fresh uniformly distributed value every conversion.
+    Uniform {
+        /// The lowest power.
+        min_watts: f64,
+        /// The highest power.
+        max_watts: f64,
+    },
+    /// Compressor cycles around `watts`, inrush at each start, hot spells.
+    AirConditioner {
+        /// The rating (default [`LoadModel::AIR_CONDITIONER_WATTS`]).
+        #[serde(default)]
+        watts: Option<f64>,
+    },
+    /// Fill, heat, wash, rinse, spin, idle; `watts` is the heater's draw.
+    WashingMachine {
+        /// The heater's draw (default [`LoadModel::WASHING_MACHINE_WATTS`]).
+        #[serde(default)]
+        watts: Option<f64>,
+    },
+    /// Compressor duty cycle around `watts` with a start surge, door openings.
+    Fridge {
+        /// The compressor's draw (default [`LoadModel::FRIDGE_WATTS`]).
+        #[serde(default)]
+        watts: Option<f64>,
+    },
+    /// A Raspberry Pi rail: idle around `watts` with bursts of work.
+    RaspberryPi {
+        /// The idle draw (default [`LoadModel::RASPBERRY_PI_WATTS`]).
+        #[serde(default)]
+        watts: Option<f64>,
+    },
+}
+
+impl LoadModel {
+    /// An air conditioner's rating when `watts` is not given.
+    pub const AIR_CONDITIONER_WATTS: f64 = 1450.0;
+    /// A washing machine heater's draw when `watts` is not given.
+    pub const WASHING_MACHINE_WATTS: f64 = 700.0;
+    /// A fridge compressor's draw when `watts` is not given.
+    pub const FRIDGE_WATTS: f64 = 240.0;
+    /// A Raspberry Pi's idle draw when `watts` is not given.
+    pub const RASPBERRY_PI_WATTS: f64 = 3.5;
+
+    /// An appliance profile's name and rating (configured, or its default); `None` for the
+    /// `constant` and `uniform` models.
+    pub fn appliance(&self) -> Option<(&'static str, f64)> {
+        Some(match *self {
+            LoadModel::Constant { .. } | LoadModel::Uniform { .. } => return None,
+            LoadModel::AirConditioner { watts } => (
+                "air_conditioner",
+                watts.unwrap_or(Self::AIR_CONDITIONER_WATTS),
+            ),
+            LoadModel::WashingMachine { watts } => (
+                "washing_machine",
+                watts.unwrap_or(Self::WASHING_MACHINE_WATTS),
+            ),
+            LoadModel::Fridge { watts } => ("fridge", watts.unwrap_or(Self::FRIDGE_WATTS)),
+            LoadModel::RaspberryPi { watts } => {
+                ("raspberry_pi", watts.unwrap_or(Self::RASPBERRY_PI_WATTS))
+            }
+        })
+    }
+
+    /// Checks of the model's numbers; keys relative to `[sensor.simulation]`.
+    fn check(&self) -> Check {
+        match *self {
+            LoadModel::Constant { watts } if !watts.is_finite() => {
+                Err(invalid("load.watts", "expected a finite number of watts"))
+            }
+            LoadModel::Uniform {
+                min_watts,
+                max_watts,
+            } if !(min_watts.is_finite()
+                && max_watts.is_finite()
+                && 0.0 <= min_watts
+                && min_watts <= max_watts) =>
+            {
+                Err(invalid("load", format!("min_watts = {min_watts}, max_watts = {max_watts}; expected 0 <= min_watts <= max_watts")))
+            }
+            _ => match self.appliance() {
+                Some((_, w)) if !(w.is_finite() && w > 0.0) => Err(invalid(
+                    "load.watts",
+                    format!("{w} is not a usable rating; expected watts above 0"),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for LoadModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self, self.appliance()) {
+            (_, Some((name, watts))) => write!(f, "{name} {watts} W"),
+            (LoadModel::Constant { watts }, _) => write!(f, "constant {watts} W"),
+            (
+                LoadModel::Uniform {
+                    min_watts,
+                    max_watts,
+                },
+                _,
+            ) => write!(f, "uniform {min_watts}–{max_watts} W"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `simulation.faults = [{ kind = "…", … }]`: scheduled misbehaviour, timed from start-up.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultConfig {
+    /// The chip does not acknowledge its address on a fraction `rate` of transfers.
+    Nack {
+        /// The fraction of transfers that fail.
+        rate: f64,
+        /// When the fault begins.
+        #[serde(default, deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts (for good if not given).
+        #[serde(default, deserialize_with = "opt_duration")]
+        duration: Option<Duration>,
+    },
+    /// A fraction `rate` of transfers time out.
+    Timeout {
+        /// The fraction of transfers that fail.
+        rate: f64,
+        /// When the fault begins.
+        #[serde(default, deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts (for good if not given).
+        #[serde(default, deserialize_with = "opt_duration")]
+        duration: Option<Duration>,
+    },
+    /// The chip is off the bus (every transfer is NACKed).
+    Disconnect {
+        /// When the fault begins.
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts.
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+    },
+    /// The ADC stops converting: registers freeze and CNVR never sets again.
+    Stuck {
+        /// When the fault begins.
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts.
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+    },
+    /// The load draws `watts` instead of its model.
+    Overload {
+        /// When the fault begins.
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts.
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+        /// What the load draws meanwhile.
+        watts: f64,
+    },
+    /// The supply sits at `volts` instead of `supply_volts`.
+    Supply {
+        /// When the fault begins.
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts.
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+        /// The supply voltage meanwhile.
+        volts: f64,
+    },
+    /// Transfers block until the window ends, then time out: a bus held low, a hung chip.
+    Hang {
+        /// When the fault begins.
+        #[serde(deserialize_with = "duration")]
+        start: Duration,
+        /// How long it lasts.
+        #[serde(deserialize_with = "duration")]
+        duration: Duration,
+    },
+    /// The chip browns out and comes back with its power-on register values.
+    Brownout {
+        /// When.
+        #[serde(deserialize_with = "duration")]
+        at: Duration,
+    },
+}
+
+impl FaultConfig {
+    /// Checks of one fault; keys relative to it.
+    fn check(&self, bus_input_volts: f64) -> Check {
+        let zero_window = || invalid("duration", "expected a window longer than 0s");
+        match *self {
+            FaultConfig::Nack { rate, duration, .. }
+            | FaultConfig::Timeout { rate, duration, .. } => {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(invalid(
+                        "rate",
+                        format!("{rate} is not a probability; expected 0 to 1"),
+                    ));
+                }
+                if duration == Some(Duration::ZERO) {
+                    return Err(zero_window());
+                }
+                Ok(())
+            }
+            FaultConfig::Disconnect { duration, .. }
+            | FaultConfig::Hang { duration, .. }
+            | FaultConfig::Stuck { duration, .. }
+            | FaultConfig::Overload { duration, .. }
+            | FaultConfig::Supply { duration, .. }
+                if duration.is_zero() =>
+            {
+                Err(zero_window())
+            }
+            FaultConfig::Overload { watts, .. } if !watts.is_finite() => {
+                Err(invalid("watts", "expected a finite number of watts"))
+            }
+            FaultConfig::Supply { volts, .. }
+                if !(volts.is_finite() && (0.0..=bus_input_volts).contains(&volts)) =>
+            {
+                Err(invalid(
+                    "volts",
+                    format!(
+                        "{volts} V is outside 0 to {bus_input_volts} V, the chip's bus input range"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

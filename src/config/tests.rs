@@ -1,0 +1,389 @@
+//! The loader's tests: defaults, the design example, and one bad file per mistake, each
+//! located at its line and key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("test.toml"), text)
+}
+
+/// Asserts the config is rejected at `line` for `key`, with `needle` in the message.
+#[track_caller]
+fn rejects(text: &str, line: usize, key: &str, needle: &str) {
+    let err = load(text).expect_err("config should be rejected");
+    let d = err.diagnostic().expect("a diagnostic");
+    let shown = d.to_string();
+    assert_eq!(d.line, line, "wrong line in:\n{shown}");
+    assert_eq!(d.key, key, "wrong key in:\n{shown}");
+    assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+    assert!(shown.starts_with(&format!("test.toml:{line}:")), "{shown}");
+    assert!(
+        shown.contains(&format!("key `{key}`")) || key.is_empty(),
+        "{shown}"
+    );
+}
+
+const MINIMAL: &str = "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n";
+
+#[test]
+fn a_bare_simulated_sensor_is_valid_with_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.daemon.listen, vec!["0.0.0.0:9723".parse().unwrap()]);
+    assert_eq!(c.daemon.persist_interval, Duration::from_secs(30));
+    let s = &c.sensors[0];
+    assert_eq!(s.bus, "virtual:a");
+    assert_eq!(s.address, 0x40);
+    assert_eq!(s.interval, Duration::from_secs(1));
+    assert_eq!(s.max_gap(), Duration::from_secs(5));
+    assert!(s.anomaly.max_power_watts.is_none());
+    let sim = s.simulation().unwrap();
+    assert!(matches!(sim.load, Some(LoadModel::Uniform { .. })));
+}
+
+#[test]
+fn the_design_example_parses() {
+    let c = load(
+        r#"
+[daemon]
+listen = ["127.0.0.1:9723", "[::1]:9723"]
+persist_interval = "30s"
+log_level = "debug"
+
+[[sensor]]
+name = "battery"
+driver = "ina219"
+bus = "/dev/i2c-1"
+address = 0x40
+shunt_ohms = 0.1
+max_current_amps = 3.2
+bus_voltage_range = 32
+adc = { bits = 12, samples = 16 }
+interval = "1s"
+labels = { room = "garage", circuit = "solar" }
+[sensor.anomaly]
+max_power_watts = 40.0
+max_power_for = "30s"
+energy_budget = { kwh = 12.0, window = "24h" }
+spike_sigma = 4.0
+allowed_bus_volts = [11.0, 14.6]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.daemon.listen.len(), 2);
+    assert_eq!(c.daemon.log_level, LogLevel::Debug);
+    let s = &c.sensors[0];
+    assert_eq!(s.conversion_time(), Duration::from_micros(17_020));
+    assert_eq!(s.setup().shunt_range, ShuntRange::Mv320);
+    assert_eq!(s.labels["circuit"], "solar");
+    assert_eq!(
+        s.anomaly.energy_budget.unwrap().window,
+        Duration::from_secs(86_400)
+    );
+    assert!(s.simulation().is_none());
+}
+
+#[test]
+fn pga_range_follows_the_shunt() {
+    let c = load("[[sensor]]\nname = \"a\"\nshunt_ohms = 0.000375\nmax_current_amps = 200.0\n")
+        .unwrap();
+    // 200 A × 0.375 mΩ = 75 mV → the ±80 mV range.
+    assert_eq!(c.sensors[0].setup().shunt_range, ShuntRange::Mv80);
+}
+
+// Twelve and more distinct bad files, each naming line and key.
+
+#[test]
+fn rejects_unknown_key() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nshunt_ohm = 0.1\n",
+        3,
+        "sensor[0].shunt_ohm",
+        "unknown key `shunt_ohm`",
+    );
+}
+
+#[test]
+fn rejects_unknown_daemon_key() {
+    rejects(
+        "[daemon]\nport = 9100\n[[sensor]]\nname = \"a\"\n",
+        2,
+        "daemon.port",
+        "unknown key `port`",
+    );
+}
+
+#[test]
+fn rejects_missing_name() {
+    rejects(
+        "[[sensor]]\ndriver = \"simulated\"\n",
+        1,
+        "sensor[0].name",
+        "required key `name` is missing",
+    );
+}
+
+#[test]
+fn rejects_bad_duration() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\ninterval = \"1x\"\n",
+        3,
+        "sensor[0].interval",
+        "unknown time unit",
+    );
+}
+
+#[test]
+fn rejects_wrong_type() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nshunt_ohms = \"0.1\"\n",
+        3,
+        "sensor[0].shunt_ohms",
+        "expected f64",
+    );
+}
+
+#[test]
+fn rejects_unknown_driver() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\ndriver = \"ina226\"\n",
+        3,
+        "sensor[0].driver",
+        "ina219",
+    );
+}
+
+#[test]
+fn rejects_duplicate_names() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\naddress = 0x40\n\n[[sensor]]\nname = \"a\"\naddress = 0x41\n",
+        6,
+        "sensor[1].name",
+        "already used by sensor[0]",
+    );
+}
+
+#[test]
+fn rejects_duplicate_address_on_one_bus() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\naddress = 0x41\n[[sensor]]\nname = \"b\"\naddress = 0x41\n",
+        6,
+        "sensor[1].address",
+        "0x41 on bus /dev/i2c-1 is already used",
+    );
+}
+
+#[test]
+fn same_address_on_two_buses_is_fine() {
+    load("[[sensor]]\nname = \"a\"\n[[sensor]]\nname = \"b\"\nbus = \"/dev/i2c-3\"\n").unwrap();
+}
+
+#[test]
+fn rejects_address_out_of_range() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\naddress = 0x50\n",
+        3,
+        "sensor[0].address",
+        "expected 0x40 to 0x4F",
+    );
+}
+
+#[test]
+fn rejects_zero_shunt() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nshunt_ohms = 0.0\n",
+        3,
+        "sensor[0].shunt_ohms",
+        "expected a positive number of ohms",
+    );
+}
+
+#[test]
+fn rejects_current_beyond_the_shunt_range() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nshunt_ohms = 0.1\nmax_current_amps = 5.0\n",
+        4,
+        "sensor[0].max_current_amps",
+        "beyond the INA219's ±320 mV",
+    );
+}
+
+#[test]
+fn rejects_interval_shorter_than_conversion() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nadc = { bits = 12, samples = 128 }\ninterval = \"100ms\"\n",
+        4,
+        "sensor[0].interval",
+        "shorter than one conversion with this ADC setting (136ms 200us)",
+    );
+}
+
+#[test]
+fn rejects_averaging_below_twelve_bits() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nadc = { bits = 10, samples = 4 }\n",
+        3,
+        "sensor[0].adc",
+        "not an ADC mode",
+    );
+}
+
+#[test]
+fn rejects_bad_bus_range() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nbus_voltage_range = 24\n",
+        3,
+        "sensor[0].bus_voltage_range",
+        "expected 16 or 32",
+    );
+}
+
+#[test]
+fn rejects_bad_sensor_name() {
+    rejects(
+        "[[sensor]]\nname = \"Fridge-1\"\n",
+        2,
+        "sensor[0].name",
+        "a-z, 0-9 and _",
+    );
+}
+
+#[test]
+fn rejects_inverted_voltage_band() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\n[sensor.anomaly]\nallowed_bus_volts = [14.6, 11.0]\n",
+        4,
+        "sensor[0].anomaly.allowed_bus_volts",
+        "0 <= low < high",
+    );
+}
+
+#[test]
+fn rejects_voltage_band_beyond_the_bus_range() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nbus_voltage_range = 16\n[sensor.anomaly]\nallowed_bus_volts = [11.0, 20.0]\n",
+        5,
+        "sensor[0].anomaly.allowed_bus_volts",
+        "over_voltage could never trip",
+    );
+}
+
+#[test]
+fn rejects_a_budget_window_that_makes_no_sense() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\n[sensor.anomaly]\nenergy_budget = { kwh = 12.0, window = \"5s\" }\n",
+        4,
+        "sensor[0].anomaly.energy_budget.window",
+        "at least 1m",
+    );
+}
+
+#[test]
+fn rejects_max_power_for_without_a_limit() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\n[sensor.anomaly]\nmax_power_for = \"10s\"\n",
+        4,
+        "sensor[0].anomaly.max_power_for",
+        "needs max_power_watts",
+    );
+}
+
+#[test]
+fn rejects_simulation_on_real_hardware() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\n[sensor.simulation]\nnoise = 0.01\n",
+        3,
+        "sensor[0].simulation",
+        "applies only to driver = \"simulated\"",
+    );
+}
+
+#[test]
+fn rejects_unknown_load_model() {
+    let err = load("[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\nload = { model = \"heater\" }\n")
+        .unwrap_err();
+    let d = err.diagnostic().unwrap();
+    assert_eq!(d.line, 5);
+    assert_eq!(d.key, "sensor[0].simulation.load.model");
+    assert!(d.message.contains("heater"), "{d}");
+}
+
+#[test]
+fn rejects_bad_fault_rate() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\nfaults = [\n  { kind = \"nack\", rate = 2.0 },\n]\n",
+        6,
+        "sensor[0].simulation.faults[0].rate",
+        "expected 0 to 1",
+    );
+}
+
+#[test]
+fn rejects_a_persist_interval_beyond_an_hour() {
+    rejects(
+        "[daemon]\npersist_interval = \"18446744073709551615s\"\n[[sensor]]\nname = \"a\"\n",
+        2,
+        "daemon.persist_interval",
+        "expected 1s to 1h",
+    );
+}
+
+#[test]
+fn rejects_bad_listen_address() {
+    rejects(
+        "[daemon]\nlisten = \"localhost\"\n[[sensor]]\nname = \"a\"\n",
+        2,
+        "daemon.listen",
+        "expected IP:PORT",
+    );
+}
+
+#[test]
+fn rejects_reserved_label() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nlabels = { sensor = \"x\" }\n",
+        3,
+        "sensor[0].labels.sensor",
+        "set by power-monitord itself",
+    );
+}
+
+#[test]
+fn rejects_mixed_bus() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nbus = \"/dev/i2c-1\"\n[[sensor]]\nname = \"b\"\ndriver = \"simulated\"\nbus = \"/dev/i2c-1\"\naddress = 0x41\n",
+        7,
+        "sensor[1].bus",
+        "a bus is either real or simulated",
+    );
+}
+
+#[test]
+fn rejects_no_sensors() {
+    rejects(
+        "[daemon]\nlog_level = \"info\"\n",
+        1,
+        "sensor",
+        "no [[sensor]] is configured",
+    );
+}
+
+#[test]
+fn rejects_syntax_error_naming_the_key() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\ninterval = 1s\n",
+        3,
+        "interval",
+        "TOML syntax error",
+    );
+}
+
+#[test]
+fn diagnostic_points_at_the_value() {
+    let err = load("[[sensor]]\nname = \"a\"\naddress   = 0x50\n").unwrap_err();
+    let d = err.diagnostic().unwrap();
+    assert_eq!((d.line, d.column), (3, 13));
+    assert!(d.to_string().ends_with("  |             ^^^^"), "{d}");
+}
