@@ -16,15 +16,22 @@ use crate::sensor::Reading;
 /// A rule's name: the `rule` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
+    /// Power above a limit for a while.
     OverPower,
+    /// Energy over a rolling window above a budget.
     EnergyBudget,
+    /// Power far from its recent baseline.
     Spike,
+    /// Bus voltage below its band.
     UnderVoltage,
+    /// Bus voltage above its band.
     OverVoltage,
+    /// The chip reads beyond its configured range.
     Overrange,
 }
 
 impl Rule {
+    /// Every rule, in label order of the metrics.
     pub const ALL: [Rule; 6] = [
         Rule::OverPower,
         Rule::EnergyBudget,
@@ -34,6 +41,7 @@ impl Rule {
         Rule::Overrange,
     ];
 
+    /// The `rule` label.
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::OverPower => "over_power",
@@ -55,6 +63,7 @@ impl Rule {
 pub struct RuleSet(u8);
 
 impl RuleSet {
+    /// Whether `rule` is in the set.
     pub fn contains(self, rule: Rule) -> bool {
         self.0 & rule.bit() != 0
     }
@@ -65,9 +74,11 @@ impl RuleSet {
             self.0 &= !rule.bit();
         }
     }
+    /// The rules in the set.
     pub fn iter(self) -> impl Iterator<Item = Rule> {
         Rule::ALL.into_iter().filter(move |r| self.contains(*r))
     }
+    /// No rule.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -76,6 +87,7 @@ impl RuleSet {
 /// A rule starting or clearing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transition {
+    /// The rule.
     pub rule: Rule,
     /// True when the episode starts, false when it clears.
     pub started: bool,
@@ -83,6 +95,7 @@ pub struct Transition {
     pub value: f64,
     /// The threshold it was compared with.
     pub threshold: f64,
+    /// The unit of `value` and `threshold`.
     pub unit: &'static str,
 }
 
@@ -235,6 +248,7 @@ pub struct AnomalyDetector {
 }
 
 impl AnomalyDetector {
+    /// The rules `config` turns on, none in an episode yet.
     pub fn new(config: &AnomalyConfig) -> Self {
         let h = config.hysteresis();
         AnomalyDetector {

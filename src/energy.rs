@@ -15,7 +15,9 @@ pub const JOULES_PER_KWH: f64 = 1000.0 * JOULES_PER_WH;
 /// What one sample added.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Step {
+    /// Energy added in the forward direction.
     pub forward_joules: f64,
+    /// Energy added in reverse.
     pub reverse_joules: f64,
     /// Time covered by this step (0 for the first sample and after a gap).
     pub seconds: f64,

@@ -41,10 +41,15 @@ const PAGE_REFRESH_SECONDS: u32 = 5;
 
 /// What the handlers serve.
 pub struct App {
+    /// The registry `/metrics` encodes.
     pub metrics: Arc<Metrics>,
+    /// Every sensor's latest snapshot, for the page and the API.
     pub sensors: Vec<Arc<SensorStatus>>,
+    /// Whether sampling is alive (`/healthz`).
     pub health: Health,
+    /// When the daemon started.
     pub started: Instant,
+    /// The package version.
     pub version: &'static str,
 }
 

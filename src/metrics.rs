@@ -49,20 +49,29 @@ pub struct Metrics {
 /// The handles of one sensor's series.
 #[derive(Clone)]
 pub struct SensorMetrics {
+    /// `powermon_bus_voltage_volts`.
     pub bus_voltage: Gauge,
+    /// `powermon_shunt_voltage_volts`.
     pub shunt_voltage: Gauge,
+    /// `powermon_current_amperes`.
     pub current: Gauge,
+    /// `powermon_power_watts`.
     pub power: Gauge,
+    /// `powermon_samples_total`.
     pub samples: IntCounter,
     read_errors: [IntCounter; ErrorKind::ALL.len()],
+    /// `powermon_sensor_up`.
     pub up: Gauge,
+    /// `powermon_last_sample_timestamp_seconds`.
     pub last_sample: Gauge,
     anomaly_active: [Option<Gauge>; Rule::ALL.len()],
     anomalies: [Option<IntCounter>; Rule::ALL.len()],
+    /// `powermon_integration_gaps_total`.
     pub gaps: IntCounter,
 }
 
 impl SensorMetrics {
+    /// `powermon_read_errors_total` of one kind.
     pub fn read_error(&self, kind: ErrorKind) -> &IntCounter {
         let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         &self.read_errors[i]

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -15,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::sampler::{self, Sampler};
 use crate::sensor::ErrorKind;
 use crate::state::StoredState;
-use crate::status::Snapshot;
+use crate::status::{SensorStatus, Snapshot};
 use crate::{REVISION, VERSION};
 
 /// Why `read` failed.
@@ -89,14 +90,6 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
         .max()
         .unwrap_or(6)
         .max(6);
-    let every = config
-        .sensors
-        .iter()
-        .map(|s| s.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(1))
-        .max(Duration::from_secs(1));
-
     writeln!(
         out,
         "Reading {} sensor(s) for {} (Ctrl-C to stop early); no HTTP, no state file.",
@@ -113,12 +106,35 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
         log::error!("the sampling thread of bus {bus} panicked");
     })
     .map_err(ReadError::Threads)?;
+    let start = Instant::now();
+    // Print a row per sensor every interval (at least a second), until the time is up.
+    let every = config
+        .sensors
+        .iter()
+        .map(|s| s.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
+    let printed = print_rows(&statuses, duration, every, width, out);
+    sampler.stop();
+    printed?;
+    summary(&statuses, start.elapsed(), width, out)
+}
+
+/// A row per sensor every `every`, for `duration` or until Ctrl-C.
+fn print_rows(
+    statuses: &[Arc<SensorStatus>],
+    duration: Duration,
+    every: Duration,
+    width: usize,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ReadError::Threads)?;
     let start = Instant::now();
-    let printed = runtime.block_on(async {
+    runtime.block_on(async {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let end = tokio::time::sleep(duration);
         tokio::pin!(end);
@@ -126,21 +142,26 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
             tokio::select! {
                 _ = ticker.tick() => {
                     let elapsed = start.elapsed().as_secs_f64();
-                    for s in &statuses {
+                    for s in statuses {
                         writeln!(out, "{}", row(elapsed, &s.name, &s.snapshot(), width))?;
                     }
                     out.flush()?;
                 }
-                _ = &mut end => return Ok::<_, io::Error>(()),
+                _ = &mut end => return Ok(()),
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         }
-    });
-    sampler.stop();
-    printed?;
+    })
+}
 
-    let seconds = start.elapsed().as_secs_f64();
-    writeln!(out, "\nOver {seconds:.1} s:")?;
+/// The summary table; the sensors without a valid sample are the error.
+fn summary(
+    statuses: &[Arc<SensorStatus>],
+    elapsed: Duration,
+    width: usize,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    writeln!(out, "\nOver {:.1} s:", elapsed.as_secs_f64())?;
     writeln!(
         out,
         "{:<width$}  {:>7} {:>7} {:>11} {:>11} {:>11} {:>12}",
@@ -148,7 +169,7 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
     )?;
     let watts = |v: Option<f64>| v.map_or("-".to_string(), |w| format!("{w:.3}"));
     let mut silent = Vec::new();
-    for s in &statuses {
+    for s in statuses {
         let snap = s.snapshot();
         if snap.samples == 0 {
             silent.push((s.name.clone(), snap.last_error));

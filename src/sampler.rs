@@ -34,6 +34,7 @@ const STALL_GRACE: Duration = Duration::from_secs(10);
 pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
 
 impl Stop {
+    /// Tell every thread holding a clone to finish.
     pub fn stop(&self) {
         let (flag, cvar) = &*self.0;
         *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
@@ -361,6 +362,7 @@ impl Sampler {
         })
     }
 
+    /// Whether the threads sample on schedule, for `/healthz` and the watchdog.
     pub fn health(&self) -> Health {
         self.health.clone()
     }

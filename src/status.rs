@@ -13,7 +13,9 @@ use crate::sensor::{ErrorKind, Reading};
 /// Power statistics since the daemon started.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PowerStats {
+    /// The lowest power seen.
     pub min_watts: Option<f64>,
+    /// The highest power seen.
     pub max_watts: Option<f64>,
     /// Signed energy over `seconds` (forward minus reverse), for the time-weighted mean.
     net_joules: f64,
@@ -21,6 +23,7 @@ pub struct PowerStats {
 }
 
 impl PowerStats {
+    /// Count a sample of `watts` that integrated as `step`.
     pub fn add(&mut self, watts: f64, step: &Step) {
         self.min_watts = Some(self.min_watts.map_or(watts, |m| m.min(watts)));
         self.max_watts = Some(self.max_watts.map_or(watts, |m| m.max(watts)));
@@ -39,27 +42,40 @@ impl PowerStats {
 pub struct Snapshot {
     /// The last reading (possibly an overflow one).
     pub reading: Option<Reading>,
+    /// The last read got a well-formed answer.
     pub up: bool,
+    /// The kind of the last failed read.
     pub last_error: Option<ErrorKind>,
+    /// Valid samples since start.
     pub samples: u64,
+    /// Failed reads since start.
     pub read_errors: u64,
     /// Unix time of the last valid sample.
     pub last_sample_unix: Option<f64>,
     /// Monotonic time of the last valid sample.
     pub last_sample_at: Option<Instant>,
+    /// Power statistics since start.
     pub stats: PowerStats,
+    /// Forward energy, as of the last sample.
     pub energy_joules: f64,
+    /// Reverse energy, as of the last sample.
     pub energy_reverse_joules: f64,
+    /// Rules in an episode.
     pub active: RuleSet,
 }
 
 /// A sensor as readers see it: what it is, and its latest snapshot.
 #[derive(Debug)]
 pub struct SensorStatus {
+    /// The `sensor` label.
     pub name: String,
+    /// The driver's name.
     pub driver: &'static str,
+    /// The bus.
     pub bus: String,
+    /// The chip's address.
     pub address: u8,
+    /// The configured labels.
     pub labels: BTreeMap<String, String>,
     /// The rules it evaluates.
     pub rules: RuleSet,
@@ -67,6 +83,7 @@ pub struct SensorStatus {
 }
 
 impl SensorStatus {
+    /// The status of a sensor evaluating `rules`, with its totals (forward, reverse) so far.
     pub fn new(config: &SensorConfig, rules: RuleSet, energy: (f64, f64)) -> Arc<SensorStatus> {
         Arc::new(SensorStatus {
             name: config.name.clone(),

@@ -40,6 +40,7 @@ pub struct LinuxBus {
 }
 
 impl LinuxBus {
+    /// The bus at `path`, not opened yet.
     pub fn new(path: impl AsRef<Path>) -> LinuxBus {
         LinuxBus {
             path: path.as_ref().to_path_buf(),
@@ -47,6 +48,7 @@ impl LinuxBus {
         }
     }
 
+    /// The device node.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -96,6 +98,7 @@ impl LinuxBusError {
         }
     }
 
+    /// The system's error number, when there is one.
     pub fn errno(&self) -> Option<i32> {
         self.errno
     }

@@ -52,6 +52,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in label order of the metrics.
     pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Nack,
         ErrorKind::Timeout,
@@ -62,6 +63,7 @@ impl ErrorKind {
         ErrorKind::Stale,
     ];
 
+    /// The `kind` label.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Nack => "nack",
@@ -86,7 +88,12 @@ impl fmt::Display for ErrorKind {
 pub enum SensorError {
     /// The bus transfer failed.
     #[error("{kind} error on the I2C bus: {detail}")]
-    Bus { kind: ErrorKind, detail: String },
+    Bus {
+        /// How it failed.
+        kind: ErrorKind,
+        /// The bus's own words, with a hint.
+        detail: String,
+    },
     /// The chip has not finished a conversion since the last read (CNVR clear).
     #[error("no new conversion since the last read (CNVR not set)")]
     NotReady,
@@ -96,6 +103,7 @@ pub enum SensorError {
 }
 
 impl SensorError {
+    /// The `kind` label this failure counts under.
     pub fn kind(&self) -> ErrorKind {
         match self {
             SensorError::Bus { kind, .. } => *kind,
@@ -107,6 +115,7 @@ impl SensorError {
 
 /// Sorts a bus error into an [`ErrorKind`]; implemented by every bus the daemon drives.
 pub trait ClassifyError: fmt::Debug + fmt::Display {
+    /// The kind of failure.
     fn error_kind(&self) -> ErrorKind;
 }
 

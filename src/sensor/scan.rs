@@ -25,20 +25,37 @@ const BUS_UNUSED_BIT: u16 = 1 << 2;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Found {
     /// An INA219 with its power-on configuration (never programmed, or reset).
-    Ina219PowerOn { bus_volts: f64 },
+    Ina219PowerOn {
+        /// The bus voltage it reads.
+        bus_volts: f64,
+    },
     /// An INA219 someone has programmed (a running daemon, another program).
     Ina219Configured {
+        /// Its configuration register.
         configuration: u16,
+        /// Its calibration register.
         calibration: u16,
+        /// The bus voltage it reads.
         bus_volts: f64,
     },
     /// Something answered, but not like an INA219.
-    Other { configuration: u16, bus: u16 },
+    Other {
+        /// What register 00h read.
+        configuration: u16,
+        /// What register 02h read.
+        bus: u16,
+    },
     /// The address could not be probed (e.g. a kernel driver has claimed it).
-    Error { kind: ErrorKind, detail: String },
+    Error {
+        /// How the probe failed.
+        kind: ErrorKind,
+        /// The bus's own words.
+        detail: String,
+    },
 }
 
 impl Found {
+    /// An INA219, programmed or not.
     pub fn is_ina219(&self) -> bool {
         matches!(
             self,
@@ -46,6 +63,7 @@ impl Found {
         )
     }
 
+    /// The bus voltage an INA219 reads.
     pub fn bus_volts(&self) -> Option<f64> {
         match self {
             Found::Ina219PowerOn { bus_volts } | Found::Ina219Configured { bus_volts, .. } => {

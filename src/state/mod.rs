@@ -14,6 +14,7 @@
 //! later one). Only values already on disk are exported (see `persist`), so neither a crash nor
 //! a power cut can make an exported counter go backwards.
 
+pub mod format;
 pub mod live;
 pub mod store;
 

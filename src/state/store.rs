@@ -13,7 +13,6 @@
 //!
 //! A lock file keeps two daemons from sharing one directory.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -22,18 +21,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
-
-use super::{StoredSensor, StoredState};
+use super::format::{self, Parsed, FORMAT_VERSION};
+use super::StoredState;
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "state.lock";
 /// Prefix of the names a file that could not be used is set aside under.
 const SET_ASIDE_PREFIX: &str = "state.json.corrupt-";
-/// The format this build writes. It reads this one and every older one.
-pub const FORMAT_VERSION: u32 = 1;
 /// A state file larger than this is not ours (a sensor's entry is about 100 bytes).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// How many set-aside files are kept; older ones are deleted.
@@ -105,115 +99,6 @@ pub struct SetAside {
 pub struct StateStore {
     dir: PathBuf,
     _lock: File,
-}
-
-/// The file's layout, format 1.
-#[derive(Serialize)]
-struct FileOut<'a> {
-    version: u32,
-    /// Unix time of the write.
-    saved_at: f64,
-    sensors: &'a BTreeMap<String, StoredSensor>,
-}
-
-/// Just the version, read before anything else so a newer layout is recognised as such.
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileIn {
-    #[allow(dead_code)]
-    version: u64,
-    #[serde(default)]
-    #[allow(dead_code)]
-    saved_at: Option<f64>,
-    #[serde(default)]
-    sensors: Entries,
-}
-
-/// The entries of a JSON object in file order, duplicates included (serde's maps keep the
-/// last of two equal keys without a word), each value still unparsed so that one bad entry
-/// spoils only itself.
-#[derive(Default)]
-struct Entries(Vec<(String, Box<RawValue>)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object of sensor names and totals")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
-                    entries.push(entry);
-                }
-                Ok(Entries(entries))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
-    }
-}
-
-/// What the bytes of a state file hold.
-enum Parsed {
-    /// The usable totals and a line per entry that was not.
-    Totals(StoredState, Vec<String>),
-    /// Nothing usable.
-    Corrupt(String),
-    /// A newer format.
-    Newer(u64),
-}
-
-fn parse(bytes: &[u8]) -> Parsed {
-    let version = match serde_json::from_slice::<VersionOnly>(bytes) {
-        Ok(v) => v.version,
-        Err(e) => return Parsed::Corrupt(format!("not a state file: {e}")),
-    };
-    if version > u64::from(FORMAT_VERSION) {
-        return Parsed::Newer(version);
-    }
-    if version == 0 {
-        return Parsed::Corrupt("format version 0 does not exist".into());
-    }
-    let file = match serde_json::from_slice::<FileIn>(bytes) {
-        Ok(file) => file,
-        Err(e) => return Parsed::Corrupt(format!("not a valid state file: {e}")),
-    };
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (name, _) in &file.sensors.0 {
-        *counts.entry(name).or_default() += 1;
-    }
-    let mut state = StoredState::default();
-    let mut problems = Vec::new();
-    for (name, raw) in &file.sensors.0 {
-        let times = counts[name.as_str()];
-        if times > 1 {
-            // Which one is right cannot be told; the moved-aside file keeps both.
-            if !problems
-                .iter()
-                .any(|p: &String| p.starts_with(&format!("sensor {name:?} ")))
-            {
-                problems.push(format!("sensor {name:?} appears {times} times"));
-            }
-            continue;
-        }
-        match serde_json::from_str::<StoredSensor>(raw.get()) {
-            Ok(totals) => match totals.implausible() {
-                None => {
-                    state.sensors.insert(name.clone(), totals);
-                }
-                Some(why) => problems.push(format!("sensor {name:?}: {why}")),
-            },
-            Err(e) => problems.push(format!("sensor {name:?}: {e}")),
-        }
-    }
-    Parsed::Totals(state, problems)
 }
 
 /// Open flags for everything in the state directory: never follow a link, never block on a
@@ -356,7 +241,7 @@ impl StateStore {
         let path = self.path();
         let (state, problems) = match read_regular(&path) {
             Ok(None) => return Ok(Loaded::default()),
-            Ok(Some(bytes)) => match parse(&bytes) {
+            Ok(Some(bytes)) => match format::parse(&bytes) {
                 Parsed::Totals(state, problems) => (state, problems),
                 Parsed::Corrupt(problem) => (StoredState::default(), vec![problem]),
                 Parsed::Newer(found) => return Err(StateError::NewerFormat { path, found }),
@@ -441,13 +326,7 @@ impl StateStore {
             path: path.clone(),
             source,
         };
-        let file = FileOut {
-            version: FORMAT_VERSION,
-            saved_at: unix_now(),
-            sensors: &state.sensors,
-        };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| write_error(e.into()))?;
-        bytes.push(b'\n');
+        let bytes = format::encode(state, unix_now()).map_err(|e| write_error(e.into()))?;
         // O_CREAT | O_EXCL under a random name, mode 0600; deleted again if anything fails.
         let mut tmp = tempfile::Builder::new()
             .prefix(".state.json.")
@@ -467,6 +346,7 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::StoredSensor;
     use std::os::unix::fs::symlink;
     use std::time::{Duration, Instant};
 

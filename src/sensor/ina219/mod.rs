@@ -36,9 +36,13 @@ const VERIFY_EVERY: u32 = 16;
 /// What the daemon writes into one chip.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChipSettings {
+    /// The chip's address.
     pub address: u8,
+    /// The configuration register.
     pub configuration: Configuration,
+    /// The calibration register and the LSBs it gives.
     pub calibration: Calibration,
+    /// The shunt, for current from shunt voltage.
     pub shunt_ohms: f64,
 }
 
@@ -153,6 +157,7 @@ where
     I2C: I2c,
     I2C::Error: ClassifyError,
 {
+    /// A chip at `settings.address` on the shared `bus`, programmed at its first read.
     pub fn new(bus: Rc<RefCell<I2C>>, settings: ChipSettings) -> Self {
         Ina219Sensor {
             bus,
@@ -162,6 +167,7 @@ where
         }
     }
 
+    /// What the chip is programmed with.
     pub fn settings(&self) -> &ChipSettings {
         &self.settings
     }

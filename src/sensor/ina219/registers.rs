@@ -8,10 +8,15 @@ use ina219::configuration::{BusVoltageRange, ShuntVoltageRange};
 
 /// Register pointers (Table 2).
 pub const REG_CONFIG: u8 = 0x00;
+/// Shunt voltage (read-only).
 pub const REG_SHUNT_VOLTAGE: u8 = 0x01;
+/// Bus voltage with CNVR and OVF (read-only).
 pub const REG_BUS_VOLTAGE: u8 = 0x02;
+/// Power (read-only; reading it clears CNVR).
 pub const REG_POWER: u8 = 0x03;
+/// Current (read-only).
 pub const REG_CURRENT: u8 = 0x04;
+/// Calibration.
 pub const REG_CALIBRATION: u8 = 0x05;
 
 /// Configuration register power-on value (8.6.2.1): 32 V, PGA /8, 12-bit, continuous.
@@ -134,6 +139,7 @@ impl Calibration {
         }
     }
 
+    /// Watts per count of the power register.
     pub fn power_lsb_watts(&self) -> f64 {
         POWER_LSB_PER_CURRENT_LSB * self.current_lsb_amps
     }

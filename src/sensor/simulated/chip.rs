@@ -31,11 +31,17 @@ pub struct VirtualIna219 {
 /// The chip's registers as a reader sees them, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registers {
+    /// 00h.
     pub config: u16,
+    /// 01h.
     pub shunt: u16,
+    /// 02h, with CNVR and OVF.
     pub bus: u16,
+    /// 03h.
     pub power: u16,
+    /// 04h.
     pub current: u16,
+    /// 05h.
     pub calibration: u16,
 }
 
@@ -75,6 +81,7 @@ impl VirtualIna219 {
         self.last_conversion = None;
     }
 
+    /// The registers as a reader would see them now.
     pub fn registers(&self) -> Registers {
         Registers {
             config: self.config,

@@ -36,6 +36,7 @@ pub struct FaultSchedule {
 }
 
 impl FaultSchedule {
+    /// The schedule of `faults`; `seed` drives the random ones.
     pub fn new(faults: &[FaultConfig], seed: u64) -> FaultSchedule {
         let faults = faults
             .iter()

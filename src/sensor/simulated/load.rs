@@ -27,6 +27,7 @@ enum Model {
 }
 
 impl Load {
+    /// The model at its start; `seed` gives its day.
     pub fn new(model: &LoadModel, seed: u64) -> Load {
         let model = match *model {
             LoadModel::Constant { watts } => Model::Constant(watts),

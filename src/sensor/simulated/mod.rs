@@ -43,6 +43,7 @@ pub struct Simulation {
 }
 
 impl Simulation {
+    /// A simulation of `config`; `seed` (unless the config has one) seeds its randomness.
     pub fn new(config: &SimulationConfig, seed: u64) -> Simulation {
         let seed = config.seed.unwrap_or(seed);
         let fallback = crate::config::LoadModel::Constant { watts: 0.0 };
@@ -133,6 +134,7 @@ pub struct VirtualBus {
 }
 
 impl VirtualBus {
+    /// An empty bus on `clock`.
     pub fn new(clock: Clock) -> VirtualBus {
         VirtualBus {
             chips: Vec::new(),
