@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -43,14 +43,26 @@ const PAGE_REFRESH_SECONDS: u32 = 5;
 pub struct App {
     /// The registry `/metrics` encodes.
     pub metrics: Arc<Metrics>,
-    /// Every sensor's latest snapshot, for the page and the API.
-    pub sensors: Vec<Arc<SensorStatus>>,
+    /// Every sensor's latest snapshot, for the page and the API; a reload replaces the list.
+    pub sensors: RwLock<Arc<Vec<Arc<SensorStatus>>>>,
     /// Whether sampling is alive (`/healthz`).
     pub health: Health,
     /// When the daemon started.
     pub started: Instant,
     /// The package version.
     pub version: &'static str,
+}
+
+impl App {
+    /// The sensors as of now.
+    pub fn sensors(&self) -> Arc<Vec<Arc<SensorStatus>>> {
+        Arc::clone(&self.sensors.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replace the sensors (a reload).
+    pub fn set_sensors(&self, sensors: Vec<Arc<SensorStatus>>) {
+        *self.sensors.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(sensors);
+    }
 }
 
 /// Serve on every listener until `shutdown` turns true (or its sender goes away).
@@ -160,7 +172,7 @@ fn handle(app: &App, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/api/readings" => match serde_json::to_vec_pretty(&readings(app)) {
+        "/api/readings" => match serde_json::to_vec_pretty(&readings(app, &app.sensors())) {
             Ok(body) => response(StatusCode::OK, "application/json", body),
             Err(e) => response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,14 +271,13 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn readings(app: &App) -> Readings<'_> {
+fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<'a> {
     let now = Instant::now();
     Readings {
         version: app.version,
         uptime_seconds: now.duration_since(app.started).as_secs_f64(),
         sampling_healthy: app.health.healthy(),
-        sensors: app
-            .sensors
+        sensors: sensors
             .iter()
             .map(|s| {
                 let snap = s.snapshot();
@@ -328,7 +339,8 @@ fn number(v: Option<f64>, decimals: usize) -> String {
 
 /// `/`: a small page that reloads itself; no scripts, no external assets.
 fn status_page(app: &App) -> String {
-    let data = readings(app);
+    let sensors = app.sensors();
+    let data = readings(app, &sensors);
     let mut rows = String::new();
     for s in &data.sensors {
         let state = if s.up {

@@ -11,10 +11,9 @@
 //! keeps the live file (newer than any save), a power cut keeps the last save (no older than
 //! any export).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use prometheus::{Gauge, IntCounter};
 
 use crate::metrics::{Metrics, SetCounter};
 use crate::state::{StateError, StateStore, StoredSensor, StoredState};
@@ -39,14 +38,26 @@ struct Tracked {
     reverse: Arc<SetCounter>,
 }
 
+impl Tracked {
+    fn totals(&self) -> StoredSensor {
+        let snapshot = self.status.snapshot();
+        StoredSensor {
+            energy_joules: snapshot.energy_joules,
+            energy_reverse_joules: snapshot.energy_reverse_joules,
+        }
+    }
+}
+
 /// Saves the totals and exports them once saved.
 pub struct Persister<D: Durable = StateStore> {
     disk: D,
-    /// The totals of the last save, with those of sensors no longer configured.
+    metrics: Arc<Metrics>,
+    /// The totals of the last save: on disk.
     saved: StoredState,
-    tracked: Vec<Tracked>,
-    last_persist: Gauge,
-    failures: IntCounter,
+    /// Totals newer than the last save of sensors not tracked (the live file's after a crash,
+    /// a sensor a reload removed), written by the next save.
+    pending: StoredState,
+    tracked: BTreeMap<String, Tracked>,
     failing: bool,
 }
 
@@ -57,37 +68,18 @@ fn unix_now() -> f64 {
 }
 
 impl<D: Durable> Persister<D> {
-    /// A persister for `sensors`. `durable` is what the state file held at start (exported
-    /// right away: it is on disk); `base` the totals to save from, which may be newer (the
-    /// live file after a crash) and are exported by the first successful [`save`](Self::save).
-    pub fn new(
-        disk: D,
-        durable: &StoredState,
-        base: StoredState,
-        metrics: &Metrics,
-        sensors: &[Arc<SensorStatus>],
-    ) -> Persister<D> {
-        let tracked = sensors
-            .iter()
-            .map(|status| {
-                let (forward, reverse) = metrics.published_energy(&status.name);
-                Tracked {
-                    status: Arc::clone(status),
-                    forward,
-                    reverse,
-                }
-            })
-            .collect();
-        let persister = Persister {
+    /// A persister that tracks no sensor yet. `durable` is what the state file held at start;
+    /// `newer` are totals that may be newer (the live file after a crash), saved by the first
+    /// [`save`](Self::save).
+    pub fn new(disk: D, metrics: Arc<Metrics>, durable: StoredState, newer: StoredState) -> Self {
+        Persister {
             disk,
-            saved: base,
-            tracked,
-            last_persist: metrics.state_last_persist.clone(),
-            failures: metrics.state_persist_failures.clone(),
+            metrics,
+            saved: durable,
+            pending: newer,
+            tracked: BTreeMap::new(),
             failing: false,
-        };
-        persister.export(durable);
-        persister
+        }
     }
 
     /// The durable side.
@@ -95,13 +87,43 @@ impl<D: Durable> Persister<D> {
         &self.disk
     }
 
-    /// Raise the exported counters to the totals of `state`.
-    fn export(&self, state: &StoredState) {
-        for t in &self.tracked {
-            if let Some(totals) = state.sensors.get(&t.status.name) {
-                t.forward.raise_to(totals.energy_joules);
-                t.reverse.raise_to(totals.energy_reverse_joules);
-            }
+    /// The latest totals of `name`: its live ones if tracked, else the newest known.
+    pub fn latest(&self, name: &str) -> StoredSensor {
+        if let Some(t) = self.tracked.get(name) {
+            return t.totals();
+        }
+        let saved = self.saved.sensors.get(name).copied().unwrap_or_default();
+        match self.pending.sensors.get(name) {
+            Some(pending) => saved.latest(*pending),
+            None => saved,
+        }
+    }
+
+    /// Save and export the totals of the sensor of `status` from now on. Its energy counters
+    /// start at its last saved totals.
+    pub fn track(&mut self, status: Arc<SensorStatus>) {
+        let name = status.name.clone();
+        let durable = self.saved.sensors.get(&name).copied().unwrap_or_default();
+        let (forward, reverse) = self.metrics.published_energy(&name, durable);
+        self.tracked.insert(
+            name,
+            Tracked {
+                status,
+                forward,
+                reverse,
+            },
+        );
+    }
+
+    /// Stop tracking `name`; its totals so far are kept for the next save.
+    pub fn untrack(&mut self, name: &str) {
+        if let Some(t) = self.tracked.remove(name) {
+            let totals = t.totals();
+            let kept = match self.pending.sensors.get(name) {
+                Some(p) => p.latest(totals),
+                None => totals,
+            };
+            self.pending.sensors.insert(name.to_string(), kept);
         }
     }
 
@@ -109,21 +131,21 @@ impl<D: Durable> Persister<D> {
     /// counted and logged once per episode; the exported totals then stay where they were.
     pub fn save(&mut self) -> Result<(), StateError> {
         let mut state = self.saved.clone();
-        for t in &self.tracked {
-            let snapshot = t.status.snapshot();
-            state.sensors.insert(
-                t.status.name.clone(),
-                StoredSensor {
-                    energy_joules: snapshot.energy_joules,
-                    energy_reverse_joules: snapshot.energy_reverse_joules,
-                },
-            );
+        state.merge_latest(&self.pending);
+        for (name, t) in &self.tracked {
+            state.sensors.insert(name.clone(), t.totals());
         }
         match self.disk.save(&state) {
             Ok(()) => {
-                self.export(&state);
+                for (name, t) in &self.tracked {
+                    if let Some(totals) = state.sensors.get(name) {
+                        t.forward.raise_to(totals.energy_joules);
+                        t.reverse.raise_to(totals.energy_reverse_joules);
+                    }
+                }
                 self.saved = state;
-                self.last_persist.set(unix_now());
+                self.pending = StoredState::default();
+                self.metrics.state_last_persist.set(unix_now());
                 if self.failing {
                     log::info!("saving the energy totals works again");
                     self.failing = false;
@@ -131,7 +153,7 @@ impl<D: Durable> Persister<D> {
                 Ok(())
             }
             Err(e) => {
-                self.failures.inc();
+                self.metrics.state_persist_failures.inc();
                 if !self.failing {
                     log::error!(
                         "{e}; the exported energy counters stay at the last saved totals until a save succeeds"
@@ -179,7 +201,7 @@ mod tests {
 
     /// A process of the daemon: statuses the sampler would publish to, and the persister.
     struct Process {
-        metrics: Metrics,
+        metrics: Arc<Metrics>,
         statuses: Vec<Arc<SensorStatus>>,
         persister: Persister<ModelDisk>,
     }
@@ -193,25 +215,24 @@ mod tests {
                 "[[sensor]]\nname = \"load\"\ndriver = \"simulated\"\n[[sensor]]\nname = \"charger\"\ndriver = \"simulated\"\n",
             )
             .unwrap();
-            let metrics = Metrics::new(&config, "0", "test").unwrap();
+            let metrics = Arc::new(Metrics::new("0", "test").unwrap());
             let durable = disk.durable.lock().unwrap().clone();
-            let mut base = durable.clone();
-            if let Some(live) = live {
-                base.merge_latest(live);
-            }
+            let newer = live.cloned().unwrap_or_default();
+            let mut persister = Persister::new(disk.clone(), Arc::clone(&metrics), durable, newer);
             let statuses: Vec<_> = config
                 .sensors
                 .iter()
                 .map(|s| {
-                    let t = base.sensors.get(&s.name).copied().unwrap_or_default();
-                    SensorStatus::new(
+                    let t = persister.latest(&s.name);
+                    let status = SensorStatus::new(
                         s,
                         Default::default(),
                         (t.energy_joules, t.energy_reverse_joules),
-                    )
+                    );
+                    persister.track(Arc::clone(&status));
+                    status
                 })
                 .collect();
-            let mut persister = Persister::new(disk.clone(), &durable, base, &metrics, &statuses);
             let _ = persister.save();
             Process {
                 metrics,
@@ -225,7 +246,7 @@ mod tests {
             SENSORS
                 .iter()
                 .flat_map(|s| {
-                    let (f, r) = self.metrics.published_energy(s);
+                    let (f, r) = self.metrics.published_energy(s, StoredSensor::default());
                     [f.get(), r.get()]
                 })
                 .collect()

@@ -13,9 +13,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::energy::JOULES_PER_WH;
 use crate::metrics::Metrics;
-use crate::sampler::{self, Sampler};
+use crate::sampler::{self, OnPanic, Sampler};
 use crate::sensor::ErrorKind;
-use crate::state::StoredState;
 use crate::status::{SensorStatus, Snapshot};
 use crate::{REVISION, VERSION};
 
@@ -80,9 +79,8 @@ fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
 /// Sample every configured sensor for `duration` (or until Ctrl-C), writing to `out`; fails
 /// if a sensor gave no valid sample.
 pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<(), ReadError> {
-    let metrics = Metrics::new(config, VERSION, REVISION)?;
-    let (pipelines, statuses) =
-        sampler::pipelines(config, &metrics, &StoredState::default(), Vec::new());
+    let metrics = Metrics::new(VERSION, REVISION)?;
+    let (pipelines, statuses) = sampler::pipelines(config, &metrics);
     let width = config
         .sensors
         .iter()
@@ -102,10 +100,10 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
         "time", "sensor", "bus", "current", "power"
     )?;
 
-    let sampler = Sampler::start(config, pipelines, &Clock::real(), |bus| {
-        log::error!("the sampling thread of bus {bus} panicked");
-    })
-    .map_err(ReadError::Threads)?;
+    let on_panic: OnPanic =
+        Arc::new(|bus| log::error!("the sampling thread of bus {bus} panicked"));
+    let sampler =
+        Sampler::start(config, pipelines, &Clock::real(), on_panic).map_err(ReadError::Threads)?;
     let start = Instant::now();
     // Print a row per sensor every interval (at least a second), until the time is up.
     let every = config

@@ -80,6 +80,8 @@ pub struct SensorStatus {
     /// The rules it evaluates.
     pub rules: RuleSet,
     snapshot: Mutex<Snapshot>,
+    /// Why it is down, in a few words, while it is.
+    down_reason: Mutex<Option<String>>,
 }
 
 impl SensorStatus {
@@ -97,6 +99,7 @@ impl SensorStatus {
                 energy_reverse_joules: energy.1,
                 ..Snapshot::default()
             }),
+            down_reason: Mutex::new(None),
         })
     }
 
@@ -108,5 +111,21 @@ impl SensorStatus {
     /// Replace the snapshot.
     pub fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// Why the sensor is down, while it is.
+    pub fn down_reason(&self) -> Option<String> {
+        self.down_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Set (at the start of a failure episode) or clear (when it ends) the reason.
+    pub fn set_down_reason(&self, reason: Option<String>) {
+        *self
+            .down_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason;
     }
 }

@@ -79,7 +79,7 @@ supply_volts = 5.1
 "#,
     )
     .unwrap();
-    let metrics = Metrics::new(&config, "0", "test").unwrap();
+    let metrics = Metrics::new("0", "test").unwrap();
     let (mut pipelines, _statuses): (Vec<_>, Vec<_>) = config
         .sensors
         .iter()

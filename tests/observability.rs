@@ -124,7 +124,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 fn exported_metric_names() -> BTreeSet<String> {
     let config = Config::load(Path::new(&path("config/simulated.toml"))).unwrap();
-    let metrics = Metrics::new(&config, "0", "test").unwrap();
+    let metrics = Metrics::new("0", "test").unwrap();
     // Series exist once a sensor's pipeline creates them.
     let _pipelines: Vec<_> = config
         .sensors

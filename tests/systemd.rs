@@ -113,7 +113,7 @@ fn ready_after_listening_watchdog_at_half_the_period_stopping_on_sigterm() {
     assert!(
         ready
             .iter()
-            .any(|(_, l)| l.starts_with("STATUS=sampling 1 sensor")),
+            .any(|(_, l)| l.starts_with("STATUS=") && l.contains("of 1 sensors up")),
         "{ready:?}"
     );
 

@@ -161,6 +161,21 @@ impl embedded_hal::i2c::Error for LinuxBusError {
 }
 
 impl ClassifyError for LinuxBusError {
+    fn summary(&self) -> String {
+        let path = self.path.display();
+        match (self.errno, self.phase) {
+            (Some(errno::ENOENT | errno::ENODEV), _) => format!("{path} missing: enable I2C"),
+            (Some(errno::EACCES), _) => format!("{path}: permission denied (group i2c)"),
+            (Some(errno::EBUSY), _) => format!("{path}: address claimed by a kernel driver"),
+            (Some(errno::EREMOTEIO | errno::ENXIO), Phase::Transfer) => match self.address {
+                Some(a) => format!("no answer at {a:#04x} on {path}: check wiring"),
+                None => format!("no answer on {path}"),
+            },
+            (Some(errno::ETIMEDOUT | errno::EAGAIN), _) => format!("{path} timed out"),
+            _ => format!("{path}: {}", self.error_kind()),
+        }
+    }
+
     fn error_kind(&self) -> ErrorKind {
         match (self.phase, self.errno) {
             (Phase::Open, _) | (_, Some(errno::ENOENT | errno::ENODEV | errno::EACCES)) => {

@@ -93,6 +93,8 @@ pub enum SensorError {
         kind: ErrorKind,
         /// The bus's own words, with a hint.
         detail: String,
+        /// A few words for `systemctl status`.
+        summary: String,
     },
     /// The chip has not finished a conversion since the last read (CNVR clear).
     #[error("no new conversion since the last read (CNVR not set)")]
@@ -103,6 +105,15 @@ pub enum SensorError {
 }
 
 impl SensorError {
+    /// A few words of why, for `systemctl status`.
+    pub fn summary(&self) -> String {
+        match self {
+            SensorError::Bus { summary, .. } => summary.clone(),
+            SensorError::NotReady => "no new conversion".into(),
+            SensorError::Invalid(_) => "unexpected answer (brown-out?)".into(),
+        }
+    }
+
     /// The `kind` label this failure counts under.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -117,6 +128,11 @@ impl SensorError {
 pub trait ClassifyError: fmt::Debug + fmt::Display {
     /// The kind of failure.
     fn error_kind(&self) -> ErrorKind;
+
+    /// A few words of what to do, for `systemctl status`.
+    fn summary(&self) -> String {
+        self.error_kind().as_str().to_string()
+    }
 }
 
 impl ClassifyError for embedded_hal::i2c::ErrorKind {

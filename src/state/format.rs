@@ -142,4 +142,3 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
     Parsed::Totals(state, problems)
 }
-

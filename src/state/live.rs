@@ -24,7 +24,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -133,32 +133,45 @@ fn parse(bytes: &[u8]) -> Option<Records> {
     Some(records)
 }
 
-/// A live file this process writes.
+/// A live file this process writes: a fixed number of records, claimed by name.
 pub struct LiveFile {
     path: PathBuf,
-    _map: Arc<MmapRaw>,
+    shared: Arc<Shared>,
+}
+
+/// The mapping and who holds which record.
+struct Shared {
+    map: MmapRaw,
+    /// Per record: whose it is (once claimed, a record keeps its name for this process, so a
+    /// sensor removed and added again continues in its own record), and whether a slot holds it.
+    owners: Mutex<Vec<Option<(Kind, String, bool)>>>,
 }
 
 /// One record of a [`LiveFile`], written by the one pipeline that owns it.
 pub struct LiveSlot {
-    map: Arc<MmapRaw>,
-    offset: usize,
+    shared: Arc<Shared>,
+    index: usize,
     seq: u64,
 }
 
 impl LiveSlot {
+    fn offset(&self) -> usize {
+        HEADER + self.index * RECORD
+    }
+
     fn word(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at.is_multiple_of(8) && at + 8 <= self.map.len());
+        let map = &self.shared.map;
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= map.len());
         // SAFETY: `at` is 8-aligned within the mapping (the mapping is page-aligned and every
-        // offset is a multiple of 8 below its length), the mapping lives as long as `self.map`,
+        // offset is a multiple of 8 below its length), the mapping lives as long as `shared`,
         // and the words of this record are only ever accessed atomically, by this slot.
-        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(at).cast()) }
+        unsafe { AtomicU64::from_ptr(map.as_mut_ptr().add(at).cast()) }
     }
 
     /// Store the values (at most [`VALUES`]; the rest read 0) as the record's newest copy.
     pub fn store(&mut self, values: &[f64]) {
         self.seq += 1;
-        let copy = self.offset + NAME_AREA + (self.seq as usize & 1) * COPY;
+        let copy = self.offset() + NAME_AREA + (self.seq as usize & 1) * COPY;
         // Release orders the stores as written: a reader after a crash sees the opening
         // sequence number change first and the closing one last.
         self.word(copy).store(self.seq, Ordering::Release);
@@ -172,58 +185,99 @@ impl LiveSlot {
     }
 }
 
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        // The record keeps its name and last values: a crash before its totals are saved
+        // still finds them.
+        let mut owners = self
+            .shared
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Some((_, _, held))) = owners.get_mut(self.index) {
+            *held = false;
+        }
+    }
+}
+
 impl LiveFile {
-    /// Replace the file at `path` with one record per entry, each holding its values, and
-    /// return a slot per entry, in order. Names longer than [`MAX_NAME`] or more than
-    /// [`MAX_RECORDS`] entries are refused.
-    pub fn create(
-        path: &Path,
-        entries: &[(Kind, &str, [f64; VALUES])],
-    ) -> io::Result<(LiveFile, Vec<LiveSlot>)> {
-        if entries.len() > MAX_RECORDS || entries.iter().any(|(_, n, _)| n.len() > MAX_NAME) {
+    /// Replace the file at `path` with one of `capacity` empty records (at most
+    /// [`MAX_RECORDS`]).
+    pub fn create(path: &Path, capacity: usize) -> io::Result<LiveFile> {
+        if capacity > MAX_RECORDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "too many records or too long a name for the live file",
+                "too many records for the live file",
             ));
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = tempfile::Builder::new().prefix(".live.").tempfile_in(dir)?;
-        tmp.as_file()
-            .set_len((HEADER + entries.len() * RECORD) as u64)?;
-        let map = Arc::new(MmapOptions::new().map_raw(tmp.as_file())?);
-        let base = map.as_mut_ptr();
+        tmp.as_file().set_len((HEADER + capacity * RECORD) as u64)?;
+        let map = MmapOptions::new().map_raw(tmp.as_file())?;
         let mut header = [0u8; 16];
         header[..8].copy_from_slice(&MAGIC);
-        header[8..12].copy_from_slice(&(entries.len() as u32).to_ne_bytes());
+        header[8..12].copy_from_slice(&(capacity as u32).to_ne_bytes());
         header[12..16].copy_from_slice(&(RECORD as u32).to_ne_bytes());
         // SAFETY: the mapping is at least HEADER bytes long and not yet shared.
-        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), base, header.len()) };
-        let mut slots = Vec::with_capacity(entries.len());
-        for (i, (kind, name, values)) in entries.iter().enumerate() {
-            let offset = HEADER + i * RECORD;
-            let mut area = [0u8; 2 + MAX_NAME];
-            area[0] = *kind as u8;
-            area[1] = name.len() as u8;
-            area[2..2 + name.len()].copy_from_slice(name.as_bytes());
-            // SAFETY: the record lies within the mapping (its length counts every record),
-            // and no slot for it exists yet.
-            unsafe { std::ptr::copy_nonoverlapping(area.as_ptr(), base.add(offset), area.len()) };
-            let mut slot = LiveSlot {
-                map: Arc::clone(&map),
-                offset,
-                seq: 0,
-            };
-            slot.store(values);
-            slots.push(slot);
-        }
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), map.as_mut_ptr(), header.len()) };
         tmp.persist(path).map_err(|e| e.error)?;
-        Ok((
-            LiveFile {
-                path: path.to_path_buf(),
-                _map: map,
-            },
-            slots,
-        ))
+        Ok(LiveFile {
+            path: path.to_path_buf(),
+            shared: Arc::new(Shared {
+                map,
+                owners: Mutex::new(vec![None; capacity]),
+            }),
+        })
+    }
+
+    /// A record for `name` holding `values`: its own record if it had one, else a new one;
+    /// `None` when the name is too long, it is held already, or the file is full.
+    pub fn claim(&self, kind: Kind, name: &str, values: &[f64]) -> Option<LiveSlot> {
+        if name.len() > MAX_NAME {
+            return None;
+        }
+        let mut owners = self
+            .shared
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = match owners
+            .iter()
+            .position(|o| matches!(o, Some((k, n, _)) if *k == kind && n == name))
+        {
+            Some(i) if matches!(owners[i], Some((_, _, true))) => return None,
+            Some(i) => i,
+            None => owners.iter().position(Option::is_none)?,
+        };
+        owners[index] = Some((kind, name.to_string(), true));
+        let mut area = [0u8; 2 + MAX_NAME];
+        area[0] = kind as u8;
+        area[1] = name.len() as u8;
+        area[2..2 + name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: the record lies within the mapping (its length counts every record), and no
+        // slot holds it: nothing else touches its bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                area.as_ptr(),
+                self.shared.map.as_mut_ptr().add(HEADER + index * RECORD),
+                area.len(),
+            )
+        };
+        let mut slot = LiveSlot {
+            shared: Arc::clone(&self.shared),
+            index,
+            seq: 0,
+        };
+        // Above the sequence numbers a previous holder left, so the reader takes these values.
+        slot.seq = (0..2)
+            .map(|copy| {
+                slot.word(slot.offset() + NAME_AREA + copy * COPY)
+                    .load(Ordering::Acquire)
+            })
+            .max()
+            .unwrap_or(0);
+        slot.store(values);
+        Some(slot)
     }
 
     /// Where the file is.
@@ -252,14 +306,13 @@ mod tests {
     fn what_was_stored_is_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.bin");
-        let (file, mut slots) = LiveFile::create(
-            &path,
-            &[
-                (Kind::Sensor, "ac001", values(1.0, 2.0)),
-                (Kind::Sensor, &"x".repeat(MAX_NAME), values(3.0, 0.0)),
-            ],
-        )
-        .unwrap();
+        let file = LiveFile::create(&path, 4).unwrap();
+        let mut slots = [
+            file.claim(Kind::Sensor, "ac001", &values(1.0, 2.0))
+                .unwrap(),
+            file.claim(Kind::Sensor, &"x".repeat(MAX_NAME), &values(3.0, 0.0))
+                .unwrap(),
+        ];
         let read_back = read(&path).unwrap();
         assert_eq!(read_back[&(Kind::Sensor, "ac001".into())], values(1.0, 2.0));
         for i in 0..5 {
@@ -284,10 +337,10 @@ mod tests {
     fn a_torn_update_falls_back_to_the_other_copy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.bin");
-        let (_file, mut slots) =
-            LiveFile::create(&path, &[(Kind::Sensor, "a", values(1.0, 0.0))]).unwrap();
-        slots[0].store(&[2.0]);
-        slots[0].store(&[3.0]);
+        let file = LiveFile::create(&path, 1).unwrap();
+        let mut slot = file.claim(Kind::Sensor, "a", &values(1.0, 0.0)).unwrap();
+        slot.store(&[2.0]);
+        slot.store(&[3.0]);
         let mut bytes = std::fs::read(&path).unwrap();
         // Copy 1 holds sequence 3 (value 3.0): tear it by changing its closing number.
         let copy1 = HEADER + NAME_AREA + COPY;
@@ -314,10 +367,29 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_enforced() {
+    fn records_are_claimed_by_name_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.bin");
+        let file = LiveFile::create(&path, 2).unwrap();
         let long = "x".repeat(MAX_NAME + 1);
-        assert!(LiveFile::create(&path, &[(Kind::Sensor, &long, [0.0; VALUES])]).is_err());
+        assert!(file.claim(Kind::Sensor, &long, &[0.0]).is_none());
+        let mut a = file.claim(Kind::Sensor, "a", &[1.0]).unwrap();
+        assert!(
+            file.claim(Kind::Sensor, "a", &[1.0]).is_none(),
+            "held twice"
+        );
+        for v in 2..6 {
+            a.store(&[f64::from(v)]);
+        }
+        drop(a);
+        // Released, the record still holds its last values for a crash to find.
+        assert_eq!(read(&path).unwrap()[&(Kind::Sensor, "a".into())][0], 5.0);
+        let _b = file.claim(Kind::Sensor, "b", &[7.0]).unwrap();
+        assert!(file.claim(Kind::Sensor, "c", &[0.0]).is_none(), "full");
+        // Claimed again, "a" continues in its own record, above the old sequence numbers.
+        let again = file.claim(Kind::Sensor, "a", &[6.0]).unwrap();
+        assert_eq!(read(&path).unwrap()[&(Kind::Sensor, "a".into())][0], 6.0);
+        drop(again);
+        assert!(LiveFile::create(&path, MAX_RECORDS + 1).is_err());
     }
 }

@@ -138,6 +138,7 @@ fn bus_error<E: ClassifyError>(e: E) -> SensorError {
     SensorError::Bus {
         kind: e.error_kind(),
         detail: e.to_string(),
+        summary: e.summary(),
     }
 }
 

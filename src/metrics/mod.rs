@@ -1,23 +1,25 @@
 //! The metric families (the metrics contract in the README) and the per-sensor handles the
 //! sampler updates.
 //!
-//! Handles are resolved once per sensor at start-up; on the sampling path an update is an
-//! atomic store or add, with no label lookup and no allocation. Exposition gathers the
-//! registry, which reads those atomics: the samplers are never locked for it.
+//! Handles are resolved once per sensor; on the sampling path an update is an atomic store or
+//! add, with no label lookup and no allocation. Exposition gathers the registry, which reads
+//! those atomics: the samplers are never locked for it. A reload adds and removes sensors'
+//! series; the energy counters of a sensor that stays are never recreated.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+mod families;
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use std::sync::Arc;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+pub use self::families::{InfoFamily, SetCounter, SetCounterVec};
 use crate::anomaly::{Rule, RuleSet};
-use crate::config::{Config, SensorConfig};
+use crate::config::SensorConfig;
 use crate::sensor::ErrorKind;
+use crate::state::StoredSensor as StoredTotals;
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -42,8 +44,11 @@ pub struct Metrics {
     anomaly_active: GaugeVec,
     anomalies: IntCounterVec,
     gaps: IntCounterVec,
-    sensor_info: GaugeVec,
-    info_label_names: Vec<String>,
+    sensor_info: InfoFamily,
+    /// 1 if the last reload applied the configuration file.
+    pub reload_successful: Gauge,
+    /// Unix time of the last successful reload (or of the start).
+    pub reload_success_time: Gauge,
 }
 
 /// The handles of one sensor's series.
@@ -102,19 +107,9 @@ where
 
 impl Metrics {
     /// Register every family, `powermon_build_info` and the process collector.
-    pub fn new(config: &Config, version: &str, revision: &str) -> prometheus::Result<Metrics> {
+    pub fn new(version: &str, revision: &str) -> prometheus::Result<Metrics> {
         let r = Registry::new();
         let s = &["sensor"];
-        let info_label_names: Vec<String> = config
-            .sensors
-            .iter()
-            .flat_map(|sensor| sensor.labels.keys().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut info_labels = vec!["sensor", "driver", "bus", "address"];
-        info_labels.extend(info_label_names.iter().map(String::as_str));
-
         let build_info = register(&r, GaugeVec::new(Opts::new("powermon_build_info", "A metric with a constant value of 1, labelled with the version and git revision of power-monitord."), &["version", "revision"]))?;
         build_info.with_label_values(&[version, revision]).set(1.0);
 
@@ -134,10 +129,12 @@ impl Metrics {
             anomaly_active: register(&r, GaugeVec::new(Opts::new("powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0."), &["sensor", "rule"]))?,
             anomalies: register(&r, IntCounterVec::new(Opts::new("powermon_anomalies_total", "Anomaly episodes started, by rule."), &["sensor", "rule"]))?,
             gaps: register(&r, IntCounterVec::new(Opts::new("powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge."), s))?,
-            sensor_info: register(&r, GaugeVec::new(Opts::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels."), &info_labels))?,
-            info_label_names,
+            sensor_info: register(&r, InfoFamily::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels."))?,
+            reload_successful: register(&r, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
+            reload_success_time: register(&r, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
             registry: r,
         };
+        metrics.reload_successful.set(1.0);
 
         #[cfg(target_os = "linux")]
         metrics.registry.register(Box::new(
@@ -146,25 +143,21 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Create a sensor's series (at zero, so rates work from the first scrape) and return the
-    /// handles to them.
+    /// Create a sensor's series (at zero, so rates work from the first scrape; the energy
+    /// counters at their saved totals if they exist already) and return the handles to them.
     pub fn sensor(&self, sensor: &SensorConfig, rules: RuleSet) -> SensorMetrics {
         let name = sensor.name.as_str();
-        let address = format!("{:#04x}", sensor.address);
-        let mut info = vec![
-            name,
-            sensor.driver.as_str(),
-            sensor.bus.as_str(),
-            address.as_str(),
-        ];
-        info.extend(
-            self.info_label_names
-                .iter()
-                .map(|k| sensor.labels.get(k).map_or("", String::as_str)),
-        );
-        self.sensor_info.with_label_values(&info).set(1.0);
-        // The energy counters exist from the start, at their last saved value (0 until then).
-        self.published_energy(name);
+        let mut info = sensor.labels.clone();
+        for (key, value) in [
+            ("sensor", name.to_string()),
+            ("driver", sensor.driver.as_str().to_string()),
+            ("bus", sensor.bus.clone()),
+            ("address", format!("{:#04x}", sensor.address)),
+        ] {
+            info.insert(key.to_string(), value);
+        }
+        self.sensor_info.set(name, info);
+        self.published_energy(name, StoredTotals::default());
 
         let rule_gauge = |r: Rule| {
             rules
@@ -192,11 +185,50 @@ impl Metrics {
         }
     }
 
-    /// The exported energy counters of a sensor: forward and reverse.
-    pub fn published_energy(&self, sensor: &str) -> (Arc<SetCounter>, Arc<SetCounter>) {
+    /// Drop every series of a sensor: it is no longer configured. With `keep_energy`, its
+    /// energy counters stay (the sensor is about to come back with other settings).
+    pub fn remove_sensor(&self, name: &str, keep_energy: bool) {
+        for family in [
+            &self.bus_voltage,
+            &self.shunt_voltage,
+            &self.current,
+            &self.power,
+            &self.up,
+            &self.last_sample,
+        ] {
+            let _ = family.remove_label_values(&[name]);
+        }
+        for family in [&self.samples, &self.gaps] {
+            let _ = family.remove_label_values(&[name]);
+        }
+        for kind in ErrorKind::ALL {
+            let _ = self.read_errors.remove_label_values(&[name, kind.as_str()]);
+        }
+        for rule in Rule::ALL {
+            let _ = self
+                .anomaly_active
+                .remove_label_values(&[name, rule.as_str()]);
+            let _ = self.anomalies.remove_label_values(&[name, rule.as_str()]);
+        }
+        self.sensor_info.remove(name);
+        if !keep_energy {
+            self.energy.remove(&[name]);
+            self.energy_reverse.remove(&[name]);
+        }
+    }
+
+    /// The exported energy counters of a sensor (forward, reverse), created or raised to
+    /// `floor` in one step.
+    pub fn published_energy(
+        &self,
+        sensor: &str,
+        floor: StoredTotals,
+    ) -> (Arc<SetCounter>, Arc<SetCounter>) {
         (
-            self.energy.with_label_values(&[sensor]),
-            self.energy_reverse.with_label_values(&[sensor]),
+            self.energy
+                .with_label_values_at(&[sensor], floor.energy_joules),
+            self.energy_reverse
+                .with_label_values_at(&[sensor], floor.energy_reverse_joules),
         )
     }
 
@@ -208,148 +240,5 @@ impl Metrics {
             log::error!("encoding metrics failed: {e}");
         }
         out
-    }
-}
-
-/// A counter whose value is set from a total kept elsewhere (the state file) instead of being
-/// added to: setting the total itself keeps it bit for bit equal to what a restart restores,
-/// where adding the difference could land one ulp above it and read as a reset.
-///
-/// It only ever rises: a lower value is ignored.
-#[derive(Debug, Default)]
-pub struct SetCounter(AtomicU64);
-
-impl SetCounter {
-    /// Raise the counter to `value`, if that is higher.
-    pub fn raise_to(&self, value: f64) {
-        // For finite non-negative floats the order of the bit patterns is the numeric order.
-        // (Zero needs nothing: the counter starts there; and -0.0 would compare high.)
-        if value.is_finite() && value > 0.0 {
-            self.0.fetch_max(value.to_bits(), Ordering::Relaxed);
-        }
-    }
-
-    /// The value.
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-}
-
-/// A family of [`SetCounter`]s, one per combination of label values.
-#[derive(Clone)]
-pub struct SetCounterVec(Arc<SetCounterFamily>);
-
-/// The shared part of a [`SetCounterVec`].
-pub struct SetCounterFamily {
-    desc: Desc,
-    children: Mutex<BTreeMap<Vec<String>, Arc<SetCounter>>>,
-}
-
-impl SetCounterVec {
-    /// A family `name` with the given label names.
-    pub fn new(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<SetCounterVec> {
-        let desc = Desc::new(
-            name.to_string(),
-            help.to_string(),
-            labels.iter().map(|l| l.to_string()).collect(),
-            HashMap::new(),
-        )?;
-        Ok(SetCounterVec(Arc::new(SetCounterFamily {
-            desc,
-            children: Mutex::new(BTreeMap::new()),
-        })))
-    }
-
-    /// The counter of these label values, created at 0 if new.
-    pub fn with_label_values(&self, values: &[&str]) -> Arc<SetCounter> {
-        let key = values.iter().map(|v| v.to_string()).collect();
-        let mut children = self
-            .0
-            .children
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(children.entry(key).or_default())
-    }
-}
-
-impl Collector for SetCounterVec {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.0.desc]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let children = self
-            .0
-            .children
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let metrics = children
-            .iter()
-            .map(|(values, counter)| {
-                let mut metric = Metric::default();
-                metric.set_label(
-                    self.0
-                        .desc
-                        .variable_labels
-                        .iter()
-                        .zip(values)
-                        .map(|(name, value)| {
-                            let mut pair = LabelPair::default();
-                            pair.set_name(name.clone());
-                            pair.set_value(value.clone());
-                            pair
-                        })
-                        .collect(),
-                );
-                let mut value = prometheus::proto::Counter::default();
-                value.set_value(counter.get());
-                metric.set_counter(value);
-                metric
-            })
-            .collect();
-        let mut family = MetricFamily::default();
-        family.set_name(self.0.desc.fq_name.clone());
-        family.set_help(self.0.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(metrics);
-        vec![family]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_set_counter_never_goes_down() {
-        let c = SetCounter::default();
-        c.raise_to(5.5);
-        c.raise_to(2.0);
-        c.raise_to(f64::NAN);
-        c.raise_to(-0.0);
-        c.raise_to(-7.0);
-        assert_eq!(c.get(), 5.5);
-        c.raise_to(5.500_000_000_000_001);
-        assert_eq!(c.get(), 5.500_000_000_000_001);
-    }
-
-    #[test]
-    fn set_counters_are_exposed_as_counters() {
-        let r = Registry::new();
-        let family = register(
-            &r,
-            SetCounterVec::new("test_joules_total", "Help.", &["sensor"]),
-        )
-        .unwrap();
-        family.with_label_values(&["b"]).raise_to(2.0);
-        family.with_label_values(&["a"]).raise_to(0.1 + 0.2);
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "# HELP test_joules_total Help.\n# TYPE test_joules_total counter\n\
-             test_joules_total{sensor=\"a\"} 0.30000000000000004\n\
-             test_joules_total{sensor=\"b\"} 2\n"
-        );
     }
 }

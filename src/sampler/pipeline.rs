@@ -1,98 +1,20 @@
-//! Sampling: one thread per I2C bus reads its sensors in turn, each at its own interval, and
-//! sends every result down the pipeline — energy, anomalies, metrics, status.
-//!
-//! I2C is blocking, so each bus has a plain thread rather than an async task; a slow or hung
-//! chip delays only its own bus. A thread sleeps until its next sensor is due (no polling),
-//! missed ticks are skipped rather than piled up, a failing sensor backs off exponentially,
-//! and the path from a read to the metrics does not allocate.
+//! One sensor's pipeline: a read's result goes through energy integration, the anomaly rules,
+//! the metrics, the status snapshot and the live file, in that order, without allocating.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::anomaly::{AnomalyDetector, Transition};
-use crate::clock::Clock;
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
 use crate::metrics::{Metrics, SensorMetrics};
-use crate::sensor::{self, ErrorKind, Reading, SensorError};
+use crate::sensor::{ErrorKind, Reading, SensorError};
 use crate::state::live::LiveSlot;
-use crate::state::{StoredSensor, StoredState};
+use crate::state::StoredSensor;
 use crate::status::{SensorStatus, Snapshot};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often a read that finds no new conversion is retried before it counts as `stale`.
-const NOT_READY_RETRIES: u8 = 3;
-/// How late a bus thread may be before it counts as stalled.
-const STALL_GRACE: Duration = Duration::from_secs(10);
-
-/// Tells the bus threads to finish.
-#[derive(Clone, Default)]
-pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
-
-impl Stop {
-    /// Tell every thread holding a clone to finish.
-    pub fn stop(&self) {
-        let (flag, cvar) = &*self.0;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cvar.notify_all();
-    }
-
-    /// Sleep until `deadline`; true if told to stop meanwhile.
-    fn wait_until(&self, deadline: Instant) -> bool {
-        let (flag, cvar) = &*self.0;
-        let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if *stopped {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            stopped = cvar
-                .wait_timeout(stopped, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-/// When a bus thread promised to come around again (its next due read plus grace), and
-/// whether it is still running.
-struct Liveness {
-    origin: Instant,
-    deadline_ms: AtomicU64,
-    running: AtomicBool,
-}
-
-impl Liveness {
-    fn promise(&self, by: Instant) {
-        let ms = by.saturating_duration_since(self.origin).as_millis() as u64;
-        self.deadline_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn alive(&self, now: Instant) -> bool {
-        self.running.load(Ordering::Relaxed)
-            && now.saturating_duration_since(self.origin).as_millis() as u64
-                <= self.deadline_ms.load(Ordering::Relaxed)
-    }
-}
-
-/// Whether sampling is alive, shareable with the HTTP server and the watchdog.
-#[derive(Clone)]
-pub struct Health(Arc<Vec<Arc<Liveness>>>);
-
-impl Health {
-    /// Every bus thread is running and came around when it said it would.
-    pub fn healthy(&self) -> bool {
-        let now = Instant::now();
-        self.0.iter().all(|l| l.alive(now))
-    }
-}
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Everything that happens to one sensor's results, in data-flow order.
 pub struct SensorPipeline {
@@ -167,6 +89,7 @@ impl SensorPipeline {
                 if self.failures == 1 { "" } else { "s" }
             );
             self.failures = 0;
+            self.status.set_down_reason(None);
         }
         let m = &self.metrics;
         let s = &mut self.snapshot;
@@ -221,6 +144,7 @@ impl SensorPipeline {
         self.snapshot.last_error = Some(kind);
         self.failures = self.failures.saturating_add(1);
         if self.failures == 1 {
+            self.status.set_down_reason(Some(error.summary()));
             log::warn!(
                 sensor = self.name.as_str(), kind = kind.as_str();
                 "sensor {} is down: {error}; retrying with backoff up to {}",
@@ -236,8 +160,23 @@ impl SensorPipeline {
         MAX_BACKOFF.max(self.interval)
     }
 
+    /// The live-file slot, handed on to the pipeline that replaces this one.
+    pub fn take_live(&mut self) -> Option<LiveSlot> {
+        self.live.take()
+    }
+
+    /// The status this pipeline publishes to.
+    pub fn status(&self) -> &Arc<SensorStatus> {
+        &self.status
+    }
+
+    /// Wait before re-reading a chip that had no new conversion yet.
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+
     /// When to read next, given the tick this read was scheduled for.
-    fn next_tick(&self, scheduled: Instant, now: Instant) -> Instant {
+    pub fn next_tick(&self, scheduled: Instant, now: Instant) -> Instant {
         if self.failures > 1 {
             let factor = 1u32 << (self.failures - 1).min(16);
             return now + self.interval.saturating_mul(factor).min(self.max_backoff());
@@ -256,24 +195,16 @@ impl SensorPipeline {
     }
 }
 
-/// The pipeline of every configured sensor, in config order, continuing from `totals` (zero for
-/// a sensor without), each with its slot of `live` if there is one; and the statuses they
-/// publish to.
+/// The pipeline of every configured sensor, in config order, starting from zero and without a
+/// live file (`read`); and the statuses they publish to.
 pub fn pipelines(
     config: &Config,
     metrics: &Metrics,
-    totals: &StoredState,
-    mut live: Vec<Option<LiveSlot>>,
 ) -> (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) {
     config
         .sensors
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let stored = totals.sensors.get(&s.name).copied().unwrap_or_default();
-            let slot = live.get_mut(i).and_then(Option::take);
-            SensorPipeline::new(s, metrics, stored, slot)
-        })
+        .map(|s| SensorPipeline::new(s, metrics, StoredSensor::default(), None))
         .unzip()
 }
 
@@ -300,125 +231,6 @@ fn log_transition(sensor: &str, t: &Transition) {
     }
 }
 
-/// The running bus threads.
-pub struct Sampler {
-    stop: Stop,
-    workers: Vec<(String, JoinHandle<()>)>,
-    health: Health,
-}
-
-impl Sampler {
-    /// Start one thread per bus. `pipelines` are in config order; `on_panic` hears of a bus
-    /// thread that died, by the name of its bus.
-    pub fn start(
-        config: &Config,
-        pipelines: Vec<SensorPipeline>,
-        clock: &Clock,
-        on_panic: impl Fn(String) + Clone + Send + 'static,
-    ) -> std::io::Result<Sampler> {
-        let mut buses: BTreeMap<&str, Vec<(SensorConfig, SensorPipeline)>> = BTreeMap::new();
-        for (config, pipeline) in config.sensors.iter().zip(pipelines) {
-            buses
-                .entry(config.bus.as_str())
-                .or_default()
-                .push((config.clone(), pipeline));
-        }
-        let stop = Stop::default();
-        let origin = Instant::now();
-        let mut workers = Vec::new();
-        let mut liveness = Vec::new();
-        for (bus, members) in buses {
-            let live = Arc::new(Liveness {
-                origin,
-                deadline_ms: AtomicU64::new(STALL_GRACE.as_millis() as u64),
-                running: AtomicBool::new(true),
-            });
-            let (stop, clock, live_for_thread, on_panic) = (
-                stop.clone(),
-                clock.clone(),
-                Arc::clone(&live),
-                on_panic.clone(),
-            );
-            let bus_name = bus.to_string();
-            let thread_name: String = format!("bus {bus}").chars().take(15).collect();
-            let handle = std::thread::Builder::new()
-                .name(thread_name)
-                .spawn(move || {
-                    let name = bus_name.clone();
-                    let run = std::panic::AssertUnwindSafe(|| {
-                        run_bus(members, &clock, &stop, &live_for_thread)
-                    });
-                    if std::panic::catch_unwind(run).is_err() {
-                        on_panic(name);
-                    }
-                })?;
-            workers.push((bus.to_string(), handle));
-            liveness.push(live);
-        }
-        Ok(Sampler {
-            stop,
-            workers,
-            health: Health(Arc::new(liveness)),
-        })
-    }
-
-    /// Whether the threads sample on schedule, for `/healthz` and the watchdog.
-    pub fn health(&self) -> Health {
-        self.health.clone()
-    }
-
-    /// Ask the threads to finish and wait for them. Afterwards every sensor's status holds
-    /// its final totals.
-    pub fn stop(self) {
-        self.stop.stop();
-        for (bus, handle) in self.workers {
-            if handle.join().is_err() {
-                log::error!("the sampling thread of bus {bus} ended in a panic");
-            }
-        }
-    }
-}
-
-/// One bus's loop: read whatever is due, sleep until the next is.
-fn run_bus(
-    members: Vec<(SensorConfig, SensorPipeline)>,
-    clock: &Clock,
-    stop: &Stop,
-    live: &Liveness,
-) {
-    let (configs, mut pipelines): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-    let mut sensors = sensor::open_bus(&configs, clock);
-    let start = Instant::now();
-    let mut tick = vec![start; sensors.len()];
-    let mut due = vec![start; sensors.len()];
-    let mut not_ready = vec![0u8; sensors.len()];
-    loop {
-        let now = Instant::now();
-        for i in 0..sensors.len() {
-            if due[i] > now {
-                continue;
-            }
-            let result = sensors[i].read();
-            let at = Instant::now();
-            if matches!(result, Err(SensorError::NotReady)) && not_ready[i] < NOT_READY_RETRIES {
-                // Right after (re)initialisation the first conversion is still running.
-                not_ready[i] += 1;
-                due[i] = at + pipelines[i].retry_delay;
-                continue;
-            }
-            not_ready[i] = 0;
-            pipelines[i].process(result, at, SystemTime::now());
-            tick[i] = pipelines[i].next_tick(tick[i], at);
-            due[i] = tick[i];
-        }
-        let next = due.iter().min().copied().unwrap_or(now + MAX_BACKOFF);
-        live.promise(next + STALL_GRACE);
-        if stop.wait_until(next) {
-            break;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,7 +239,7 @@ mod tests {
 
     fn pipeline(text: &str) -> (SensorPipeline, Arc<SensorStatus>, Metrics) {
         let config = Config::from_toml(Path::new("t.toml"), text).unwrap();
-        let metrics = Metrics::new(&config, "0", "test").unwrap();
+        let metrics = Metrics::new("0", "test").unwrap();
         let (p, s) =
             SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default(), None);
         (p, s, metrics)
@@ -460,6 +272,7 @@ mod tests {
         let err = SensorError::Bus {
             kind: ErrorKind::Nack,
             detail: "test".into(),
+            summary: "test".into(),
         };
         let mut waits = Vec::new();
         for _ in 0..8 {
@@ -488,6 +301,7 @@ mod tests {
             Err(SensorError::Bus {
                 kind: ErrorKind::Timeout,
                 detail: "test".into(),
+                summary: "test".into(),
             }),
             t0 + Duration::from_secs(3),
             SystemTime::now(),
@@ -514,16 +328,16 @@ mod tests {
     fn every_sample_reaches_the_live_file() {
         use crate::state::live::{self, Kind, LiveFile};
         let config = Config::from_toml(Path::new("t.toml"), "[[sensor]]\nname = \"a\"\n").unwrap();
-        let metrics = Metrics::new(&config, "0", "test").unwrap();
+        let metrics = Metrics::new("0", "test").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.bin");
-        let (_file, mut slots) =
-            LiveFile::create(&path, &[(Kind::Sensor, "a", [0.0; live::VALUES])]).unwrap();
+        let file = LiveFile::create(&path, 1).unwrap();
+        let slot = file.claim(Kind::Sensor, "a", &[0.0]);
         let stored = StoredSensor {
             energy_joules: 1000.0,
             energy_reverse_joules: 5.0,
         };
-        let (mut p, _) = SensorPipeline::new(&config.sensors[0], &metrics, stored, slots.pop());
+        let (mut p, _) = SensorPipeline::new(&config.sensors[0], &metrics, stored, slot);
         let t0 = Instant::now();
         p.process(Ok(reading(100.0)), t0, SystemTime::now());
         p.process(
@@ -533,15 +347,5 @@ mod tests {
         );
         let records = live::read(&path).unwrap();
         assert_eq!(records[&(Kind::Sensor, "a".into())][..2], [1200.0, 5.0]);
-    }
-
-    #[test]
-    fn stop_interrupts_the_wait() {
-        let stop = Stop::default();
-        let other = stop.clone();
-        let t =
-            std::thread::spawn(move || other.wait_until(Instant::now() + Duration::from_secs(60)));
-        stop.stop();
-        assert!(t.join().unwrap());
     }
 }

@@ -1,0 +1,355 @@
+//! The daemon's life: start (state, metrics, sensors, listeners), serve (HTTP, saves, systemd
+//! notifications, signals), reload on SIGHUP, and an orderly stop that saves the energy totals
+//! last.
+//!
+//! # Layout
+//! - this module: [`run`], start and stop, the signal loop;
+//! - [`core`](self::core): the sensors' side — pipelines, bus threads, live file, persister —
+//!   which a reload changes;
+//! - [`reload`]: re-reading the file and applying the difference;
+//! - [`notify`]: systemd notifications: READY, RELOADING, STATUS, the watchdog;
+//! - [`logging`]: journald or stderr, at syslog priorities;
+//! - [`paths`]: the state and runtime directories, loading the totals.
+
+mod core;
+mod logging;
+mod notify;
+mod paths;
+mod reload;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use self::core::Core;
+pub use self::logging::{init as init_logging, set_level as set_log_level};
+use self::notify::Notifier;
+pub use self::paths::state_dir;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{self, App};
+use crate::metrics::Metrics;
+use crate::persist::Persister;
+use crate::sampler::Sampler;
+use crate::state::StateError;
+use crate::{REVISION, VERSION};
+
+/// Why the daemon could not run (configuration errors are caught before this).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The state directory or file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The system refused something the daemon needs to run.
+    #[error("cannot {doing}: {source}")]
+    System {
+        /// What the daemon was doing.
+        doing: &'static str,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The metric families could not be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A sampling thread died; the daemon stops rather than serve frozen values.
+    #[error("the sampling thread of bus {bus} panicked; stopping")]
+    SamplerDied {
+        /// The bus it sampled.
+        bus: String,
+    },
+}
+
+fn bind_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another program listens there: see `ss -ltnp`; or choose another port with daemon.listen)"
+        }
+        io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
+    }
+}
+
+/// A listening socket; an IPv6 one takes IPv6 only, so `0.0.0.0:P` and `[::]:P` can both be
+/// configured.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServiceError> {
+    let bound = || -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    bound().map_err(|source| ServiceError::Bind { addr, source })
+}
+
+/// The HTTP servers, one per listen address, each stoppable on its own (a reload rebinds).
+struct Servers {
+    app: Arc<App>,
+    running: BTreeMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Servers {
+    /// Serve on `listener` (bound to `addr`) from now on.
+    fn spawn(&mut self, addr: SocketAddr, listener: std::net::TcpListener) -> io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        if let Ok(local) = listener.local_addr() {
+            log::info!("listening on http://{local}/");
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(http::serve(vec![listener], Arc::clone(&self.app), stopped));
+        self.running.insert(addr, (stop, task));
+        Ok(())
+    }
+
+    /// Stop serving on `addr`, letting in-flight requests finish.
+    async fn stop(&mut self, addr: SocketAddr) {
+        if let Some((stop, task)) = self.running.remove(&addr) {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let addrs: Vec<SocketAddr> = self.running.keys().copied().collect();
+        for addr in addrs {
+            self.stop(addr).await;
+        }
+    }
+}
+
+/// SIGTERM and SIGINT stop the daemon, SIGHUP reloads it.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServiceError> {
+        let install = |kind| {
+            signal(kind).map_err(|source| ServiceError::System {
+                doing: "install the signal handlers",
+                source,
+            })
+        };
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The daemon while it serves.
+struct Daemon {
+    /// The configuration file, re-read on SIGHUP.
+    config_path: PathBuf,
+    /// `--listen`, which replaces `daemon.listen` for the life of the process.
+    listen_override: Vec<SocketAddr>,
+    core: Arc<Mutex<Core>>,
+    persister: Arc<Mutex<Persister>>,
+    metrics: Arc<Metrics>,
+    servers: Servers,
+    notifier: Notifier,
+    /// The persist loop's interval, changed by a reload.
+    persist_interval: watch::Sender<Duration>,
+}
+
+/// Run the daemon until SIGTERM or SIGINT. `listen` replaces the configured addresses when
+/// not empty.
+pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> {
+    let store = paths::open_state(&config)?;
+    let live_path = paths::live_path(store.dir());
+    let (durable, newer) = paths::load_totals(&store, &live_path)?;
+    let addresses = if listen.is_empty() {
+        config.daemon.listen.clone()
+    } else {
+        listen.clone()
+    };
+    let listeners = addresses
+        .iter()
+        .map(|&addr| bind(addr).map(|l| (addr, l)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = Arc::new(Metrics::new(VERSION, REVISION)?);
+    metrics.reload_success_time.set(notify::unix_now());
+    let persister = Arc::new(Mutex::new(Persister::new(
+        store,
+        Arc::clone(&metrics),
+        durable,
+        newer,
+    )));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServiceError::System {
+            doing: "start the async runtime",
+            source,
+        })?;
+    // Before anything samples: a SIGTERM from here on ends in an orderly stop and a save.
+    let mut signals = runtime.block_on(async { Signals::install() })?;
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let sampler = Sampler::new(
+        &Clock::real(),
+        Arc::new(move |bus| {
+            let _ = fatal_tx.send(bus);
+        }),
+    );
+    let app = Arc::new(App {
+        metrics: Arc::clone(&metrics),
+        sensors: Default::default(),
+        health: sampler.health(),
+        started: Instant::now(),
+        version: VERSION,
+    });
+    let persist_interval = config.daemon.persist_interval;
+    let core = Core::start(
+        config,
+        sampler,
+        Arc::clone(&persister),
+        paths::create_live(&live_path),
+        Arc::clone(&app),
+    )?;
+    // At once, so that a new install has its totals on disk and a restart after a crash
+    // exports what the live file held. A failure is logged; the loop retries.
+    let _ = lock(&persister).save();
+    let mut daemon = Daemon {
+        config_path: core.config().path.clone(),
+        listen_override: listen,
+        core: Arc::new(Mutex::new(core)),
+        persister,
+        metrics,
+        servers: Servers {
+            app: Arc::clone(&app),
+            running: BTreeMap::new(),
+        },
+        notifier: Notifier::new(app),
+        persist_interval: watch::channel(persist_interval).0,
+    };
+    let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
+    drop(runtime);
+    daemon.stop();
+    outcome
+}
+
+/// Lock a mutex whose holder may have panicked: the data is still the best there is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Daemon {
+    /// Serve until a stop signal or a dead sampling thread.
+    async fn serve(
+        &mut self,
+        listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+        signals: &mut Signals,
+        fatal: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Result<(), ServiceError> {
+        for (addr, listener) in listeners {
+            self.servers
+                .spawn(addr, listener)
+                .map_err(|source| ServiceError::System {
+                    doing: "hand a listener to the runtime",
+                    source,
+                })?;
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let saver = tokio::spawn(persist_loop(
+            Arc::clone(&self.persister),
+            self.persist_interval.subscribe(),
+            shutdown.clone(),
+        ));
+        let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
+        self.notifier.ready();
+
+        let outcome = loop {
+            tokio::select! {
+                _ = signals.term.recv() => { log::info!("SIGTERM: stopping"); break Ok(()); }
+                _ = signals.int.recv() => { log::info!("SIGINT: stopping"); break Ok(()); }
+                _ = signals.hup.recv() => self.reload().await,
+                bus = fatal.recv() => break Err(ServiceError::SamplerDied { bus: bus.unwrap_or_default() }),
+            }
+        };
+        self.notifier.stopping();
+        let _ = shutdown_tx.send(true);
+        self.servers.stop_all().await;
+        let _ = saver.await;
+        let _ = notifier.await;
+        outcome
+    }
+
+    /// Stop sampling, save the final totals, and remove the live file once they are saved.
+    fn stop(self) {
+        let core = Arc::try_unwrap(self.core)
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner));
+        let Ok(core) = core else {
+            log::error!("the sampling threads are still in use; the totals since the last save stay in the live file");
+            return;
+        };
+        let live = core.stop();
+        let mut persister = lock(&self.persister);
+        match persister.save() {
+            Ok(()) => {
+                if let Some(live) = live {
+                    let path = live.path().to_path_buf();
+                    if let Err(e) = live.remove() {
+                        log::warn!("cannot remove {}: {e}", path.display());
+                    }
+                }
+                log::info!(
+                    "saved energy totals to {}; stopped",
+                    persister.disk().path().display()
+                );
+            }
+            Err(_) => {
+                if let Some(live) = live {
+                    log::error!(
+                        "the totals since the last save stay in {} for the next start",
+                        live.path().display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Save the totals every interval (a reload may change it), on a blocking thread: a save waits
+/// for the disk.
+async fn persist_loop(
+    persister: Arc<Mutex<Persister>>,
+    mut interval: watch::Receiver<Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let every = *interval.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interval.changed() => continue,
+            _ = shutdown.changed() => return,
+        }
+        let persister = Arc::clone(&persister);
+        // Failures are counted and logged by the persister.
+        let _ = tokio::task::spawn_blocking(move || lock(&persister).save()).await;
+    }
+}
