@@ -1,4 +1,31 @@
-//! power-monitord: INA219 sensors → energy integration → anomaly rules → Prometheus metrics.
+//! power-monitord: INA219 current/voltage sensors on I2C → energy integration → anomaly
+//! rules → Prometheus metrics, a status page and a JSON API; totals that survive crashes and
+//! power cuts.
+//!
+//! # Layout
+//!
+//! The pipeline, in the order a reading travels; a module uses those above it, never those
+//! below:
+//!
+//! 1. [`sensor`] — a chip on a bus gives a [`sensor::Reading`] or a [`sensor::SensorError`]:
+//!    the INA219 register math and driver glue, Linux `/dev/i2c-N`, the simulator's virtual
+//!    chips on a virtual bus, `scan`.
+//! 2. [`energy`] — trapezoidal integration of power over monotonic time.
+//! 3. [`anomaly`] — the rules (over-power, energy budget, spike, bus voltage, overrange).
+//! 4. [`state`] — the files the totals live in: `state.json` and the live file.
+//! 5. [`metrics`] and [`status`] — the views: Prometheus families, and the snapshot the page
+//!    and the API read.
+//! 6. [`persist`] — saving the totals, and exporting only what is saved.
+//! 7. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–5.
+//! 8. [`http`] — `/metrics`, `/`, `/api/readings`, `/healthz`.
+//! 9. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
+//!    [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line, one
+//!    place for errors and exit codes).
+//!
+//! Underneath everything: [`config`] (the file, its types and checks) and [`clock`] (time for
+//! the simulator).
+#![warn(missing_docs)]
+
 pub mod anomaly;
 pub mod check;
 pub mod clock;
