@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use power_monitord::config::{Config, ConfigError, LogLevel, DEFAULT_CONFIG_PATH};
+use power_monitord::http::web_config::WebConfigError;
 use power_monitord::read::ReadError;
 use power_monitord::sensor::scan::{self, ScanError};
 use power_monitord::service::{self, ServiceError};
@@ -35,6 +36,11 @@ struct Cli {
     /// Listen on this address instead of the configured ones (repeatable; port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+
+    /// TLS and basic-auth configuration, in the exporter-toolkit's format (as node_exporter's
+    /// --web.config.file); replaces daemon.web_config_file.
+    #[arg(long = "web.config.file", global = true, value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -78,6 +84,8 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 enum Failure {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("invalid web configuration\n{0}")]
+    Web(#[from] WebConfigError),
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
@@ -91,7 +99,7 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Config(_) => EX_CONFIG,
+            Failure::Config(_) | Failure::Web(_) => EX_CONFIG,
             Failure::Scan(ScanError::Unavailable { .. }) => EX_UNAVAILABLE,
             _ => 1,
         }
@@ -130,6 +138,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Scan { bus }) => scan(&bus, &cli.config),
         Some(Command::CheckConfig) => {
             let config = Config::load(&cli.config)?;
+            options(&cli).load_web(&config)?;
             Ok(check::run(&config, &mut std::io::stdout().lock())?)
         }
         Some(Command::Read { duration }) => {
@@ -139,9 +148,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         None => {
             let config = Config::load(&cli.config)?;
+            let options = options(&cli);
+            let web = options.load_web(&config)?;
             service::init_logging(config.daemon.log_level);
-            Ok(service::run(config, cli.listen)?)
+            Ok(service::run(config, options, web)?)
         }
+    }
+}
+
+fn options(cli: &Cli) -> service::Options {
+    service::Options {
+        listen: cli.listen.clone(),
+        web_config_file: cli.web_config_file.clone(),
     }
 }
 

@@ -27,6 +27,11 @@ pub struct DaemonConfig {
     pub log_level: LogLevel,
     /// Where `state.json` lives when `$STATE_DIRECTORY` is not set.
     pub state_dir: Option<PathBuf>,
+    /// The web configuration file (TLS, basic auth), relative to this file;
+    /// `--web.config.file` overrides it.
+    pub web_config_file: Option<PathBuf>,
+    /// `/healthz` answers without authentication (for local health checks).
+    pub public_healthz: bool,
 }
 
 impl Default for DaemonConfig {
@@ -36,6 +41,8 @@ impl Default for DaemonConfig {
             persist_interval: Duration::from_secs(30),
             log_level: LogLevel::Info,
             state_dir: None,
+            web_config_file: None,
+            public_healthz: false,
         }
     }
 }

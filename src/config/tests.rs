@@ -387,3 +387,94 @@ fn diagnostic_points_at_the_value() {
     assert_eq!((d.line, d.column), (3, 13));
     assert!(d.to_string().ends_with("  |             ^^^^"), "{d}");
 }
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines a config file is made of, good and bad, for the generator to combine.
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("[[sensor]]".to_string()),
+            Just("[daemon]".to_string()),
+            Just("[sensor.anomaly]".to_string()),
+            Just("[sensor.simulation]".to_string()),
+            "[a-z_]{1,20}".prop_map(|k| format!("{k} = 1")),
+            (
+                prop::sample::select(vec![
+                    "name",
+                    "driver",
+                    "bus",
+                    "address",
+                    "shunt_ohms",
+                    "max_current_amps",
+                    "shunt_range_mv",
+                    "bus_voltage_range",
+                    "interval",
+                    "max_gap",
+                    "labels",
+                    "listen",
+                    "persist_interval",
+                    "log_level",
+                    "max_power_watts",
+                    "energy_budget",
+                    "allowed_bus_volts",
+                    "load",
+                    "faults",
+                    "adc",
+                ]),
+                prop::sample::select(vec![
+                    "\"a\"",
+                    "\"simulated\"",
+                    "0x40",
+                    "0x99",
+                    "-1",
+                    "0",
+                    "1e400",
+                    "3.2",
+                    "\"1s\"",
+                    "\"18446744073709551615s\"",
+                    "\"0s\"",
+                    "[1, 2]",
+                    "[]",
+                    "{}",
+                    "{ bits = 9, samples = 128 }",
+                    "{ kwh = 1.0, window = \"1m\" }",
+                    "\"\\u0000\"",
+                    "nan",
+                    "inf",
+                    "\"virtual:x\"",
+                    "{ model = \"fridge\" }",
+                    "[{ kind = \"nack\", rate = 2.0 }]",
+                    "\"127.0.0.1:0\"",
+                    "true",
+                ]),
+            )
+                .prop_map(|(k, v)| format!("{k} = {v}")),
+            "[ -~]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever the file holds: a configuration or a located error, never a panic.
+        #[test]
+        fn any_file_loads_or_is_located(lines in prop::collection::vec(line(), 0..24)) {
+            let text = lines.join("\n");
+            match load(&text) {
+                Ok(config) => prop_assert!(!config.sensors.is_empty()),
+                Err(e) => {
+                    let d = e.diagnostic().expect("read from text: always a diagnostic");
+                    prop_assert!(d.line >= 1 && d.to_string().starts_with("test.toml:"));
+                }
+            }
+        }
+
+        /// Arbitrary bytes as text, too.
+        #[test]
+        fn any_text_loads_or_is_located(text in "\\PC{0,300}") {
+            let _ = load(&text);
+        }
+    }
+}

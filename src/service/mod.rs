@@ -22,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -35,7 +35,8 @@ use self::notify::Notifier;
 pub use self::paths::state_dir;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{self, App};
+use crate::http::web_config::WebConfigError;
+use crate::http::{self, App, WebSecurity};
 use crate::metrics::Metrics;
 use crate::persist::Persister;
 use crate::sampler::Sampler;
@@ -115,7 +116,12 @@ impl Servers {
     fn spawn(&mut self, addr: SocketAddr, listener: std::net::TcpListener) -> io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         if let Ok(local) = listener.local_addr() {
-            log::info!("listening on http://{local}/");
+            let scheme = if self.app.serves_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            log::info!("listening on {scheme}://{local}/");
         }
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(http::serve(vec![listener], Arc::clone(&self.app), stopped));
@@ -162,12 +168,42 @@ impl Signals {
     }
 }
 
+/// What the command line says beside the configuration file; it holds for the life of the
+/// process, reloads included.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--listen`: replaces `daemon.listen`.
+    pub listen: Vec<SocketAddr>,
+    /// `--web.config.file`: replaces `daemon.web_config_file`.
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl Options {
+    /// The web configuration file in force: the command line's, else the configuration's
+    /// (relative to the configuration file).
+    pub fn web_config_path(&self, config: &Config) -> Option<PathBuf> {
+        self.web_config_file.clone().or_else(|| {
+            let file = config.daemon.web_config_file.as_ref()?;
+            let base = config.path.parent().unwrap_or(std::path::Path::new("."));
+            Some(base.join(file))
+        })
+    }
+
+    /// Load the web configuration in force (none: plain HTTP, no authentication).
+    pub fn load_web(&self, config: &Config) -> Result<WebSecurity, WebConfigError> {
+        match self.web_config_path(config) {
+            Some(path) => crate::http::web_config::load(&path),
+            None => Ok(WebSecurity::default()),
+        }
+    }
+}
+
 /// The daemon while it serves.
 struct Daemon {
     /// The configuration file, re-read on SIGHUP.
     config_path: PathBuf,
-    /// `--listen`, which replaces `daemon.listen` for the life of the process.
-    listen_override: Vec<SocketAddr>,
+    /// The command line's settings.
+    options: Options,
     core: Arc<Mutex<Core>>,
     persister: Arc<Mutex<Persister>>,
     metrics: Arc<Metrics>,
@@ -177,16 +213,15 @@ struct Daemon {
     persist_interval: watch::Sender<Duration>,
 }
 
-/// Run the daemon until SIGTERM or SIGINT. `listen` replaces the configured addresses when
-/// not empty.
-pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> {
+/// Run the daemon until SIGTERM or SIGINT, secured by `web` (see [`Options::load_web`]).
+pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), ServiceError> {
     let store = paths::open_state(&config)?;
     let live_path = paths::live_path(store.dir());
     let (durable, newer) = paths::load_totals(&store, &live_path)?;
-    let addresses = if listen.is_empty() {
+    let addresses = if options.listen.is_empty() {
         config.daemon.listen.clone()
     } else {
-        listen.clone()
+        options.listen.clone()
     };
     let listeners = addresses
         .iter()
@@ -216,13 +251,16 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
             let _ = fatal_tx.send(bus);
         }),
     );
-    let app = Arc::new(App {
-        metrics: Arc::clone(&metrics),
-        sensors: Default::default(),
-        health: sampler.health(),
-        started: Instant::now(),
-        version: VERSION,
-    });
+    let app = Arc::new(App::new(
+        Arc::clone(&metrics),
+        sampler.health(),
+        web,
+        config.daemon.public_healthz,
+    ));
+    log::info!(
+        "at most {} connections at once (from the file limit)",
+        app.connections().cap()
+    );
     let persist_interval = config.daemon.persist_interval;
     let core = Core::start(
         config,
@@ -236,7 +274,7 @@ pub fn run(config: Config, listen: Vec<SocketAddr>) -> Result<(), ServiceError> 
     let _ = lock(&persister).save();
     let mut daemon = Daemon {
         config_path: core.config().path.clone(),
-        listen_override: listen,
+        options,
         core: Arc::new(Mutex::new(core)),
         persister,
         metrics,

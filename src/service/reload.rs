@@ -133,7 +133,9 @@ impl Daemon {
     async fn apply(&mut self, new: Config) -> Result<Changes, String> {
         let level = new.daemon.log_level;
         let interval = new.daemon.persist_interval;
-        if self.listen_override.is_empty() {
+        let public_healthz = new.daemon.public_healthz;
+        let web = self.options.load_web(&new).map_err(|e| e.to_string())?;
+        if self.options.listen.is_empty() {
             self.rebind(&new.daemon.listen).await?;
         } else if new.daemon.listen != lock(&self.core).config().daemon.listen {
             log::info!("listening where --listen says; a change of daemon.listen needs a restart without --listen");
@@ -152,6 +154,7 @@ impl Daemon {
         .map_err(|e| e.to_string())?;
         logging::set_level(level);
         self.persist_interval.send_replace(interval);
+        self.servers.app.set_web(web, public_healthz);
         Ok(changes)
     }
 

@@ -142,3 +142,65 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
     Parsed::Totals(state, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// Any bytes: totals, a refusal or corruption, never a panic; and what is kept is
+        /// plausible.
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            if let Parsed::Totals(state, _) = parse(&bytes) {
+                prop_assert!(state.sensors.values().all(|t| t.implausible().is_none()));
+            }
+        }
+
+        /// Files close to real ones: any version, names and numbers.
+        #[test]
+        fn near_files(
+            version in prop::sample::select(vec!["0", "1", "2", "-1", "1.5", "\"1\"", "99999999999999999999"]),
+            entries in prop::collection::vec(
+                ("[a-z0-9_]{0,8}", prop::sample::select(vec![
+                    "0", "-5", "1e308", "1e999", "NaN", "\"x\"", "null", "5000.5", "1e15", "1.0000001e15",
+                ])),
+                0..6,
+            ),
+        ) {
+            let body: Vec<String> = entries
+                .iter()
+                .map(|(n, v)| format!("\"{n}\": {{\"energy_joules\": {v}}}"))
+                .collect();
+            let text = format!("{{\"version\": {version}, \"sensors\": {{{}}}}}", body.join(", "));
+            match parse(text.as_bytes()) {
+                Parsed::Totals(state, problems) => {
+                    prop_assert!(state.sensors.values().all(|t| t.implausible().is_none()));
+                    prop_assert!(state.sensors.len() + problems.len() <= entries.len());
+                }
+                Parsed::Newer(v) => prop_assert!(v > u64::from(FORMAT_VERSION)),
+                Parsed::Corrupt(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_totals_parse_back() {
+        let mut state = StoredState::default();
+        state.sensors.insert(
+            "a".into(),
+            StoredSensor {
+                energy_joules: 0.1 + 0.2,
+                energy_reverse_joules: 7.0,
+            },
+        );
+        let Parsed::Totals(back, problems) = parse(&encode(&state, 1.0).unwrap()) else {
+            panic!("not totals")
+        };
+        assert!(problems.is_empty());
+        assert_eq!(back, state);
+    }
+}

@@ -105,8 +105,9 @@ impl Daemon {
         let log = collect_stderr(&mut child);
         let addr = wait_for(&mut child, &log, "daemon", Duration::from_secs(20), || {
             log.lock().unwrap().iter().find_map(|l| {
-                l.split("listening on http://")
+                l.split("listening on ")
                     .nth(1)
+                    .and_then(|rest| rest.split("://").nth(1))
                     .and_then(|rest| rest.trim_end_matches('/').parse::<SocketAddr>().ok())
             })
         });

@@ -1,0 +1,99 @@
+//! `/api/readings`: every sensor's latest reading, statistics since start, energy and
+//! anomalies, as JSON (the status page's data).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::App;
+use crate::energy::JOULES_PER_KWH;
+use crate::status::SensorStatus;
+
+/// `/api/readings`: the status page's data.
+#[derive(Serialize)]
+pub struct Readings<'a> {
+    pub version: &'a str,
+    pub uptime_seconds: f64,
+    pub sampling_healthy: bool,
+    pub sensors: Vec<SensorReading<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct SensorReading<'a> {
+    pub name: &'a str,
+    pub driver: &'a str,
+    pub bus: &'a str,
+    pub address: String,
+    pub labels: &'a BTreeMap<String, String>,
+    pub up: bool,
+    pub last_error: Option<&'static str>,
+    pub bus_voltage_volts: Option<f64>,
+    pub shunt_voltage_volts: Option<f64>,
+    pub current_amperes: Option<f64>,
+    pub power_watts: Option<f64>,
+    pub overflow: bool,
+    pub power_avg_watts: Option<f64>,
+    pub power_min_watts: Option<f64>,
+    pub power_max_watts: Option<f64>,
+    pub energy_joules: f64,
+    pub energy_kwh: f64,
+    pub energy_reverse_joules: f64,
+    pub samples: u64,
+    pub read_errors: u64,
+    pub last_sample_timestamp_seconds: Option<f64>,
+    pub last_sample_age_seconds: Option<f64>,
+    pub anomalies_active: Vec<&'static str>,
+    pub rules: Vec<&'static str>,
+}
+
+/// JSON has no NaN: an unknown value is null.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// The readings of `sensors`, as of now.
+pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<'a> {
+    let now = Instant::now();
+    Readings {
+        version: app.version,
+        uptime_seconds: now.duration_since(app.started).as_secs_f64(),
+        sampling_healthy: app.health.healthy(),
+        sensors: sensors
+            .iter()
+            .map(|s| {
+                let snap = s.snapshot();
+                let r = snap.reading;
+                SensorReading {
+                    name: &s.name,
+                    driver: s.driver,
+                    bus: &s.bus,
+                    address: format!("{:#04x}", s.address),
+                    labels: &s.labels,
+                    up: snap.up,
+                    last_error: snap.last_error.map(|k| k.as_str()),
+                    bus_voltage_volts: r.and_then(|r| finite(r.bus_voltage_volts)),
+                    shunt_voltage_volts: r.and_then(|r| finite(r.shunt_voltage_volts)),
+                    current_amperes: r.and_then(|r| finite(r.current_amperes)),
+                    power_watts: r.and_then(|r| finite(r.power_watts)),
+                    overflow: r.is_some_and(|r| r.overflow),
+                    power_avg_watts: snap.stats.avg_watts(),
+                    power_min_watts: snap.stats.min_watts,
+                    power_max_watts: snap.stats.max_watts,
+                    energy_joules: snap.energy_joules,
+                    energy_kwh: snap.energy_joules / JOULES_PER_KWH,
+                    energy_reverse_joules: snap.energy_reverse_joules,
+                    samples: snap.samples,
+                    read_errors: snap.read_errors,
+                    last_sample_timestamp_seconds: snap.last_sample_unix,
+                    last_sample_age_seconds: snap
+                        .last_sample_at
+                        .map(|at| now.saturating_duration_since(at).as_secs_f64()),
+                    anomalies_active: snap.active.iter().map(|r| r.as_str()).collect(),
+                    rules: s.rules.iter().map(|r| r.as_str()).collect(),
+                }
+            })
+            .collect(),
+    }
+}

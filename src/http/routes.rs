@@ -1,0 +1,245 @@
+//! What each request gets: the rate limit, authentication, the route, the configured headers.
+
+use std::io::Write as _;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::web_config::RateLimit;
+use super::{api, page, App};
+use crate::metrics::CONTENT_TYPE;
+
+/// A response with a body and its content type.
+pub fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+/// A token bucket: `burst` requests at once, one more per `interval`.
+pub struct Limiter {
+    limit: RateLimit,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Limiter {
+    /// A full bucket.
+    pub fn new(limit: RateLimit) -> Limiter {
+        Limiter {
+            limit,
+            state: Mutex::new((f64::from(limit.burst), Instant::now())),
+        }
+    }
+
+    /// Take a token if there is one.
+    pub fn allow(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        let refill = now.duration_since(*last).as_secs_f64() / self.limit.interval.as_secs_f64();
+        *tokens = (*tokens + refill).min(f64::from(self.limit.burst));
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Answer a request: rate limit, authentication (except `/healthz` when it is public), the
+/// route, then the headers the web configuration adds.
+pub async fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
+    let web = app.web();
+    let public = web.public_healthz && request.uri().path() == "/healthz";
+    let needs_auth = !(web.security.users.is_empty() || public);
+    let mut response = if web.limiter.as_ref().is_some_and(|l| !l.allow()) {
+        text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n")
+    } else if needs_auth
+        && !app
+            .auth
+            .check(
+                &web.security.users,
+                request.headers().get(header::AUTHORIZATION),
+            )
+            .await
+    {
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"power-monitord\""),
+        );
+        r
+    } else {
+        route(app, request)
+    };
+    for (name, value) in &web.security.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// Only GET and HEAD exist; hyper leaves out the body for HEAD.
+fn route<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match request.uri().path() {
+        "/metrics" => metrics(app, request.headers()),
+        "/" => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page::status_page(app),
+        ),
+        "/healthz" => {
+            if app.health.healthy() {
+                text(StatusCode::OK, "ok\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "sampling has stalled\n")
+            }
+        }
+        "/api/readings" => match serde_json::to_vec_pretty(&api::readings(app, &app.sensors())) {
+            Ok(body) => response(StatusCode::OK, "application/json", body),
+            Err(e) => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn metrics(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let body = app.metrics.encode();
+    if !accepts_gzip(headers) {
+        return response(StatusCode::OK, CONTENT_TYPE, body);
+    }
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+        Ok(gzipped) => {
+            let mut r = response(StatusCode::OK, CONTENT_TYPE, gzipped);
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            r
+        }
+        Err(_) => response(StatusCode::OK, CONTENT_TYPE, body),
+    }
+}
+
+/// `Accept-Encoding` names gzip (or `*`) with a quality above zero (RFC 9110 12.5.3: names
+/// and parameters are case-insensitive, and whitespace may surround `;` and `=`).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let quality = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, q)| q.trim().parse::<f32>().ok());
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*")
+                && quality.is_some_and(|q| q > 0.0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&headers("gzip")));
+        assert!(accepts_gzip(&headers("deflate, gzip;q=0.5")));
+        assert!(accepts_gzip(&headers("*")));
+        assert!(accepts_gzip(&headers("GZIP ; Q = 1")));
+        assert!(!accepts_gzip(&headers("gzip;q=0")));
+        assert!(!accepts_gzip(&headers("gzip;Q=0")));
+        assert!(!accepts_gzip(&headers("gzip ; q = 0")));
+        assert!(!accepts_gzip(&headers("gzip;q=0.000")));
+        assert!(!accepts_gzip(&headers("gzip;q=nonsense")));
+        assert!(!accepts_gzip(&headers("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_rate_limit_lets_a_burst_through_then_one_per_interval() {
+        let limiter = Limiter::new(RateLimit {
+            burst: 3,
+            interval: std::time::Duration::from_millis(50),
+        });
+        assert!((0..3).all(|_| limiter.allow()));
+        assert!(!limiter.allow());
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert!(limiter.allow());
+        assert!(!limiter.allow());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any header value: an answer, never a panic.
+        #[test]
+        fn any_accept_encoding(value in "[ -~]{0,80}") {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                let mut h = HeaderMap::new();
+                h.insert(header::ACCEPT_ENCODING, v);
+                let _ = accepts_gzip(&h);
+            }
+        }
+
+        /// Any method, path and query hyper accepts gets a status from the router.
+        #[test]
+        fn any_request_line(method in "[A-Z]{1,10}", path in "/[!-~]{0,60}") {
+            let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<hyper::Uri>()) else {
+                return Ok(());
+            };
+            let app = App::for_tests();
+            let request = Request::builder().method(method.clone()).uri(uri).body(()).unwrap();
+            let r = route(&app, &request);
+            let expected: &[u16] = if method == Method::GET || method == Method::HEAD {
+                &[200, 404, 503]
+            } else {
+                &[405]
+            };
+            prop_assert!(expected.contains(&r.status().as_u16()), "{} {}", method, path);
+        }
+    }
+}
