@@ -15,13 +15,13 @@ pub fn run(config: &Config, out: &mut impl Write) -> io::Result<()> {
         config.sensors.len()
     )?;
     for s in &config.sensors {
-        writeln!(out, "  {}", describe(s))?;
+        writeln!(out, "  {}", describe(s, config))?;
     }
     Ok(())
 }
 
 /// One sensor in a line: where, what the chip is programmed with, how often, which rules.
-pub fn describe(s: &SensorConfig) -> String {
+pub fn describe(s: &SensorConfig, config: &Config) -> String {
     let a = &s.anomaly;
     let mut rules = Vec::new();
     if let Some(w) = a.max_power_watts {
@@ -49,12 +49,13 @@ pub fn describe(s: &SensorConfig) -> String {
         None => String::new(),
     };
     format!(
-        "{name}: {driver} at {address:#04x} on {bus}; {chip}, every {interval}; rules: {rules}{load}",
+        "{name}: {driver} at {address:#04x} on {bus}; {model}: {chip}, every {interval}; rules: {rules}{load}",
         name = s.name,
         driver = s.driver.as_str(),
+        model = s.chip().title(),
         address = s.address,
         bus = s.bus,
-        chip = sensor::describe_programming(s),
+        chip = sensor::describe_programming(s, config),
         interval = humantime::format_duration(s.interval),
         rules = rules.join(", "),
     )

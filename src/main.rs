@@ -25,7 +25,7 @@ const EX_UNAVAILABLE: u8 = 69;
     name = "power-monitord",
     version,
     long_version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("POWER_MONITORD_REVISION"), ")"),
-    about = "Reads INA219 current/voltage sensors, integrates energy, flags anomalies and serves Prometheus metrics.",
+    about = "Reads INA219, INA226, INA260 and INA3221 current/voltage sensors, integrates energy, flags anomalies and serves Prometheus metrics.",
     after_help = "Without a command, runs the daemon."
 )]
 struct Cli {
@@ -50,7 +50,7 @@ struct Cli {
 enum Command {
     /// Check the configuration file and print one line per sensor.
     CheckConfig,
-    /// Look for INA219s at 0x40-0x4F on a bus and print a [[sensor]] block for each.
+    /// Look for INA219, INA226, INA260 and INA3221 chips at 0x40-0x4F on a bus and print a [[sensor]] block for each.
     ///
     /// Read-only. The bus is /dev/i2c-N, or the name of a simulated bus in --config.
     Scan {
@@ -171,8 +171,8 @@ fn scan(bus: &str, config_path: &Path) -> Result<(), Failure> {
     } else {
         Some(Config::load(config_path)?)
     };
-    let (driver, found) = sensor::scan_bus(bus, config.as_ref())?;
+    let (simulated, found) = sensor::scan_bus(bus, config.as_ref())?;
     let mut out = std::io::stdout().lock();
-    out.write_all(scan::report(bus, driver, &found).as_bytes())?;
+    out.write_all(scan::report(bus, simulated, &found).as_bytes())?;
     Ok(out.flush()?)
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use common::{config_file, run, Daemon};
 
 const SIMULATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/simulated.toml");
+/// One simulated chip of each kind on one bus.
+const FAMILY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/family.toml");
+const FAMILY_SENSORS: [&str; 5] = ["usb_hub", "solar", "pump", "router", "sensor_hub"];
 
 /// A bus that does not exist on any machine.
 const MISSING_BUS: &str = "/dev/i2c-97";
@@ -25,7 +28,7 @@ fn scan_finds_the_virtual_chips_and_prints_sensor_blocks() {
             "{address} missing:\n{stdout}"
         );
     }
-    assert!(stdout.contains("4 INA219(s)"), "{stdout}");
+    assert!(stdout.contains("4 chip(s): INA219."), "{stdout}");
     // The blocks paste into a valid configuration.
     let blocks = &stdout[stdout.find("[[sensor]]").expect("blocks")..];
     let (_dir, path) = config_file(blocks);
@@ -124,14 +127,22 @@ fn read_with_a_missing_bus_reports_the_sensor_and_fails() {
 
 #[test]
 fn the_daemon_runs_with_a_missing_bus_and_keeps_the_other_sensors() {
+    // One sensor of each hardware driver on a bus that does not exist: each is down on its
+    // own, and the simulated one beside them samples on.
+    let down = ["ina219", "ina226", "ina260", "ina3221"];
+    let hardware: String = down
+        .iter()
+        .enumerate()
+        .map(|(i, chip)| {
+            let channel = if *chip == "ina3221" { "channel = 1\n" } else { "" };
+            format!(
+                "[[sensor]]\nname = \"{chip}\"\ndriver = \"{chip}\"\nbus = \"{MISSING_BUS}\"\naddress = {}\n{channel}interval = \"100ms\"\n\n",
+                0x40 + i
+            )
+        })
+        .collect();
     let d = Daemon::start(&format!(
-        r#"
-[[sensor]]
-name = "battery"
-driver = "ina219"
-bus = "{MISSING_BUS}"
-interval = "100ms"
-
+        r#"{hardware}
 [[sensor]]
 name = "fridge"
 driver = "simulated"
@@ -140,22 +151,31 @@ interval = "100ms"
 load = {{ model = "constant", watts = 12.0 }}
 "#
     ));
-    let unavailable = |m: &common::Metrics| {
+    let unavailable = |m: &common::Metrics, sensor: &str| {
         m.value(
             "powermon_read_errors_total",
-            &[("sensor", "battery"), ("kind", "unavailable")],
+            &[("sensor", sensor), ("kind", "unavailable")],
         )
         .unwrap()
     };
-    let first = d.scrape_until(Duration::from_secs(10), |m| unavailable(m) >= 2.0);
-    assert_eq!(first.sensor("powermon_sensor_up", "battery"), 0.0);
-    let later = d.scrape_until(Duration::from_secs(10), |m| {
-        unavailable(m) > unavailable(&first)
+    let first = d.scrape_until(Duration::from_secs(10), |m| {
+        down.iter().all(|s| unavailable(m, s) >= 2.0)
     });
-    assert!(
-        unavailable(&later) > unavailable(&first),
-        "read errors keep rising while retrying"
-    );
+    let later = d.scrape_until(Duration::from_secs(10), |m| {
+        down.iter()
+            .all(|s| unavailable(m, s) > unavailable(&first, s))
+    });
+    for sensor in down {
+        assert_eq!(later.sensor("powermon_sensor_up", sensor), 0.0, "{sensor}");
+        assert_eq!(
+            later.value(
+                "powermon_sensor_info",
+                &[("sensor", sensor), ("chip", sensor)]
+            ),
+            Some(1.0),
+            "{sensor}"
+        );
+    }
     assert_eq!(later.sensor("powermon_sensor_up", "fridge"), 1.0);
     assert!(
         later.sensor("powermon_samples_total", "fridge")
@@ -163,8 +183,98 @@ load = {{ model = "constant", watts = 12.0 }}
     );
     assert!(d.get("/healthz").status == 200);
     let log = d.log();
-    assert_eq!(log.matches("sensor battery is down").count(), 1, "{log}");
+    for sensor in down {
+        let line = format!("sensor {sensor} is down");
+        assert_eq!(log.matches(&line).count(), 1, "{log}");
+    }
     assert!(log.contains("is I2C enabled?"), "{log}");
+}
+
+#[test]
+fn one_chip_of_each_kind_shares_a_bus() {
+    let config = std::fs::read_to_string(FAMILY).unwrap();
+    let d = Daemon::start(&config);
+    let energy = |m: &common::Metrics, s: &str| m.sensor("powermon_energy_joules_total", s);
+    let first = d.scrape_until(Duration::from_secs(20), |m| {
+        FAMILY_SENSORS.iter().all(|s| energy(m, s) > 0.0)
+    });
+    let later = d.scrape_until(Duration::from_secs(20), |m| {
+        FAMILY_SENSORS
+            .iter()
+            .all(|s| energy(m, s) > energy(&first, s))
+    });
+    for (sensor, chip) in FAMILY_SENSORS
+        .iter()
+        .zip(["ina219", "ina226", "ina260", "ina3221", "ina3221"])
+    {
+        assert_eq!(later.sensor("powermon_sensor_up", sensor), 1.0, "{sensor}");
+        assert!(
+            later.sensor("powermon_power_watts", sensor) > 0.0,
+            "{sensor}"
+        );
+        assert_eq!(
+            later.value(
+                "powermon_sensor_info",
+                &[("sensor", sensor), ("chip", chip)]
+            ),
+            Some(1.0),
+            "{sensor}"
+        );
+    }
+    // The INA3221's 5 V channel: 1.8 W.
+    let hub = later.sensor("powermon_power_watts", "sensor_hub");
+    assert!((hub - 1.8).abs() < 0.05, "{hub}");
+}
+
+#[test]
+fn scan_names_every_chip_of_the_family() {
+    let (status, stdout, stderr) =
+        run(&["scan", "--bus", "virtual-bench", "--config", FAMILY], &[]);
+    assert!(status.success(), "{stderr}");
+    for line in [
+        "0x40  INA219, power-on defaults",
+        "0x41  INA3221 (die ID 0x3220), power-on defaults, channels 1-3 at 12.000 / 5.000 / 0.000 V",
+        "0x44  INA226 (die ID 0x2260), power-on defaults",
+        "0x45  INA260 (die ID 0x2270), power-on defaults",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    assert!(
+        stdout.contains(
+            "name = \"ina226_44\"\ndriver = \"ina226\"\nbus = \"/dev/i2c-1\"\naddress = 0x44\n"
+        ),
+        "{stdout}"
+    );
+    // The blocks are a configuration for the same chips on hardware.
+    let blocks = &stdout[stdout.find("[[sensor]]").expect("blocks")..];
+    let (_dir, path) = config_file(blocks);
+    let (status, stdout, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("OK, 6 sensor(s)"), "{stdout}");
+    for driver in [
+        "ina219 at 0x40",
+        "ina3221 at 0x41",
+        "ina226 at 0x44",
+        "ina260 at 0x45",
+    ] {
+        assert!(stdout.contains(driver), "{driver}\n{stdout}");
+    }
+}
+
+#[test]
+fn a_fourth_ina3221_channel_is_a_located_error() {
+    let (_dir, path) = config_file(
+        "[[sensor]]\nname = \"a\"\ndriver = \"ina3221\"\naddress = 0x40\nchannel = 4\n",
+    );
+    for command in [&["check-config", "--config"][..], &["--config"][..]] {
+        let mut args = command.to_vec();
+        args.push(path.to_str().unwrap());
+        let (status, stdout, stderr) = run(&args, &[]);
+        assert_eq!(status.code(), Some(78), "{stdout}{stderr}");
+        assert!(stderr.contains(":5:"), "{stderr}");
+        assert!(stderr.contains("sensor[0].channel"), "{stderr}");
+        assert!(stderr.contains("1, 2 or 3"), "{stderr}");
+    }
 }
 
 #[test]

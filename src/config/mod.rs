@@ -11,13 +11,15 @@
 //!
 //! # Layout
 //! - [`daemon`] — `[daemon]`;
-//! - [`sensor`] — `[[sensor]]`, its typed chip settings;
+//! - [`sensor`] — `[[sensor]]`;
+//! - [`chip`] — the chips, their typed settings, what each is programmed with;
 //! - [`anomaly`] — `[sensor.anomaly]`;
 //! - [`simulation`] — `[sensor.simulation]`: load models and faults;
 //! - [`values`] — serde helpers for durations and addresses;
 //! - [`diagnostic`] — located errors.
 
 pub mod anomaly;
+pub mod chip;
 pub mod daemon;
 pub mod diagnostic;
 pub mod sensor;
@@ -33,13 +35,14 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 pub use self::anomaly::{AnomalyConfig, EnergyBudget};
+pub use self::chip::{
+    AdcBits, AdcConfig, Averaging, BusRange, Chip, ChipSetup, ConversionTime, Ina219Setup,
+    Ina2xxSetup, ShuntRange,
+};
 pub use self::daemon::{DaemonConfig, LogLevel};
 use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
 pub use self::diagnostic::{ConfigError, Diagnostic};
-pub use self::sensor::{
-    AdcBits, AdcConfig, Averaging, BusRange, Driver, Ina219Setup, SensorConfig, ShuntRange,
-    ADDRESS_RANGE, MAX_BUS_INPUT_VOLTS,
-};
+pub use self::sensor::{Driver, SensorConfig, ADDRESS_RANGE};
 pub use self::simulation::{FaultConfig, LoadModel, SimulationConfig};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
@@ -181,9 +184,15 @@ impl Config {
                     .said_of(&format!("sensor {name:?}"))
             })?;
         }
+        self.check_shared()?;
+        self.check_ina3221_chips()
+    }
+
+    /// Names, addresses and buses that sensors share.
+    fn check_shared(&self) -> Check {
         let mut names: HashMap<&str, usize> = HashMap::new();
-        let mut addresses: HashMap<(&str, u8), usize> = HashMap::new();
-        let mut bus_drivers: HashMap<&str, Driver> = HashMap::new();
+        let mut addresses: HashMap<(&str, u8, Option<u8>), usize> = HashMap::new();
+        let mut bus_kinds: HashMap<&str, (bool, usize)> = HashMap::new();
         for (i, s) in self.sensors.iter().enumerate() {
             let clash = |key: &str, message: String| {
                 invalid(&format!("sensor[{i}].{key}"), message)
@@ -195,27 +204,86 @@ impl Config {
                     format!("the name is already used by sensor[{first}]; expected unique names"),
                 ));
             }
-            if let Some(first) = addresses.insert((&s.bus, s.address), i) {
+            // The channels of an INA3221 share its address; every other chip has its own.
+            let channel = (s.chip() == Chip::Ina3221).then_some(s.channel).flatten();
+            if let Some(first) = addresses.insert((&s.bus, s.address, channel), i) {
+                let what = match channel {
+                    Some(c) => format!("channel {c} of the INA3221 at {:#04x}", s.address),
+                    None => format!("address {:#04x}", s.address),
+                };
                 return Err(clash(
                     "address",
                     format!(
-                        "address {:#04x} on bus {} is already used by sensor[{first}]; expected one chip per address on a bus",
-                        s.address, s.bus
+                        "{what} on bus {} is already used by sensor[{first}]; expected one chip per address on a bus",
+                        s.bus
                     ),
                 ));
             }
-            match bus_drivers.insert(&s.bus, s.driver) {
-                Some(other) if other != s.driver => {
+            if let Some(other) = self.sensors[..i]
+                .iter()
+                .position(|o| o.bus == s.bus && o.address == s.address && o.chip() != s.chip())
+            {
+                return Err(clash(
+                    "address",
+                    format!(
+                        "sensor[{other}] is a {} at {:#04x} on bus {}; one address holds one chip",
+                        self.sensors[other].chip().title(),
+                        s.address,
+                        s.bus
+                    ),
+                ));
+            }
+            // Chips of every kind share a bus; a bus is real or simulated, not both.
+            let simulated = s.driver == Driver::Simulated;
+            match bus_kinds.insert(&s.bus, (simulated, i)) {
+                Some((other, first)) if other != simulated => {
                     return Err(clash(
                         "bus",
                         format!(
-                            "bus {} already carries {} sensors; a bus is either real or simulated",
+                            "bus {} already carries sensor[{first}], a {} sensor; a bus is either real or simulated",
                             s.bus,
-                            other.as_str()
+                            if other { "simulated" } else { "hardware" }
                         ),
                     ))
                 }
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The channels of one INA3221 share its conversion cycle: one ADC setting for all, and
+    /// every interval at least the whole cycle (each enabled channel's shunt and bus).
+    fn check_ina3221_chips(&self) -> Check {
+        for (i, s) in self.sensors.iter().enumerate() {
+            if s.chip() != Chip::Ina3221 {
+                continue;
+            }
+            let same_chip: Vec<&SensorConfig> = self
+                .sensors
+                .iter()
+                .filter(|o| o.bus == s.bus && o.address == s.address && o.chip() == Chip::Ina3221)
+                .collect();
+            if let Some(first) = same_chip.iter().find(|o| o.adc != s.adc) {
+                return Err(invalid(
+                    &format!("sensor[{i}].adc"),
+                    format!(
+                        "sensor {:?} is another channel of the same INA3221 with other adc settings; the channels of one chip share them",
+                        first.name
+                    ),
+                ));
+            }
+            let cycle = s.conversion_time() * same_chip.len() as u32;
+            if s.interval < cycle {
+                return Err(invalid(
+                    &format!("sensor[{i}].interval"),
+                    format!(
+                        "{} is shorter than the INA3221's cycle over its {} channel(s) ({}); expected at least that",
+                        humantime::format_duration(s.interval),
+                        same_chip.len(),
+                        humantime::format_duration(cycle)
+                    ),
+                ));
             }
         }
         Ok(())

@@ -1,38 +1,47 @@
-//! `[[sensor]]`: one chip, where it sits, what it measures and how often, with the checks of
-//! one sensor on its own (the checks across sensors are in the parent module).
-//!
-//! Chip settings are typed: a PGA range, a bus range, an ADC resolution or an averaging count
-//! that the chip does not have cannot be written down, and serde reports it at the key.
+//! `[[sensor]]`: one chip (or one channel of an INA3221), where it sits, what it measures and
+//! how often, with the checks of one sensor on its own (the checks across sensors are in the
+//! parent module). The chips and their typed settings are in [`super::chip`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ina219::configuration::{BusVoltageRange, Resolution, ShuntVoltageRange};
 use serde::Deserialize;
 
 use super::anomaly::AnomalyConfig;
+use super::chip::{
+    ina219_resolution, AdcBits, AdcConfig, BusRange, Chip, ChipSetup, ConversionTime, Ina219Setup,
+    Ina2xxSetup, ShuntRange,
+};
 use super::diagnostic::{invalid, Check};
 use super::simulation::SimulationConfig;
 use super::values::{duration, opt_duration};
 
-/// The INA219 takes 7-bit addresses 0x40..=0x4F, chosen with the A0/A1 pins (datasheet Table 1).
+/// The addresses of the family: 0x40 to 0x4F (the INA3221 takes the first four).
 pub const ADDRESS_RANGE: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
-/// Absolute maximum common-mode voltage on IN+/IN- (datasheet 7.1): the bus input tops out here.
-pub const MAX_BUS_INPUT_VOLTS: f64 = 26.0;
 /// The longest sensor name (it becomes the `sensor` label).
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest sampling interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The INA260's shunt, inside the package (SBOS656 7.5).
+pub const INA260_SHUNT_OHMS: f64 = 0.002;
+/// The INA260's continuous current rating (SBOS656 7.1): its current register's range.
+pub const INA260_MAX_AMPS: f64 = 15.0;
 /// Labels that `powermon_sensor_info` sets itself and a user label must not shadow.
-const RESERVED_LABELS: [&str; 4] = ["sensor", "driver", "bus", "address"];
+const RESERVED_LABELS: [&str; 5] = ["sensor", "driver", "bus", "address", "chip"];
 
 /// `sensor.driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
-    /// A real INA219 on a Linux I2C bus (`/dev/i2c-N`).
+    /// An INA219 on a Linux I2C bus (`/dev/i2c-N`).
     Ina219,
-    /// A virtual INA219 on a virtual I2C bus, driven by a load model.
+    /// An INA226 on a Linux I2C bus.
+    Ina226,
+    /// An INA260 on a Linux I2C bus.
+    Ina260,
+    /// One channel of an INA3221 on a Linux I2C bus.
+    Ina3221,
+    /// A virtual chip on a virtual I2C bus, driven by a load model.
     Simulated,
 }
 
@@ -41,260 +50,22 @@ impl Driver {
     pub fn as_str(self) -> &'static str {
         match self {
             Driver::Ina219 => "ina219",
+            Driver::Ina226 => "ina226",
+            Driver::Ina260 => "ina260",
+            Driver::Ina3221 => "ina3221",
             Driver::Simulated => "simulated",
         }
     }
-}
 
-/// `shunt_range_mv`: the INA219's programmable gain (PGA) range (datasheet Table 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "u16")]
-pub enum ShuntRange {
-    /// ±40 mV (PGA /1).
-    Mv40,
-    /// ±80 mV (PGA /2).
-    Mv80,
-    /// ±160 mV (PGA /4).
-    Mv160,
-    /// ±320 mV (PGA /8).
-    Mv320,
-}
-
-impl ShuntRange {
-    /// Every range, smallest first.
-    pub const ALL: [ShuntRange; 4] = [
-        ShuntRange::Mv40,
-        ShuntRange::Mv80,
-        ShuntRange::Mv160,
-        ShuntRange::Mv320,
-    ];
-
-    /// Full scale in millivolts.
-    pub fn millivolts(self) -> u16 {
+    /// The chip a hardware driver reads; `None` for the simulator.
+    pub fn chip(self) -> Option<Chip> {
         match self {
-            ShuntRange::Mv40 => 40,
-            ShuntRange::Mv80 => 80,
-            ShuntRange::Mv160 => 160,
-            ShuntRange::Mv320 => 320,
+            Driver::Ina219 => Some(Chip::Ina219),
+            Driver::Ina226 => Some(Chip::Ina226),
+            Driver::Ina260 => Some(Chip::Ina260),
+            Driver::Ina3221 => Some(Chip::Ina3221),
+            Driver::Simulated => None,
         }
-    }
-
-    /// Full scale in volts.
-    pub fn volts(self) -> f64 {
-        f64::from(self.millivolts()) / 1000.0
-    }
-
-    /// The smallest range whose full scale is at least `volts`.
-    pub fn smallest_holding(volts: f64) -> Option<ShuntRange> {
-        Self::ALL.into_iter().find(|r| r.volts() >= volts - 1e-12)
-    }
-
-    /// The `ina219` crate's value.
-    pub fn to_chip(self) -> ShuntVoltageRange {
-        match self {
-            ShuntRange::Mv40 => ShuntVoltageRange::Fsr40mv,
-            ShuntRange::Mv80 => ShuntVoltageRange::Fsr80mv,
-            ShuntRange::Mv160 => ShuntVoltageRange::Fsr160mv,
-            ShuntRange::Mv320 => ShuntVoltageRange::Fsr320mv,
-        }
-    }
-}
-
-impl TryFrom<u16> for ShuntRange {
-    type Error = String;
-    fn try_from(mv: u16) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.millivolts() == mv)
-            .ok_or_else(|| format!("{mv} is not a PGA range; expected 40, 80, 160 or 320"))
-    }
-}
-
-/// `bus_voltage_range`: the INA219's bus full scale (datasheet 8.6.2.1, BRNG).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u8")]
-pub enum BusRange {
-    /// 16 V.
-    V16,
-    /// 32 V (the input itself tops out at 26 V).
-    V32,
-}
-
-impl BusRange {
-    /// Full scale in volts.
-    pub fn volts(self) -> u8 {
-        match self {
-            BusRange::V16 => 16,
-            BusRange::V32 => 32,
-        }
-    }
-
-    /// What the bus input reads at most: the range, or the input's own limit.
-    pub fn readable_volts(self) -> f64 {
-        f64::from(self.volts()).min(MAX_BUS_INPUT_VOLTS)
-    }
-
-    /// The `ina219` crate's value.
-    pub fn to_chip(self) -> BusVoltageRange {
-        match self {
-            BusRange::V16 => BusVoltageRange::Fsr16v,
-            BusRange::V32 => BusVoltageRange::Fsr32v,
-        }
-    }
-}
-
-impl TryFrom<u8> for BusRange {
-    type Error = String;
-    fn try_from(volts: u8) -> Result<Self, String> {
-        match volts {
-            16 => Ok(BusRange::V16),
-            32 => Ok(BusRange::V32),
-            _ => Err(format!(
-                "{volts} is not a bus range; expected 16 or 32 (volts)"
-            )),
-        }
-    }
-}
-
-/// `adc.bits`: conversion resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u8")]
-pub enum AdcBits {
-    /// 9 bits.
-    B9,
-    /// 10 bits.
-    B10,
-    /// 11 bits.
-    B11,
-    /// 12 bits.
-    B12,
-}
-
-impl AdcBits {
-    /// The number of bits.
-    pub fn bits(self) -> u8 {
-        match self {
-            AdcBits::B9 => 9,
-            AdcBits::B10 => 10,
-            AdcBits::B11 => 11,
-            AdcBits::B12 => 12,
-        }
-    }
-}
-
-impl TryFrom<u8> for AdcBits {
-    type Error = String;
-    fn try_from(bits: u8) -> Result<Self, String> {
-        Ok(match bits {
-            9 => AdcBits::B9,
-            10 => AdcBits::B10,
-            11 => AdcBits::B11,
-            12 => AdcBits::B12,
-            _ => {
-                return Err(format!(
-                    "{bits} is not a resolution; expected 9, 10, 11 or 12"
-                ))
-            }
-        })
-    }
-}
-
-/// `adc.samples`: conversions averaged into one result, a power of two from 1 to 1024.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "u16")]
-pub struct Averaging(u16);
-
-impl Averaging {
-    /// No averaging.
-    pub const ONE: Averaging = Averaging(1);
-
-    /// The number of conversions.
-    pub fn samples(self) -> u16 {
-        self.0
-    }
-}
-
-impl TryFrom<u16> for Averaging {
-    type Error = String;
-    fn try_from(samples: u16) -> Result<Self, String> {
-        if samples.is_power_of_two() && samples <= 1024 {
-            Ok(Averaging(samples))
-        } else {
-            Err(format!(
-                "{samples} is not an averaging count; expected a power of two from 1 to 1024"
-            ))
-        }
-    }
-}
-
-/// `sensor.adc`: resolution and hardware averaging, applied to both the shunt and the bus ADC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdcConfig {
-    /// Resolution.
-    pub bits: AdcBits,
-    /// Conversions averaged.
-    pub samples: Averaging,
-}
-
-impl Default for AdcConfig {
-    fn default() -> Self {
-        AdcConfig {
-            bits: AdcBits::B12,
-            samples: Averaging::ONE,
-        }
-    }
-}
-
-impl AdcConfig {
-    /// The INA219 mode for this resolution and averaging (datasheet Table 5: averaging only
-    /// at 12 bits, at most 128 samples).
-    fn ina219_resolution(self) -> Result<Resolution, String> {
-        Ok(match (self.bits, self.samples.samples()) {
-            (AdcBits::B9, 1) => Resolution::Res9Bit,
-            (AdcBits::B10, 1) => Resolution::Res10Bit,
-            (AdcBits::B11, 1) => Resolution::Res11Bit,
-            (AdcBits::B12, 1) => Resolution::Res12Bit,
-            (AdcBits::B12, 2) => Resolution::Avg2,
-            (AdcBits::B12, 4) => Resolution::Avg4,
-            (AdcBits::B12, 8) => Resolution::Avg8,
-            (AdcBits::B12, 16) => Resolution::Avg16,
-            (AdcBits::B12, 32) => Resolution::Avg32,
-            (AdcBits::B12, 64) => Resolution::Avg64,
-            (AdcBits::B12, 128) => Resolution::Avg128,
-            (bits, samples) => return Err(format!(
-                "bits = {}, samples = {samples} is not an ADC mode; expected bits 9 to 12 with samples = 1, or bits = 12 with samples 1, 2, 4, 8, 16, 32, 64 or 128",
-                bits.bits()
-            )),
-        })
-    }
-}
-
-/// What an INA219 is programmed with, worked out from a sensor's keys by its checks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ina219Setup {
-    /// ADC resolution and averaging, for both ADCs.
-    pub resolution: Resolution,
-    /// The PGA range: as configured, or the smallest that holds the full-scale shunt voltage.
-    pub shunt_range: ShuntRange,
-    /// The bus range.
-    pub bus_range: BusRange,
-}
-
-impl Default for Ina219Setup {
-    fn default() -> Self {
-        Ina219Setup {
-            resolution: Resolution::Res12Bit,
-            shunt_range: ShuntRange::Mv320,
-            bus_range: BusRange::V32,
-        }
-    }
-}
-
-impl Ina219Setup {
-    /// One shunt plus one bus conversion in continuous mode (datasheet Table 5).
-    pub fn conversion_time(&self) -> Duration {
-        Duration::from_micros(2 * u64::from(self.resolution.conversion_time_us()))
     }
 }
 
@@ -313,19 +84,22 @@ pub struct SensorConfig {
     /// The chip's 7-bit address.
     #[serde(default = "SensorConfig::default_address")]
     pub address: u8,
-    /// The shunt's resistance.
-    #[serde(default = "SensorConfig::default_shunt_ohms")]
-    pub shunt_ohms: f64,
-    /// The largest current expected: sets Current_LSB and the calibration.
-    #[serde(default = "SensorConfig::default_max_current_amps")]
-    pub max_current_amps: f64,
-    /// PGA range; by default the smallest that holds `max_current_amps × shunt_ohms`.
+    /// The INA3221's channel, 1 to 3.
+    #[serde(default)]
+    pub channel: Option<u8>,
+    /// The shunt's resistance (default 0.1 Ω; none on the INA260).
+    #[serde(default, rename = "shunt_ohms")]
+    pub shunt_ohms_key: Option<f64>,
+    /// The largest current expected: sets Current_LSB and the calibration (default 3.2 A).
+    #[serde(default, rename = "max_current_amps")]
+    pub max_current_key: Option<f64>,
+    /// INA219 PGA range; by default the smallest that holds `max_current_amps × shunt_ohms`.
     #[serde(default)]
     pub shunt_range_mv: Option<ShuntRange>,
-    /// Bus voltage range.
-    #[serde(default = "SensorConfig::default_bus_range")]
-    pub bus_voltage_range: BusRange,
-    /// Resolution and averaging.
+    /// INA219 bus voltage range (default 32).
+    #[serde(default)]
+    pub bus_voltage_range: Option<BusRange>,
+    /// Resolution or conversion time, and averaging.
     #[serde(default)]
     pub adc: AdcConfig,
     /// Sampling interval.
@@ -343,12 +117,12 @@ pub struct SensorConfig {
     /// Anomaly rules.
     #[serde(default)]
     pub anomaly: AnomalyConfig,
-    /// Load model and faults of a simulated sensor.
+    /// Load model, chip and faults of a simulated sensor.
     #[serde(default)]
     pub simulation: Option<SimulationConfig>,
     /// The chip settings the keys above come to; worked out by [`SensorConfig::check`].
     #[serde(skip)]
-    setup: Ina219Setup,
+    setup: ChipSetup,
 }
 
 impl SensorConfig {
@@ -358,25 +132,48 @@ impl SensorConfig {
     fn default_address() -> u8 {
         0x40
     }
-    fn default_shunt_ohms() -> f64 {
-        0.1
-    }
-    fn default_max_current_amps() -> f64 {
-        3.2
-    }
-    fn default_bus_range() -> BusRange {
-        BusRange::V32
-    }
     fn default_interval() -> Duration {
         Duration::from_secs(1)
     }
 
+    /// The chip: the driver's, or the one a simulated sensor simulates.
+    pub fn chip(&self) -> Chip {
+        self.driver.chip().unwrap_or_else(|| {
+            self.simulation
+                .as_ref()
+                .and_then(|s| s.chip)
+                .unwrap_or(Chip::Ina219)
+        })
+    }
+
     /// What the chip is programmed with.
-    pub fn setup(&self) -> &Ina219Setup {
+    pub fn setup(&self) -> &ChipSetup {
         &self.setup
     }
 
-    /// One conversion of both ADCs: the shortest useful interval.
+    /// The shunt's resistance.
+    pub fn shunt_ohms(&self) -> f64 {
+        match self.chip() {
+            Chip::Ina260 => INA260_SHUNT_OHMS,
+            _ => self.shunt_ohms_key.unwrap_or(0.1),
+        }
+    }
+
+    /// The largest current expected: as configured; else what a stock INA219 breakout reads
+    /// (3.2 A), or all that the shunt input of an INA226 or INA3221 reads through the shunt.
+    pub fn max_current_amps(&self) -> f64 {
+        match (self.chip(), self.max_current_key) {
+            (Chip::Ina260, _) => INA260_MAX_AMPS,
+            (_, Some(amps)) => amps,
+            (Chip::Ina219, None) => 3.2,
+            (chip, None) => {
+                chip.shunt_full_scale_volts().unwrap_or(f64::INFINITY) / self.shunt_ohms()
+            }
+        }
+    }
+
+    /// One conversion of the shunt and the bus: the shortest useful interval (an INA3221
+    /// needs one per enabled channel; see the checks across sensors).
     pub fn conversion_time(&self) -> Duration {
         self.setup.conversion_time()
     }
@@ -388,28 +185,39 @@ impl SensorConfig {
 
     /// The shunt voltage at `max_current_amps`.
     pub fn full_scale_shunt_volts(&self) -> f64 {
-        self.max_current_amps * self.shunt_ohms
+        self.max_current_amps() * self.shunt_ohms()
+    }
+
+    /// What the bus input reads at most.
+    pub fn readable_bus_volts(&self) -> f64 {
+        match self.setup {
+            ChipSetup::Ina219(s) => {
+                f64::from(s.bus_range.volts()).min(Chip::Ina219.bus_input_volts())
+            }
+            ChipSetup::Ina2xx(chip, _) => chip.bus_input_volts(),
+        }
     }
 
     /// The simulation settings, with defaults filled in (simulated sensors only).
     pub fn simulation(&self) -> Option<SimulationConfig> {
         match self.driver {
-            Driver::Ina219 => None,
             Driver::Simulated => Some(match &self.simulation {
-                Some(sim) => sim.clone().with_default_load(self.max_current_amps),
-                None => SimulationConfig::default_for(self.max_current_amps),
+                Some(sim) => sim.clone().with_default_load(self.max_current_amps()),
+                None => SimulationConfig::default_for(self.max_current_amps()),
             }),
+            _ => None,
         }
     }
 
     /// Fill in what depends on other keys (the bus, the chip setup) and check this sensor on
     /// its own; keys relative to it.
     pub fn check(&mut self) -> Check {
+        let chip = self.chip();
         if self.bus.is_empty() {
             self.bus = match self.driver {
-                Driver::Ina219 => "/dev/i2c-1".to_string(),
                 // Each simulated sensor gets its own virtual bus unless the file puts several on one.
                 Driver::Simulated => format!("virtual:{}", self.name),
+                _ => "/dev/i2c-1".to_string(),
             };
         }
         if self.bus.contains('\0') {
@@ -418,26 +226,27 @@ impl SensorConfig {
                 "expected a path or a name without NUL characters",
             ));
         }
-        if !ADDRESS_RANGE.contains(&self.address) {
+        if !chip.addresses().contains(&self.address) {
+            let range = chip.addresses();
             return Err(invalid(
                 "address",
                 format!(
-                    "address {:#04x} is outside the INA219 range; expected 0x40 to 0x4F (set by the A0/A1 pins)",
-                    self.address
-                ),
+                    "address {:#04x} is outside the {} range; expected {:#04x} to {:#04X} (set by the address pins)",
+                    self.address,
+                    chip.title(),
+                    range.start(),
+                    range.end()
+                ).replace("0X", "0x"),
             ));
         }
-        self.check_shunt()?;
-        let resolution = self
-            .adc
-            .ina219_resolution()
-            .map_err(|message| invalid("adc", message))?;
-        self.setup.resolution = resolution;
-        self.setup.bus_range = self.bus_voltage_range;
+        self.setup = match chip {
+            Chip::Ina219 => self.check_ina219()?,
+            _ => self.check_ina2xx(chip)?,
+        };
         self.check_timing()?;
         self.check_labels()?;
         self.anomaly
-            .check(self.interval, self.bus_voltage_range.readable_volts())
+            .check(self.interval, self.readable_bus_volts())
             .map_err(|e| e.within("anomaly"))?;
         if let Some(sim) = &self.simulation {
             if self.driver != Driver::Simulated {
@@ -446,45 +255,68 @@ impl SensorConfig {
                     "[sensor.simulation] applies only to driver = \"simulated\"",
                 ));
             }
-            sim.check(MAX_BUS_INPUT_VOLTS)
+            sim.check(chip.bus_input_volts())
                 .map_err(|e| e.within("simulation"))?;
         }
         Ok(())
     }
 
-    /// The shunt, the current and the PGA range that holds them.
-    fn check_shunt(&mut self) -> Check {
-        if !(self.shunt_ohms.is_finite() && self.shunt_ohms > 0.0) {
-            return Err(invalid(
+    /// Keys that belong to other chips.
+    fn refuse_foreign_keys(&self, chip: Chip) -> Check {
+        let ina219 = chip == Chip::Ina219;
+        let foreign = [
+            (
+                "channel",
+                self.channel.is_some() && chip != Chip::Ina3221,
+                "the INA3221",
+            ),
+            (
+                "shunt_range_mv",
+                self.shunt_range_mv.is_some() && !ina219,
+                "the INA219",
+            ),
+            (
+                "bus_voltage_range",
+                self.bus_voltage_range.is_some() && !ina219,
+                "the INA219",
+            ),
+            (
+                "adc.bits",
+                self.adc.bits.is_some() && !ina219,
+                "the INA219 (the others take adc.conversion_time)",
+            ),
+            (
+                "adc.conversion_time",
+                self.adc.conversion_time.is_some() && ina219,
+                "the INA226, INA260 and INA3221 (the INA219 takes adc.bits)",
+            ),
+            (
                 "shunt_ohms",
-                format!(
-                    "{} is not a usable shunt resistance; expected a positive number of ohms, e.g. 0.1 for a stock breakout or 0.000375 for a 75 mV / 200 A shunt",
-                    self.shunt_ohms
-                ),
-            ));
-        }
-        if !(self.max_current_amps.is_finite() && self.max_current_amps > 0.0) {
-            return Err(invalid(
+                self.shunt_ohms_key.is_some() && chip == Chip::Ina260,
+                "chips with an external shunt: the INA260's 2 mΩ shunt is inside it",
+            ),
+            (
                 "max_current_amps",
-                format!(
-                    "{} is not a usable current; expected the largest current you expect, in amperes, above 0",
-                    self.max_current_amps
-                ),
-            ));
+                self.max_current_key.is_some() && chip == Chip::Ina260,
+                "chips with an external shunt: the INA260 measures up to 15 A",
+            ),
+        ];
+        match foreign.iter().find(|(_, present, _)| *present) {
+            Some((key, _, applies)) => Err(invalid(
+                key,
+                format!("applies to {applies}, not to the {}", chip.title()),
+            )),
+            None => Ok(()),
         }
+    }
+
+    fn check_ina219(&mut self) -> Result<ChipSetup, super::diagnostic::Invalid> {
+        self.refuse_foreign_keys(Chip::Ina219)?;
+        self.check_shunt(Chip::Ina219)?;
         let full_scale = self.full_scale_shunt_volts();
-        self.setup.shunt_range = match self.shunt_range_mv {
+        let shunt_range = match self.shunt_range_mv {
             None => ShuntRange::smallest_holding(full_scale).ok_or_else(|| {
-                invalid(
-                    "max_current_amps",
-                    format!(
-                        "{} A through {} Ω is {:.0} mV, beyond the INA219's ±320 mV shunt input; expected at most {:.3} A with this shunt, or a smaller shunt",
-                        self.max_current_amps,
-                        self.shunt_ohms,
-                        full_scale * 1000.0,
-                        ShuntRange::Mv320.volts() / self.shunt_ohms
-                    ),
-                )
+                invalid("max_current_amps", "beyond the shunt input")
             })?,
             Some(range) if full_scale > range.volts() + 1e-12 => {
                 return Err(invalid(
@@ -498,6 +330,88 @@ impl SensorConfig {
             }
             Some(range) => range,
         };
+        Ok(ChipSetup::Ina219(Ina219Setup {
+            resolution: ina219_resolution(self.adc.bits.unwrap_or(AdcBits::B12), self.adc.samples)?,
+            shunt_range,
+            bus_range: self.bus_voltage_range.unwrap_or(BusRange::V32),
+        }))
+    }
+
+    fn check_ina2xx(&mut self, chip: Chip) -> Result<ChipSetup, super::diagnostic::Invalid> {
+        self.refuse_foreign_keys(chip)?;
+        if chip != Chip::Ina260 {
+            self.check_shunt(chip)?;
+        }
+        let channel = match (chip, self.channel) {
+            (Chip::Ina3221, Some(c @ 1..=3)) => Some(c),
+            (Chip::Ina3221, Some(c)) => {
+                return Err(invalid(
+                    "channel",
+                    format!("{c} is not a channel of the INA3221; expected 1, 2 or 3"),
+                ))
+            }
+            (Chip::Ina3221, None) => {
+                return Err(invalid(
+                    "channel",
+                    "an INA3221 sensor needs its channel: 1, 2 or 3",
+                ))
+            }
+            _ => None,
+        };
+        if self.adc.samples.ina226_code().is_none() {
+            return Err(invalid(
+                "adc.samples",
+                format!(
+                    "the {} averages 1, 4, 16, 64, 128, 256, 512 or 1024 conversions, not {}",
+                    chip.title(),
+                    self.adc.samples.samples()
+                ),
+            ));
+        }
+        Ok(ChipSetup::Ina2xx(
+            chip,
+            Ina2xxSetup {
+                averaging: self.adc.samples,
+                conversion: self.adc.conversion_time.unwrap_or(ConversionTime::DEFAULT),
+                channel,
+            },
+        ))
+    }
+
+    /// The shunt and the largest current, against what the chip's shunt input reads.
+    fn check_shunt(&self, chip: Chip) -> Check {
+        let shunt = self.shunt_ohms();
+        if !(shunt.is_finite() && shunt > 0.0) {
+            return Err(invalid(
+                "shunt_ohms",
+                format!(
+                    "{shunt} is not a usable shunt resistance; expected a positive number of ohms, e.g. 0.1 for a stock breakout or 0.000375 for a 75 mV / 200 A shunt"
+                ),
+            ));
+        }
+        let current = self.max_current_amps();
+        if !(current.is_finite() && current > 0.0) {
+            return Err(invalid(
+                "max_current_amps",
+                format!(
+                    "{current} is not a usable current; expected the largest current you expect, in amperes, above 0"
+                ),
+            ));
+        }
+        let full_scale = self.full_scale_shunt_volts();
+        let limit = chip.shunt_full_scale_volts().unwrap_or(f64::INFINITY);
+        if full_scale > limit + 1e-12 {
+            return Err(invalid(
+                "max_current_amps",
+                format!(
+                    "{current} A through {shunt} Ω is {:.0} mV, beyond the {}'s ±{} mV shunt input; expected at most {:.3} A with this shunt, or a smaller shunt",
+                    full_scale * 1000.0,
+                    chip.title(),
+                    limit * 1000.0,
+                    limit / shunt
+                ),
+            ));
+        }
         Ok(())
     }
 

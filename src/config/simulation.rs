@@ -13,6 +13,9 @@ use super::values::{duration, opt_duration};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulationConfig {
+    /// The chip simulated (default `ina219`).
+    #[serde(default)]
+    pub chip: Option<super::chip::Chip>,
     /// What the load draws; by default a uniform load within the shunt's range.
     #[serde(default)]
     pub load: Option<LoadModel>,
@@ -41,6 +44,7 @@ impl SimulationConfig {
     /// What a bare `driver = "simulated"` sensor measuring up to `max_current_amps` gets.
     pub fn default_for(max_current_amps: f64) -> SimulationConfig {
         SimulationConfig {
+            chip: None,
             load: None,
             supply_volts: Self::default_supply_volts(),
             source_ohms: 0.0,
@@ -223,10 +227,15 @@ impl fmt::Display for LoadModel {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultConfig {
-    /// The chip does not acknowledge its address on a fraction `rate` of transfers.
+    /// The chip does not acknowledge its address on a fraction `rate` of transfers, or on
+    /// every `every`-th transfer.
     Nack {
         /// The fraction of transfers that fail.
+        #[serde(default)]
         rate: f64,
+        /// Every this many transfers, one fails.
+        #[serde(default)]
+        every: Option<u32>,
         /// When the fault begins.
         #[serde(default, deserialize_with = "duration")]
         start: Duration,
@@ -234,10 +243,14 @@ pub enum FaultConfig {
         #[serde(default, deserialize_with = "opt_duration")]
         duration: Option<Duration>,
     },
-    /// A fraction `rate` of transfers time out.
+    /// A fraction `rate` of transfers (or every `every`-th) time out.
     Timeout {
         /// The fraction of transfers that fail.
+        #[serde(default)]
         rate: f64,
+        /// Every this many transfers, one fails.
+        #[serde(default)]
+        every: Option<u32>,
         /// When the fault begins.
         #[serde(default, deserialize_with = "duration")]
         start: Duration,
@@ -294,11 +307,15 @@ pub enum FaultConfig {
         #[serde(deserialize_with = "duration")]
         duration: Duration,
     },
-    /// The chip browns out and comes back with its power-on register values.
+    /// The chip browns out and comes back with its power-on register values: at a moment, or
+    /// after a number of transfers.
     Brownout {
         /// When.
-        #[serde(deserialize_with = "duration")]
-        at: Duration,
+        #[serde(default, deserialize_with = "opt_duration")]
+        at: Option<Duration>,
+        /// After this many transfers to the chip.
+        #[serde(default)]
+        after_transfers: Option<u64>,
     },
 }
 
@@ -307,12 +324,28 @@ impl FaultConfig {
     fn check(&self, bus_input_volts: f64) -> Check {
         let zero_window = || invalid("duration", "expected a window longer than 0s");
         match *self {
-            FaultConfig::Nack { rate, duration, .. }
-            | FaultConfig::Timeout { rate, duration, .. } => {
+            FaultConfig::Nack {
+                rate,
+                every,
+                duration,
+                ..
+            }
+            | FaultConfig::Timeout {
+                rate,
+                every,
+                duration,
+                ..
+            } => {
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(invalid(
                         "rate",
                         format!("{rate} is not a probability; expected 0 to 1"),
+                    ));
+                }
+                if every == Some(0) || (every.is_some() == (rate > 0.0)) {
+                    return Err(invalid(
+                        "rate",
+                        "expected either a rate above 0 or every = N (N ≥ 1), one of the two",
                     ));
                 }
                 if duration == Some(Duration::ZERO) {
@@ -320,6 +353,13 @@ impl FaultConfig {
                 }
                 Ok(())
             }
+            FaultConfig::Brownout {
+                at,
+                after_transfers,
+            } if at.is_some() == after_transfers.is_some() => Err(invalid(
+                "at",
+                "expected either at = \"…\" or after_transfers = N, one of the two",
+            )),
             FaultConfig::Disconnect { duration, .. }
             | FaultConfig::Hang { duration, .. }
             | FaultConfig::Stuck { duration, .. }

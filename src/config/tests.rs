@@ -76,7 +76,7 @@ allowed_bus_volts = [11.0, 14.6]
     assert_eq!(c.daemon.log_level, LogLevel::Debug);
     let s = &c.sensors[0];
     assert_eq!(s.conversion_time(), Duration::from_micros(17_020));
-    assert_eq!(s.setup().shunt_range, ShuntRange::Mv320);
+    assert_eq!(ina219_setup(s).shunt_range, ShuntRange::Mv320);
     assert_eq!(s.labels["circuit"], "solar");
     assert_eq!(
         s.anomaly.energy_budget.unwrap().window,
@@ -85,12 +85,19 @@ allowed_bus_volts = [11.0, 14.6]
     assert!(s.simulation().is_none());
 }
 
+fn ina219_setup(s: &SensorConfig) -> Ina219Setup {
+    match s.setup() {
+        ChipSetup::Ina219(setup) => *setup,
+        other => panic!("not an INA219: {other:?}"),
+    }
+}
+
 #[test]
 fn pga_range_follows_the_shunt() {
     let c = load("[[sensor]]\nname = \"a\"\nshunt_ohms = 0.000375\nmax_current_amps = 200.0\n")
         .unwrap();
     // 200 A × 0.375 mΩ = 75 mV → the ±80 mV range.
-    assert_eq!(c.sensors[0].setup().shunt_range, ShuntRange::Mv80);
+    assert_eq!(ina219_setup(&c.sensors[0]).shunt_range, ShuntRange::Mv80);
 }
 
 // Twelve and more distinct bad files, each naming line and key.
@@ -148,7 +155,7 @@ fn rejects_wrong_type() {
 #[test]
 fn rejects_unknown_driver() {
     rejects(
-        "[[sensor]]\nname = \"a\"\ndriver = \"ina226\"\n",
+        "[[sensor]]\nname = \"a\"\ndriver = \"ina228\"\n",
         3,
         "sensor[0].driver",
         "ina219",

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub state_persist_failures: IntCounter,
     samples: IntCounterVec,
     read_errors: IntCounterVec,
+    recoveries: IntCounterVec,
     up: GaugeVec,
     last_sample: GaugeVec,
     anomaly_active: GaugeVec,
@@ -65,6 +66,10 @@ pub struct SensorMetrics {
     /// `powermon_samples_total`.
     pub samples: IntCounter,
     read_errors: [IntCounter; ErrorKind::ALL.len()],
+    /// `powermon_sensor_recoveries_total{action="retry"}`.
+    pub retries: IntCounter,
+    /// `powermon_sensor_recoveries_total{action="reprogram"}`.
+    pub reprograms: IntCounter,
     /// `powermon_sensor_up`.
     pub up: Gauge,
     /// `powermon_last_sample_timestamp_seconds`.
@@ -123,13 +128,14 @@ impl Metrics {
             state_last_persist: register(&r, Gauge::new("powermon_state_last_persist_timestamp_seconds", "Unix time of the last successful save of the energy totals to the state file; the energy counters hold the values of that save."))?,
             state_persist_failures: register(&r, IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed."))?,
             samples: register(&r, IntCounterVec::new(Opts::new("powermon_samples_total", "Valid samples taken."), s))?,
-            read_errors: register(&r, IntCounterVec::new(Opts::new("powermon_read_errors_total", "Reads that gave no valid sample, by kind: nack, timeout, i2c, unavailable, invalid, overflow, stale."), &["sensor", "kind"]))?,
+            read_errors: register(&r, IntCounterVec::new(Opts::new("powermon_read_errors_total", "Failures, by kind: failed I2C transfers (nack, timeout, i2c, unavailable; each one, including those a retry made good), and samples without a valid value (invalid, overflow, stale)."), &["sensor", "kind"]))?,
+            recoveries: register(&r, IntCounterVec::new(Opts::new("powermon_sensor_recoveries_total", "What the daemon did about bus faults, by action: retry (a failed transfer tried again at once), reprogram (the chip's settings written again after a brown-out or failures in a row)."), &["sensor", "action"]))?,
             up: register(&r, GaugeVec::new(Opts::new("powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0."), s))?,
             last_sample: register(&r, GaugeVec::new(Opts::new("powermon_last_sample_timestamp_seconds", "Unix time of the last valid sample."), s))?,
             anomaly_active: register(&r, GaugeVec::new(Opts::new("powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0."), &["sensor", "rule"]))?,
             anomalies: register(&r, IntCounterVec::new(Opts::new("powermon_anomalies_total", "Anomaly episodes started, by rule."), &["sensor", "rule"]))?,
             gaps: register(&r, IntCounterVec::new(Opts::new("powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge."), s))?,
-            sensor_info: register(&r, InfoFamily::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, bus, address and configured labels."))?,
+            sensor_info: register(&r, InfoFamily::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, chip, bus, address and configured labels."))?,
             reload_successful: register(&r, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
             reload_success_time: register(&r, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
             registry: r,
@@ -151,6 +157,7 @@ impl Metrics {
         for (key, value) in [
             ("sensor", name.to_string()),
             ("driver", sensor.driver.as_str().to_string()),
+            ("chip", sensor.chip().as_str().to_string()),
             ("bus", sensor.bus.clone()),
             ("address", format!("{:#04x}", sensor.address)),
         ] {
@@ -177,6 +184,8 @@ impl Metrics {
             samples: self.samples.with_label_values(&[name]),
             read_errors: ErrorKind::ALL
                 .map(|k| self.read_errors.with_label_values(&[name, k.as_str()])),
+            retries: self.recoveries.with_label_values(&[name, "retry"]),
+            reprograms: self.recoveries.with_label_values(&[name, "reprogram"]),
             up: self.up.with_label_values(&[name]),
             last_sample: self.last_sample.with_label_values(&[name]),
             anomaly_active: Rule::ALL.map(rule_gauge),
@@ -203,6 +212,9 @@ impl Metrics {
         }
         for kind in ErrorKind::ALL {
             let _ = self.read_errors.remove_label_values(&[name, kind.as_str()]);
+        }
+        for action in ["retry", "reprogram"] {
+            let _ = self.recoveries.remove_label_values(&[name, action]);
         }
         for rule in Rule::ALL {
             let _ = self

@@ -252,6 +252,7 @@ fn run_bus(members: Vec<Member>, clock: &Clock, stop: &Stop, live: &Liveness) ->
             }
             let result = sensors[i].read();
             let at = Instant::now();
+            pipelines[i].record(&sensors[i].take_events());
             if matches!(result, Err(SensorError::NotReady)) && not_ready[i] < NOT_READY_RETRIES {
                 // Right after (re)initialisation the first conversion is still running.
                 not_ready[i] += 1;

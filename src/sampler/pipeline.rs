@@ -8,13 +8,17 @@ use crate::anomaly::{AnomalyDetector, Transition};
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
 use crate::metrics::{Metrics, SensorMetrics};
-use crate::sensor::{ErrorKind, Reading, SensorError};
+use crate::sensor::ladder::OUTAGE_GRACE;
+use crate::sensor::{ErrorKind, Events, Reading, SensorError};
 use crate::state::live::LiveSlot;
 use crate::state::StoredSensor;
 use crate::status::{SensorStatus, Snapshot};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Failed samples in a row after which a sensor is logged as down (a missing bus at once):
+/// one noisy sample is counted, not logged.
+pub const DOWN_AFTER: u32 = 3;
 
 /// Everything that happens to one sensor's results, in data-flow order.
 pub struct SensorPipeline {
@@ -31,6 +35,12 @@ pub struct SensorPipeline {
     live: Option<LiveSlot>,
     /// Consecutive failed reads.
     failures: u32,
+    /// When the current run of failed reads began.
+    failing_since: Option<Instant>,
+    /// Reads since the outage outlasted [`OUTAGE_GRACE`]: the backoff exponent.
+    backoff_steps: u32,
+    /// The outage was logged, so its end is too.
+    logged_down: bool,
 }
 
 impl SensorPipeline {
@@ -66,21 +76,40 @@ impl SensorPipeline {
             status: Arc::clone(&status),
             live,
             failures: 0,
+            failing_since: None,
+            backoff_steps: 0,
+            logged_down: false,
         };
         (pipeline, status)
+    }
+
+    /// Count what happened on the bus during a read: each failed transfer under its kind,
+    /// each retry and reprogramming.
+    pub fn record(&mut self, events: &Events) {
+        for (kind, &n) in ErrorKind::ALL.iter().zip(&events.failed_transfers) {
+            if n > 0 {
+                self.metrics.read_error(*kind).inc_by(u64::from(n));
+                self.snapshot.read_errors += u64::from(n);
+                self.snapshot.last_error = Some(*kind);
+            }
+        }
+        self.metrics.retries.inc_by(u64::from(events.retries));
+        self.metrics
+            .reprograms
+            .inc_by(u64::from(events.reprogrammed));
     }
 
     /// Take one read's result through energy, anomalies, metrics and status.
     pub fn process(&mut self, result: Result<Reading, SensorError>, at: Instant, wall: SystemTime) {
         match result {
             Ok(reading) => self.on_reading(reading, at, wall),
-            Err(e) => self.on_error(&e),
+            Err(e) => self.on_error(&e, at),
         }
         self.status.publish(self.snapshot);
     }
 
     fn on_reading(&mut self, reading: Reading, at: Instant, wall: SystemTime) {
-        if self.failures > 0 {
+        if self.logged_down {
             log::info!(
                 sensor = self.name.as_str();
                 "sensor {} is back after {} failed read{}",
@@ -88,7 +117,12 @@ impl SensorPipeline {
                 self.failures,
                 if self.failures == 1 { "" } else { "s" }
             );
+        }
+        if self.failures > 0 {
             self.failures = 0;
+            self.failing_since = None;
+            self.backoff_steps = 0;
+            self.logged_down = false;
             self.status.set_down_reason(None);
         }
         let m = &self.metrics;
@@ -135,21 +169,34 @@ impl SensorPipeline {
         s.active = self.detector.active();
     }
 
-    fn on_error(&mut self, error: &SensorError) {
+    fn on_error(&mut self, error: &SensorError, at: Instant) {
         let kind = error.kind();
-        self.metrics.read_error(kind).inc();
+        // A bus error's transfers were counted one by one (`record`).
+        if !matches!(error, SensorError::Bus { .. }) {
+            self.metrics.read_error(kind).inc();
+            self.snapshot.read_errors += 1;
+        }
         self.metrics.up.set(0.0);
         self.snapshot.up = false;
-        self.snapshot.read_errors += 1;
         self.snapshot.last_error = Some(kind);
         self.failures = self.failures.saturating_add(1);
+        let since = *self.failing_since.get_or_insert(at);
+        if at.saturating_duration_since(since) >= OUTAGE_GRACE {
+            self.backoff_steps = self.backoff_steps.saturating_add(1);
+        }
         if self.failures == 1 {
             self.status.set_down_reason(Some(error.summary()));
+        }
+        let down = self.failures >= DOWN_AFTER || kind == ErrorKind::Unavailable;
+        if down && !self.logged_down {
+            self.logged_down = true;
             log::warn!(
                 sensor = self.name.as_str(), kind = kind.as_str();
-                "sensor {} is down: {error}; retrying with backoff up to {}",
+                "sensor {} is down: {error}; retrying every {}, backing off up to {} if it lasts beyond {}",
                 self.name,
-                humantime::format_duration(self.max_backoff())
+                humantime::format_duration(self.interval),
+                humantime::format_duration(self.max_backoff()),
+                humantime::format_duration(OUTAGE_GRACE)
             );
         } else {
             log::debug!(sensor = self.name.as_str(); "sensor {}: read {} failed: {error}", self.name, self.failures);
@@ -177,8 +224,9 @@ impl SensorPipeline {
 
     /// When to read next, given the tick this read was scheduled for.
     pub fn next_tick(&self, scheduled: Instant, now: Instant) -> Instant {
-        if self.failures > 1 {
-            let factor = 1u32 << (self.failures - 1).min(16);
+        if self.backoff_steps > 0 {
+            // An outage past its grace: the chip is really gone; ask less and less often.
+            let factor = 1u32 << self.backoff_steps.min(16);
             return now + self.interval.saturating_mul(factor).min(self.max_backoff());
         }
         let next = scheduled + self.interval;
@@ -274,14 +322,24 @@ mod tests {
             detail: "test".into(),
             summary: "test".into(),
         };
-        let mut waits = Vec::new();
-        for _ in 0..8 {
-            p.process(Err(err.clone()), t0, SystemTime::now());
-            waits.push(p.next_tick(t0, t0).duration_since(t0).as_secs());
+        // Within the grace period every tick is kept: a noisy bus is not an absent chip.
+        let mut at = t0;
+        for _ in 0..10 {
+            p.process(Err(err.clone()), at, SystemTime::now());
+            let next = p.next_tick(at, at);
+            assert_eq!(next, at + Duration::from_secs(1));
+            at = next;
         }
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
-        p.process(Ok(reading(10.0)), t0, SystemTime::now());
-        assert_eq!(p.next_tick(t0, t0), t0 + Duration::from_secs(1));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            p.process(Err(err.clone()), at, SystemTime::now());
+            let next = p.next_tick(at, at);
+            waits.push(next.duration_since(at).as_secs());
+            at = next;
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 30, 30, 30]);
+        p.process(Ok(reading(10.0)), at, SystemTime::now());
+        assert_eq!(p.next_tick(at, at), at + Duration::from_secs(1));
     }
 
     #[test]
@@ -297,6 +355,11 @@ mod tests {
                 SystemTime::now(),
             );
         }
+        // A transfer failed twice, was retried, and the sample failed on the third try.
+        let mut events = Events::default();
+        events.failed_transfers[1] = 3;
+        events.retries = 2;
+        p.record(&events);
         p.process(
             Err(SensorError::Bus {
                 kind: ErrorKind::Timeout,
@@ -319,7 +382,11 @@ mod tests {
             text.contains("powermon_energy_joules_total{sensor=\"a\"} 0"),
             "{text}"
         );
-        assert!(text.contains("powermon_read_errors_total{kind=\"timeout\",sensor=\"a\"} 1"));
+        assert!(text.contains("powermon_read_errors_total{kind=\"timeout\",sensor=\"a\"} 3"));
+        assert!(text.contains("powermon_sensor_recoveries_total{action=\"retry\",sensor=\"a\"} 2"));
+        assert!(
+            text.contains("powermon_sensor_recoveries_total{action=\"reprogram\",sensor=\"a\"} 0")
+        );
         assert!(text.contains("powermon_anomalies_total{rule=\"over_power\",sensor=\"a\"} 1"));
         assert!(text.contains("powermon_sensor_up{sensor=\"a\"} 0"));
     }

@@ -15,7 +15,7 @@ use embedded_hal::i2c::{ErrorType, I2c, Operation};
 use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
 use linux_embedded_hal::I2cdev;
 
-use super::ina219::sensors_on;
+use super::sensors_on;
 use super::{ClassifyError, ErrorKind, Sensor};
 use crate::config::SensorConfig;
 

@@ -1,18 +1,31 @@
 //! Sensors: what a reading is, how reading one fails, and how the sensors of one bus are built.
 //!
-//! Every sensor is an INA219 read through the `ina219` crate ([`ina219::Ina219Sensor`]); what
-//! differs is the bus under it: a Linux `/dev/i2c-N` ([`linux`]) or a virtual bus carrying
-//! virtual chips ([`simulated`]).
+//! A sensor is a chip of the INA2xx family ([`ina219`], [`ina226`] for the INA226 and INA260,
+//! [`ina3221`]) read through its driver and the recovery ladder every chip shares
+//! ([`ladder`]); what differs is the bus under it: a Linux `/dev/i2c-N` ([`linux`]) or a
+//! virtual bus carrying virtual chips ([`simulated`]), read through the same code.
 
 pub mod ina219;
+pub mod ina226;
+pub mod ina3221;
+pub mod ladder;
 pub mod linux;
 pub mod scan;
 pub mod simulated;
+#[cfg(test)]
+mod transcript;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 
+use embedded_hal::i2c::I2c;
+
+pub use self::ladder::Events;
+use self::ladder::{ChipDriver, Recovering};
 use crate::clock::Clock;
-use crate::config::{Config, Driver, SensorConfig};
+use crate::config::{Chip, Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,6 +161,96 @@ impl ClassifyError for embedded_hal::i2c::ErrorKind {
 pub trait Sensor {
     /// Take one reading. Blocking: call it from the bus's own thread.
     fn read(&mut self) -> Result<Reading, SensorError>;
+
+    /// What happened on the bus since the last call: failed transfers, retries,
+    /// reprogramming.
+    fn take_events(&mut self) -> Events;
+}
+
+/// A single-channel chip as a sensor.
+struct ChipSensor<D, I2C>(Recovering<D, I2C>);
+
+impl<D, I2C> Sensor for ChipSensor<D, I2C>
+where
+    D: ChipDriver,
+    I2C: I2c,
+    I2C::Error: ClassifyError,
+{
+    fn read(&mut self) -> Result<Reading, SensorError> {
+        self.0.read(0)
+    }
+
+    fn take_events(&mut self) -> Events {
+        self.0.take_events()
+    }
+}
+
+/// One channel of an INA3221, sharing the chip with its other channels.
+struct ChannelSensor<I2C> {
+    chip: Rc<RefCell<Recovering<ina3221::Ina3221, I2C>>>,
+    channel: u8,
+}
+
+impl<I2C> Sensor for ChannelSensor<I2C>
+where
+    I2C: I2c,
+    I2C::Error: ClassifyError,
+{
+    fn read(&mut self) -> Result<Reading, SensorError> {
+        self.chip.borrow_mut().read(self.channel)
+    }
+
+    fn take_events(&mut self) -> Events {
+        self.chip.borrow_mut().take_events()
+    }
+}
+
+/// The sensors of one bus, in the order given, taking turns on it; each with the driver of
+/// its chip.
+pub fn sensors_on<I2C>(bus: I2C, sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>>
+where
+    I2C: I2c + 'static,
+    I2C::Error: ClassifyError,
+{
+    let bus = Rc::new(RefCell::new(bus));
+    let mut ina3221s: BTreeMap<u8, Rc<RefCell<Recovering<ina3221::Ina3221, I2C>>>> =
+        BTreeMap::new();
+    sensors
+        .iter()
+        .map(|s| -> Box<dyn Sensor> {
+            let shared = Rc::clone(&bus);
+            match s.chip() {
+                Chip::Ina219 => Box::new(ChipSensor(Recovering::new(
+                    ina219::Ina219::new(ina219::ChipSettings::from_config(s)),
+                    shared,
+                    s.address,
+                ))),
+                Chip::Ina226 | Chip::Ina260 => Box::new(ChipSensor(Recovering::new(
+                    ina226::Ina226::new(ina226::Settings::from_config(s)),
+                    shared,
+                    s.address,
+                ))),
+                Chip::Ina3221 => {
+                    let chip = ina3221s.entry(s.address).or_insert_with(|| {
+                        let channels: Vec<&SensorConfig> = sensors
+                            .iter()
+                            .filter(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
+                            .collect();
+                        let settings = ina3221::Settings::from_configs(&channels);
+                        Rc::new(RefCell::new(Recovering::new(
+                            ina3221::Ina3221::new(settings),
+                            shared,
+                            s.address,
+                        )))
+                    });
+                    Box::new(ChannelSensor {
+                        chip: Rc::clone(chip),
+                        channel: s.channel.unwrap_or(1),
+                    })
+                }
+            }
+        })
+        .collect()
 }
 
 /// The sensors of one bus, in the order given, sharing that bus in turn.
@@ -158,22 +261,43 @@ pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>>
         return Vec::new();
     };
     match first.driver {
-        Driver::Ina219 => linux::open_bus(&first.bus, sensors),
         Driver::Simulated => simulated::open_bus(sensors, clock),
+        _ => linux::open_bus(&first.bus, sensors),
     }
 }
 
-/// What the chip of `sensor` is programmed with, in words (`check-config`).
-pub fn describe_programming(sensor: &SensorConfig) -> String {
-    ina219::ChipSettings::from_config(sensor).describe(sensor)
+/// A number for people: at most four decimals, no trailing zeros (0.8192, 50, 1.6384).
+pub(crate) fn short(x: f64) -> String {
+    let text = format!("{x:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_string()
 }
 
-/// Scan `bus` for INA219s: a simulated bus of `config`, or a device node `/dev/…`. Returns the
-/// driver that reads that bus and what answered.
+/// What the chip of `sensor` is programmed with, in words (`check-config`); `config` holds
+/// the other channels of an INA3221.
+pub fn describe_programming(sensor: &SensorConfig, config: &Config) -> String {
+    match sensor.chip() {
+        Chip::Ina219 => ina219::ChipSettings::from_config(sensor).describe(sensor),
+        Chip::Ina226 | Chip::Ina260 => ina226::Settings::from_config(sensor).describe(sensor),
+        Chip::Ina3221 => {
+            let channels: Vec<&SensorConfig> = config
+                .sensors
+                .iter()
+                .filter(|o| {
+                    o.chip() == Chip::Ina3221 && o.bus == sensor.bus && o.address == sensor.address
+                })
+                .collect();
+            ina3221::Settings::from_configs(&channels).describe(sensor)
+        }
+    }
+}
+
+/// Scan `bus` for the chips of the family: a simulated bus of `config`, or a device node
+/// `/dev/…`. Returns whether the bus is simulated, and what answered.
 pub fn scan_bus(
     bus: &str,
     config: Option<&Config>,
-) -> Result<(Driver, Vec<(u8, scan::Found)>), scan::ScanError> {
+) -> Result<(bool, Vec<(u8, scan::Found)>), scan::ScanError> {
     let simulated: Vec<SensorConfig> = config
         .map(|c| {
             c.sensors
@@ -185,7 +309,7 @@ pub fn scan_bus(
         .unwrap_or_default();
     if !simulated.is_empty() {
         let mut virtual_bus = simulated::virtual_bus(&simulated, &Clock::real());
-        return Ok((Driver::Simulated, scan::scan(&mut virtual_bus)?));
+        return Ok((true, scan::scan(&mut virtual_bus)?));
     }
     if let (false, Some(config)) = (bus.starts_with("/dev/"), config) {
         let names: std::collections::BTreeSet<String> = config
@@ -204,5 +328,5 @@ pub fn scan_bus(
     linux.open().map_err(|e| scan::ScanError::Unavailable {
         detail: e.to_string(),
     })?;
-    Ok((Driver::Ina219, scan::scan(&mut linux)?))
+    Ok((false, scan::scan(&mut linux)?))
 }

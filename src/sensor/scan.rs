@@ -1,8 +1,15 @@
-//! `power-monitord scan`: which of 0x40–0x4F answer on a bus, which of them are INA219s.
+//! `power-monitord scan`: which of 0x40–0x4F answer on a bus, and which chip of the INA2xx
+//! family each is.
 //!
-//! Read-only: the probe reads the configuration, bus voltage and calibration registers and
-//! writes nothing but the register pointer, so it does not disturb a chip a running daemon
-//! is using.
+//! Read-only: the probe reads registers and writes nothing but the register pointer, so it
+//! does not disturb a chip a running daemon is using. Per address:
+//!
+//! 1. Configuration (00h): no acknowledge means nothing there.
+//! 2. Manufacturer ID (FEh) and die ID (FFh): the INA226 (SBOS547A 7.6.8–9: 5449h "TI",
+//!    2260h), INA260 (SBOS656C 7.6.8–9: 2270h) and INA3221 (SBOS576D 8.6.2.17–18: 3220h) say
+//!    what they are; the revision in the die ID's low four bits is ignored.
+//! 3. The INA219 has no ID registers: bus voltage (02h) and calibration (05h), and the bits
+//!    those registers and the configuration hold at 0 on an INA219, tell it from anything else.
 
 use std::fmt::Write as _;
 
@@ -12,14 +19,20 @@ use ina219::configuration::{Configuration, OperatingMode};
 use super::ina219::registers::{
     bus_counts, decode_bus, CONFIG_RESET_VALUE, REG_BUS_VOLTAGE, REG_CALIBRATION, REG_CONFIG,
 };
-use super::{ClassifyError, ErrorKind};
-use crate::config::{Driver, ADDRESS_RANGE};
+use super::{ina226, ina3221, ClassifyError, ErrorKind};
+use crate::config::{Chip, ADDRESS_RANGE};
 
 /// Configuration bit 14 is unused on the INA219 and reads 0; the INA226, INA260 and INA3221,
 /// which share the address range, have it set in their reset values (4127h, 6127h, 7127h).
 const CONFIG_UNUSED_BIT: u16 = 1 << 14;
 /// Bus voltage register bit 2 is unused and reads 0 (Figure 20).
 const BUS_UNUSED_BIT: u16 = 1 << 2;
+/// Manufacturer ID register of the chips that have one.
+const REG_MANUFACTURER_ID: u8 = 0xFE;
+/// Die ID register.
+const REG_DIE_ID: u8 = 0xFF;
+/// "TI".
+const MANUFACTURER_TI: u16 = 0x5449;
 
 /// What answered at one address.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +51,18 @@ pub enum Found {
         /// The bus voltage it reads.
         bus_volts: f64,
     },
-    /// Something answered, but not like an INA219.
+    /// An INA226, INA260 or INA3221, by its IDs.
+    Identified {
+        /// Which.
+        chip: Chip,
+        /// Its configuration register.
+        configuration: u16,
+        /// Its die ID register (with the revision).
+        die: u16,
+        /// The bus voltage of each channel (one, or three for an INA3221).
+        bus_volts: Vec<f64>,
+    },
+    /// Something answered, but not like a chip of the family.
     Other {
         /// What register 00h read.
         configuration: u16,
@@ -55,20 +79,22 @@ pub enum Found {
 }
 
 impl Found {
-    /// An INA219, programmed or not.
-    pub fn is_ina219(&self) -> bool {
-        matches!(
-            self,
-            Found::Ina219PowerOn { .. } | Found::Ina219Configured { .. }
-        )
+    /// The chip, if one of the family answered.
+    pub fn chip(&self) -> Option<Chip> {
+        match self {
+            Found::Ina219PowerOn { .. } | Found::Ina219Configured { .. } => Some(Chip::Ina219),
+            Found::Identified { chip, .. } => Some(*chip),
+            _ => None,
+        }
     }
 
-    /// The bus voltage an INA219 reads.
+    /// The bus voltage of the (first) channel.
     pub fn bus_volts(&self) -> Option<f64> {
         match self {
             Found::Ina219PowerOn { bus_volts } | Found::Ina219Configured { bus_volts, .. } => {
                 Some(*bus_volts)
             }
+            Found::Identified { bus_volts, .. } => bus_volts.first().copied(),
             _ => None,
         }
     }
@@ -108,9 +134,45 @@ fn read_register<I2C: I2c>(bus: &mut I2C, address: u8, register: u8) -> Result<u
     Ok(u16::from_be_bytes(word))
 }
 
-/// Read configuration, bus voltage and calibration at `address`, and judge what answered.
+/// The chip a TI die ID names, without its revision.
+fn chip_of_die(die: u16) -> Option<Chip> {
+    match die & 0xFFF0 {
+        ina226::registers::DIE_INA226 => Some(Chip::Ina226),
+        ina226::registers::DIE_INA260 => Some(Chip::Ina260),
+        ina3221::registers::DIE_INA3221 => Some(Chip::Ina3221),
+        _ => None,
+    }
+}
+
+/// Read the IDs, else the INA219's tell-tale registers, at `address`, and judge what answered.
 fn probe<I2C: I2c>(bus: &mut I2C, address: u8) -> Result<Found, I2C::Error> {
     let configuration = read_register(bus, address, REG_CONFIG)?;
+    if read_register(bus, address, REG_MANUFACTURER_ID)? == MANUFACTURER_TI {
+        let die = read_register(bus, address, REG_DIE_ID)?;
+        if let Some(chip) = chip_of_die(die) {
+            let bus_volts = match chip {
+                Chip::Ina3221 => (1..=3)
+                    .map(|c| {
+                        read_register(bus, address, ina3221::registers::reg_bus(c)).map(|w| {
+                            f64::from(ina3221::registers::counts(w))
+                                * ina3221::registers::BUS_LSB_VOLTS
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => vec![ina226::registers::decode_bus(read_register(
+                    bus,
+                    address,
+                    ina226::registers::REG_BUS_VOLTAGE,
+                )?)],
+            };
+            return Ok(Found::Identified {
+                chip,
+                configuration,
+                die,
+                bus_volts,
+            });
+        }
+    }
     let bus_word = read_register(bus, address, REG_BUS_VOLTAGE)?;
     let calibration = read_register(bus, address, REG_CALIBRATION)?;
     let plausible = configuration & CONFIG_UNUSED_BIT == 0
@@ -134,7 +196,7 @@ fn probe<I2C: I2c>(bus: &mut I2C, address: u8) -> Result<Found, I2C::Error> {
     })
 }
 
-/// Probe every INA219 address; addresses that do not acknowledge are left out.
+/// Probe every address of the family; addresses that do not acknowledge are left out.
 pub fn scan<I2C>(bus: &mut I2C) -> Result<Vec<(u8, Found)>, ScanError>
 where
     I2C: I2c,
@@ -187,66 +249,194 @@ pub fn describe_configuration(word: u16) -> String {
     )
 }
 
-/// The report `scan` prints: a line per address, then a `[[sensor]]` block per INA219.
-pub fn report(bus_name: &str, driver: Driver, found: &[(u8, Found)]) -> String {
+/// A configuration register of the INA226 family in words: "averaging ×16, 1.1 ms,
+/// continuous" (SBOS547A Tables 6 and 7; the INA260 and INA3221 share the layout).
+pub fn describe_ina2xx_configuration(word: u16) -> String {
+    let samples = crate::config::Averaging::INA226_COUNTS[usize::from((word >> 9) & 7)];
+    let micros = crate::config::ConversionTime::MICROS[usize::from((word >> 3) & 7)];
+    let mode = match word & 7 {
+        0 | 4 => "powered down",
+        7 => "continuous",
+        _ => "triggered",
+    };
+    format!(
+        "averaging ×{samples}, {} ms, {mode}",
+        f64::from(micros) / 1000.0
+    )
+}
+
+/// The power-on configuration of a chip.
+fn reset_configuration(chip: Chip) -> u16 {
+    match chip {
+        Chip::Ina219 => CONFIG_RESET_VALUE,
+        Chip::Ina226 => ina226::registers::INA226_CONFIG_RESET,
+        Chip::Ina260 => ina226::registers::INA260_CONFIG_RESET,
+        Chip::Ina3221 => ina3221::registers::CONFIG_RESET,
+    }
+}
+
+/// One line about what answered at an address.
+fn describe(found: &Found) -> String {
+    match found {
+        Found::Ina219PowerOn { bus_volts } => {
+            format!("INA219, power-on defaults, bus {bus_volts:.3} V")
+        }
+        Found::Ina219Configured {
+            configuration,
+            calibration,
+            bus_volts,
+        } => format!(
+            "INA219, configured ({}, calibration {calibration}), bus {bus_volts:.3} V",
+            describe_configuration(*configuration)
+        ),
+        Found::Identified {
+            chip,
+            configuration,
+            die,
+            bus_volts,
+        } => {
+            let state = if *configuration == reset_configuration(*chip) {
+                "power-on defaults".to_string()
+            } else {
+                format!(
+                    "configured ({})",
+                    describe_ina2xx_configuration(*configuration)
+                )
+            };
+            let volts: Vec<String> = bus_volts.iter().map(|v| format!("{v:.3}")).collect();
+            let bus = if volts.len() > 1 {
+                format!("channels 1-3 at {} V", volts.join(" / "))
+            } else {
+                format!("bus {} V", volts.join(""))
+            };
+            format!("{} (die ID {die:#06x}), {state}, {bus}", chip.title())
+        }
+        Found::Other { configuration, .. } => format!(
+            "answers, but not like a chip of the INA2xx family (configuration {configuration:#06x}, no TI IDs)"
+        ),
+        Found::Error { kind, detail } => format!("{kind}: {detail}"),
+    }
+}
+
+/// The `[[sensor]]` block(s) for a chip found at `address`.
+fn blocks(out: &mut String, bus: &str, address: u8, found: &Found) {
+    let Some(chip) = found.chip() else { return };
+    let head = |out: &mut String, name: String| {
+        let _ = write!(
+            out,
+            "\n[[sensor]]\nname = \"{name}\"\ndriver = \"{}\"\nbus = \"{bus}\"\naddress = {address:#04x}\n",
+            chip.as_str()
+        );
+    };
+    let adc = "adc = { samples = 16, conversion_time = \"1.1ms\" }";
+    match found {
+        Found::Identified {
+            chip: Chip::Ina3221,
+            bus_volts,
+            ..
+        } => {
+            for (i, volts) in bus_volts.iter().enumerate() {
+                head(out, format!("ina3221_{address:02x}_ch{}", i + 1));
+                let _ = write!(
+                    out,
+                    "channel = {}                  # {volts:.2} V measured{}\n\
+                     shunt_ohms = 0.1             # the breakout's R100; the resistance of your shunt\n\
+                     max_current_amps = 1.6       # the largest current you expect; at most 0.1638 V / shunt_ohms\n\
+                     {adc}  # the three channels: 3 × 16 × 2 × 1.1 ms = 106 ms a cycle\n\
+                     interval = \"1s\"\n",
+                    i + 1,
+                    if *volts < 0.1 { "; nothing connected?" } else { "" }
+                );
+            }
+        }
+        Found::Identified {
+            chip: Chip::Ina260, ..
+        } => {
+            head(out, format!("ina260_{address:02x}"));
+            let _ = write!(
+                out,
+                "# the shunt is inside the chip: 2 mΩ, up to 15 A\n\
+                 {adc}  # 16 × 2 × 1.1 ms = 35 ms per reading\ninterval = \"1s\"\n"
+            );
+        }
+        Found::Identified { .. } => {
+            head(out, format!("ina226_{address:02x}"));
+            let _ = write!(
+                out,
+                "shunt_ohms = 0.1             # the breakout's R100; the resistance of your shunt\n\
+                 max_current_amps = 0.8       # the largest current you expect; at most 0.08192 V / shunt_ohms\n\
+                 {adc}  # 16 × 2 × 1.1 ms = 35 ms per reading\ninterval = \"1s\"\n"
+            );
+        }
+        _ => {
+            let volts = found.bus_volts().unwrap_or(0.0);
+            let (range, why) = if volts <= 14.6 {
+                (16, format!("{volts:.2} V measured; 16 V range up to 16 V"))
+            } else {
+                (
+                    32,
+                    format!("{volts:.2} V measured; the input tops out at 26 V"),
+                )
+            };
+            head(out, format!("ina219_{address:02x}"));
+            let _ = write!(
+                out,
+                "shunt_ohms = 0.1             # the breakout's R100; the resistance of your shunt\n\
+                 max_current_amps = 3.2       # the largest current you expect; at most 0.32 V / shunt_ohms\n\
+                 bus_voltage_range = {range}       # {why}\n\
+                 adc = {{ bits = 12, samples = 16 }}\ninterval = \"1s\"\n"
+            );
+        }
+    }
+}
+
+/// The report `scan` prints: a line per address, then `[[sensor]]` blocks for the chips
+/// found. For a `simulated` bus, the blocks are those the same chips need on `/dev/i2c-1`.
+pub fn report(bus_name: &str, simulated: bool, found: &[(u8, Found)]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Scanning {bus_name} for INA219s at 0x40-0x4F:");
+    let _ = writeln!(
+        out,
+        "Scanning {bus_name} for INA219, INA226, INA260 and INA3221 chips at 0x40-0x4F:"
+    );
     if found.is_empty() {
         let _ = writeln!(
             out,
-            "  nothing answered. Check power (VCC 3.3-5 V), GND, SDA and SCL, and that A0/A1 select an address in 0x40-0x4F."
+            "  nothing answered. Check power (VCC 3.3-5 V), GND, SDA and SCL, and that the address pins select an address in 0x40-0x4F."
         );
         return out;
     }
     for (address, f) in found {
-        let line = match f {
-            Found::Ina219PowerOn { bus_volts } => {
-                format!("INA219, power-on defaults, bus {bus_volts:.3} V")
-            }
-            Found::Ina219Configured {
-                configuration,
-                calibration,
-                bus_volts,
-            } => format!(
-                "INA219, configured ({}, calibration {calibration}), bus {bus_volts:.3} V",
-                describe_configuration(*configuration)
-            ),
-            Found::Other { configuration, .. } => format!(
-                "answers, but not like an INA219 (configuration {configuration:#06x}; an INA226/INA260/INA3221?)"
-            ),
-            Found::Error { kind, detail } => format!("{kind}: {detail}"),
-        };
-        let _ = writeln!(out, "  {address:#04x}  {line}");
+        let _ = writeln!(out, "  {address:#04x}  {}", describe(f));
     }
-    let chips: Vec<_> = found.iter().filter(|(_, f)| f.is_ina219()).collect();
+    let chips: Vec<_> = found.iter().filter(|(_, f)| f.chip().is_some()).collect();
     if chips.is_empty() {
-        let _ = writeln!(out, "No INA219 found.");
+        let _ = writeln!(out, "No chip of the INA2xx family found.");
         return out;
     }
+    let mut titles: Vec<&str> = chips
+        .iter()
+        .filter_map(|(_, f)| f.chip())
+        .map(Chip::title)
+        .collect();
+    titles.sort_unstable();
+    titles.dedup();
     let _ = writeln!(
         out,
-        "\n{} INA219(s). For /etc/power-monitord/config.toml (set shunt_ohms and max_current_amps for your shunt, then `power-monitord check-config`):",
-        chips.len()
+        "\n{} chip(s): {}. For /etc/power-monitord/config.toml (set shunt_ohms and max_current_amps for your shunt, then `power-monitord check-config`):",
+        chips.len(),
+        titles.join(", ")
     );
-    for (address, f) in chips {
-        let volts = f.bus_volts().unwrap_or(0.0);
-        let (range, why) = if volts <= 14.6 {
-            (16, format!("{volts:.2} V measured; 16 V range up to 16 V"))
-        } else {
-            (
-                32,
-                format!("{volts:.2} V measured; the input tops out at 26 V"),
-            )
-        };
-        let _ = write!(
+    let bus = if simulated {
+        let _ = writeln!(
             out,
-            "\n[[sensor]]\nname = \"ina219_{address:02x}\"\ndriver = \"{driver}\"\nbus = \"{bus_name}\"\naddress = {address:#04x}\n\
-             shunt_ohms = 0.1             # the breakout's R100; the resistance of your shunt\n\
-             max_current_amps = 3.2       # the largest current you expect; at most 0.32 V / shunt_ohms\n\
-             bus_voltage_range = {range}       # {why}\n\
-             adc = {{ bits = 12, samples = 16 }}\ninterval = \"1s\"\n",
-            driver = driver.as_str()
+            "({bus_name} is a simulated bus: these are the blocks for the same chips on /dev/i2c-1.)"
         );
+        "/dev/i2c-1"
+    } else {
+        bus_name
+    };
+    for (address, f) in chips {
+        blocks(&mut out, bus, *address, f);
     }
     out
 }
@@ -257,15 +447,29 @@ mod tests {
     use embedded_hal::i2c::{ErrorKind as HalErrorKind, NoAcknowledgeSource};
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
 
-    fn reads(address: u8, config: u16, bus: u16, cal: u16) -> Vec<T> {
-        [
-            (REG_CONFIG, config),
-            (REG_BUS_VOLTAGE, bus),
-            (REG_CALIBRATION, cal),
+    fn reg(address: u8, reg: u8, value: u16) -> T {
+        T::write_read(address, vec![reg], value.to_be_bytes().to_vec())
+    }
+
+    /// An INA219: no IDs (FEh reads whatever; here 0), then bus voltage and calibration.
+    fn ina219(address: u8, config: u16, bus: u16, cal: u16) -> Vec<T> {
+        vec![
+            reg(address, REG_CONFIG, config),
+            reg(address, REG_MANUFACTURER_ID, 0),
+            reg(address, REG_BUS_VOLTAGE, bus),
+            reg(address, REG_CALIBRATION, cal),
         ]
-        .into_iter()
-        .map(|(reg, v)| T::write_read(address, vec![reg], v.to_be_bytes().to_vec()))
-        .collect()
+    }
+
+    /// A chip with TI's IDs: configuration, manufacturer, die, then the bus voltage(s).
+    fn identified(address: u8, config: u16, die: u16, buses: &[(u8, u16)]) -> Vec<T> {
+        let mut t = vec![
+            reg(address, REG_CONFIG, config),
+            reg(address, REG_MANUFACTURER_ID, MANUFACTURER_TI),
+            reg(address, REG_DIE_ID, die),
+        ];
+        t.extend(buses.iter().map(|(r, v)| reg(address, *r, *v)));
+        t
     }
 
     fn nack(address: u8) -> T {
@@ -274,56 +478,74 @@ mod tests {
     }
 
     #[test]
-    fn tells_ina219s_from_other_chips() {
+    fn names_each_chip_of_the_family() {
         let mut expected = Vec::new();
         for address in ADDRESS_RANGE {
             match address {
                 // 12.416 V = 3104 counts.
-                0x40 => expected.extend(reads(address, 0x399F, 3104 << 3 | 0b10, 0)),
-                0x41 => expected.extend(reads(address, 0x0E67, 3300 << 3, 17_894)),
-                // An INA226 at its reset value.
-                0x44 => expected.extend(reads(address, 0x4127, 0x1234, 0)),
+                0x40 => expected.extend(ina219(address, 0x399F, 3104 << 3 | 0b10, 0)),
+                // An INA3221 at power-on: 12 V, 5 V and nothing on its three channels.
+                0x41 => expected.extend(identified(
+                    address,
+                    0x7127,
+                    0x3220,
+                    &[(2, 1500 << 3), (4, 625 << 3), (6, 0)],
+                )),
+                0x42 => expected.extend(ina219(address, 0x0E67, 3300 << 3, 17_894)),
+                // An INA226 (revision 0) programmed with ×16, reading 24 V = 19200 × 1.25 mV.
+                0x44 => expected.extend(identified(address, 0x4527, 0x2260, &[(2, 19_200)])),
+                // An INA260 at power-on.
+                0x45 => expected.extend(identified(address, 0x6127, 0x2270, &[(2, 9600)])),
+                // Something else with the INA226's reset value, but no IDs.
+                0x46 => expected.extend(ina219(address, 0x4127, 0x1234, 0)),
                 _ => expected.push(nack(address)),
             }
         }
         let mut mock = Mock::new(&expected);
         let found = scan(&mut mock).unwrap();
         mock.done();
-        assert_eq!(found.len(), 3);
-        assert_eq!(found[0], (0x40, Found::Ina219PowerOn { bus_volts: 12.416 }));
-        assert!(matches!(
-            found[1].1,
-            Found::Ina219Configured {
-                calibration: 17_894,
-                ..
-            }
-        ));
-        assert!(matches!(
-            found[2].1,
-            Found::Other {
-                configuration: 0x4127,
-                ..
-            }
-        ));
-
-        let text = report("/dev/i2c-1", Driver::Ina219, &found);
-        assert!(text.contains("0x41  INA219, configured (16 V, ±80 mV, 12-bit ×16, continuous, calibration 17894), bus 13.200 V"), "{text}");
-        assert!(
-            text.contains("0x44  answers, but not like an INA219"),
-            "{text}"
+        let chips: Vec<_> = found.iter().map(|(a, f)| (*a, f.chip())).collect();
+        assert_eq!(
+            chips,
+            [
+                (0x40, Some(Chip::Ina219)),
+                (0x41, Some(Chip::Ina3221)),
+                (0x42, Some(Chip::Ina219)),
+                (0x44, Some(Chip::Ina226)),
+                (0x45, Some(Chip::Ina260)),
+                (0x46, None),
+            ]
         );
-        assert_eq!(text.matches("[[sensor]]").count(), 2, "{text}");
+        assert_eq!(found[0].1, Found::Ina219PowerOn { bus_volts: 12.416 });
+
+        let text = report("/dev/i2c-1", false, &found);
+        for line in [
+            "0x41  INA3221 (die ID 0x3220), power-on defaults, channels 1-3 at 12.000 / 5.000 / 0.000 V",
+            "0x42  INA219, configured (16 V, ±80 mV, 12-bit ×16, continuous, calibration 17894), bus 13.200 V",
+            "0x44  INA226 (die ID 0x2260), configured (averaging ×16, 1.1 ms, continuous), bus 24.000 V",
+            "0x45  INA260 (die ID 0x2270), power-on defaults, bus 12.000 V",
+            "0x46  answers, but not like a chip of the INA2xx family",
+            "5 chip(s): INA219, INA226, INA260, INA3221.",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        // Two INA219s, three INA3221 channels, an INA226 and an INA260.
+        assert_eq!(text.matches("[[sensor]]").count(), 7, "{text}");
         assert!(
             text.contains(
-                "name = \"ina219_40\"\ndriver = \"ina219\"\nbus = \"/dev/i2c-1\"\naddress = 0x40"
+                "name = \"ina226_44\"\ndriver = \"ina226\"\nbus = \"/dev/i2c-1\"\naddress = 0x44"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("name = \"ina3221_41_ch3\"\ndriver = \"ina3221\""),
             "{text}"
         );
         // The blocks are valid configuration.
         let blocks = &text[text.find("[[sensor]]").unwrap()..];
         let config =
             crate::config::Config::from_toml(std::path::Path::new("t.toml"), blocks).unwrap();
-        assert_eq!(config.sensors.len(), 2);
+        assert_eq!(config.sensors.len(), 7);
     }
 
     #[test]
@@ -333,6 +555,6 @@ mod tests {
         let found = scan(&mut mock).unwrap();
         mock.done();
         assert!(found.is_empty());
-        assert!(report("/dev/i2c-1", Driver::Ina219, &found).contains("Check power"));
+        assert!(report("/dev/i2c-1", false, &found).contains("Check power"));
     }
 }

@@ -32,6 +32,8 @@ impl Window {
 pub struct FaultSchedule {
     faults: Vec<(Window, FaultConfig)>,
     brownouts_done: usize,
+    /// Transfers addressed to the chip so far.
+    transfers: u64,
     rng: StdRng,
 }
 
@@ -57,7 +59,7 @@ impl FaultSchedule {
                     | FaultConfig::Supply {
                         start, duration, ..
                     } => Window::new(start, Some(duration)),
-                    FaultConfig::Brownout { at } => Window::new(at, None),
+                    FaultConfig::Brownout { at, .. } => Window::new(at.unwrap_or_default(), None),
                 };
                 (window, f.clone())
             })
@@ -65,6 +67,7 @@ impl FaultSchedule {
         FaultSchedule {
             faults,
             brownouts_done: 0,
+            transfers: 0,
             // Its own stream, so adding a fault does not change the load model's day.
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_fa17),
         }
@@ -77,22 +80,30 @@ impl FaultSchedule {
             .map(|(_, f)| f)
     }
 
-    /// Whether a transfer at `t` fails, and how.
+    /// Whether a transfer at `t` fails, and how; every call is one transfer to the chip.
     pub fn transfer_error(&mut self, t: Duration) -> Option<VirtualI2cError> {
+        self.transfers += 1;
+        let n = self.transfers;
         let mut nack = 0.0;
         let mut timeout = 0.0;
         for f in self.active(t) {
             match *f {
                 FaultConfig::Disconnect { .. } => return Some(VirtualI2cError::Nack),
+                FaultConfig::Nack { every: Some(k), .. } if n.is_multiple_of(u64::from(k)) => {
+                    return Some(VirtualI2cError::Nack)
+                }
+                FaultConfig::Timeout { every: Some(k), .. } if n.is_multiple_of(u64::from(k)) => {
+                    return Some(VirtualI2cError::Timeout)
+                }
                 FaultConfig::Nack { rate, .. } => nack = f64::max(nack, rate),
                 FaultConfig::Timeout { rate, .. } => timeout = f64::max(timeout, rate),
                 _ => {}
             }
         }
-        if nack > 0.0 && self.rng.random_bool(nack) {
+        if nack > 0.0 && self.rng.random_bool(nack.min(1.0)) {
             return Some(VirtualI2cError::Nack);
         }
-        if timeout > 0.0 && self.rng.random_bool(timeout) {
+        if timeout > 0.0 && self.rng.random_bool(timeout.min(1.0)) {
             return Some(VirtualI2cError::Timeout);
         }
         None
@@ -129,12 +140,20 @@ impl FaultSchedule {
         })
     }
 
-    /// True once for every brown-out whose moment has come.
+    /// True once for every brown-out whose moment (or transfer count) has come.
     pub fn take_brownout(&mut self, t: Duration) -> bool {
+        let transfers = self.transfers;
         let due = self
             .faults
             .iter()
-            .filter(|(w, f)| matches!(f, FaultConfig::Brownout { .. }) && w.start <= t)
+            .filter(|(_, f)| match *f {
+                FaultConfig::Brownout { at: Some(at), .. } => at <= t,
+                FaultConfig::Brownout {
+                    after_transfers: Some(n),
+                    ..
+                } => transfers >= n,
+                _ => false,
+            })
             .count();
         if due > self.brownouts_done {
             self.brownouts_done = due;
@@ -166,7 +185,10 @@ mod tests {
                     duration: s(3),
                     watts: 900.0,
                 },
-                FaultConfig::Brownout { at: s(30) },
+                FaultConfig::Brownout {
+                    at: Some(s(30)),
+                    after_transfers: None,
+                },
             ],
             1,
         );
@@ -186,6 +208,7 @@ mod tests {
         let mut f = FaultSchedule::new(
             &[FaultConfig::Nack {
                 rate: 0.2,
+                every: None,
                 start: s(0),
                 duration: None,
             }],
@@ -195,5 +218,37 @@ mod tests {
             .filter(|_| f.transfer_error(s(1)).is_some())
             .count();
         assert!((1_800..2_200).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn every_nth_transfer_fails_and_a_brown_out_can_follow_a_count() {
+        let mut f = FaultSchedule::new(
+            &[FaultConfig::Nack {
+                rate: 0.0,
+                every: Some(5),
+                start: s(0),
+                duration: None,
+            }],
+            3,
+        );
+        let failed: Vec<usize> = (1..=20)
+            .filter(|_| f.transfer_error(s(1)).is_some())
+            .collect();
+        assert_eq!(failed, [5, 10, 15, 20]);
+        let mut f = FaultSchedule::new(
+            &[FaultConfig::Brownout {
+                at: None,
+                after_transfers: Some(3),
+            }],
+            3,
+        );
+        let mut brownouts = Vec::new();
+        for i in 1..=6 {
+            f.transfer_error(s(1));
+            if f.take_brownout(s(1)) {
+                brownouts.push(i);
+            }
+        }
+        assert_eq!(brownouts, [3]);
     }
 }

@@ -1,11 +1,14 @@
-//! The simulator: virtual INA219 chips on a virtual I2C bus.
+//! The simulator: virtual INA219, INA226, INA260 and INA3221 chips on a virtual I2C bus.
 //!
 //! [`VirtualBus`] implements `embedded_hal::i2c::I2c`, so the daemon reads a simulated sensor
-//! with the very code ([`Ina219Sensor`]) that reads real hardware: reset, calibration,
-//! configuration, CNVR and OVF all go through the `ina219` crate and the chip model.
+//! with the very driver code that reads real hardware: reset, identification, calibration,
+//! configuration, the conversion-ready flags, overflow and brown-outs all go through the
+//! driver and the chip model, register by register.
 
-mod chip;
 mod faults;
+mod ina219;
+mod ina226;
+mod ina3221;
 mod load;
 
 use std::fmt;
@@ -15,13 +18,46 @@ use embedded_hal::i2c::{ErrorType, I2c, NoAcknowledgeSource, Operation};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-pub use self::chip::{Registers, VirtualIna219};
 pub use self::faults::FaultSchedule;
+pub use self::ina219::{Registers, VirtualIna219};
+pub use self::ina226::VirtualIna226;
+pub use self::ina3221::VirtualIna3221;
 pub use self::load::Load;
-use super::ina219::sensors_on;
-use super::{ClassifyError, ErrorKind, Sensor};
+use super::{sensors_on, ClassifyError, ErrorKind, Sensor};
 use crate::clock::Clock;
-use crate::config::{SensorConfig, SimulationConfig};
+use crate::config::{Chip, SensorConfig, SimulationConfig};
+
+/// A chip model on the virtual bus.
+pub trait VirtualChip: Send {
+    /// Its scheduled faults: the bus asks them about each transfer.
+    fn faults(&mut self) -> &mut FaultSchedule;
+    /// Bring the chip up to time `t`: brown-outs, and a conversion if one is due.
+    fn advance(&mut self, t: Duration);
+    /// An I2C write: the register pointer, then the value if there is one.
+    fn write(&mut self, bytes: &[u8], t: Duration);
+    /// An I2C read of the register the pointer selects.
+    fn read(&mut self, buf: &mut [u8], t: Duration);
+    /// A register as it is now (tests and diagnostics; reading it this way changes nothing).
+    fn register(&self, register: u8) -> Option<u16>;
+}
+
+/// The latest moment by `t` at which one of the conversions running back to back every
+/// `period` since `start` completed, if that is later than `last`: real chips convert on
+/// their own schedule, so a conversion can complete between two reads of one sample.
+pub fn completed_conversion(
+    start: Duration,
+    period: Duration,
+    last: Option<Duration>,
+    t: Duration,
+) -> Option<Duration> {
+    let period_ns = period.as_nanos();
+    if period_ns == 0 || t < start + period {
+        return None;
+    }
+    let n = (t - start).as_nanos() / period_ns;
+    let at = start + Duration::from_nanos(u64::try_from(n * period_ns).unwrap_or(u64::MAX));
+    last.is_none_or(|l| at > l).then_some(at)
+}
 
 /// What the chip's inputs see at a moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,9 +163,9 @@ impl ClassifyError for VirtualI2cError {
     }
 }
 
-/// A virtual I2C bus with virtual INA219s on it.
+/// A virtual I2C bus with virtual chips on it.
 pub struct VirtualBus {
-    chips: Vec<(u8, VirtualIna219)>,
+    chips: Vec<(u8, Box<dyn VirtualChip>)>,
     clock: Clock,
 }
 
@@ -143,17 +179,17 @@ impl VirtualBus {
     }
 
     /// Put a chip at `address`.
-    pub fn attach(&mut self, address: u8, chip: VirtualIna219) {
+    pub fn attach(&mut self, address: u8, chip: Box<dyn VirtualChip>) {
         self.chips.retain(|(a, _)| *a != address);
         self.chips.push((address, chip));
     }
 
-    /// The registers of the chip at `address`, as they are now.
-    pub fn registers(&self, address: u8) -> Option<Registers> {
+    /// A register of the chip at `address`, as it is now.
+    pub fn register(&self, address: u8, register: u8) -> Option<u16> {
         self.chips
             .iter()
             .find(|(a, _)| *a == address)
-            .map(|(_, c)| c.registers())
+            .and_then(|(_, c)| c.register(register))
     }
 }
 
@@ -174,19 +210,19 @@ impl I2c for VirtualBus {
             .find(|(a, _)| *a == address)
             .map(|(_, c)| c)
             .ok_or(VirtualI2cError::Nack)?;
-        if let Some(until) = chip.hang_until(t) {
+        if let Some(until) = chip.faults().hang_until(t) {
             // The whole bus is held up, as a chip holding SDA low would hold it.
             std::thread::sleep(until.saturating_sub(t));
             return Err(VirtualI2cError::Timeout);
         }
-        if let Some(e) = chip.transfer_error(t) {
+        if let Some(e) = chip.faults().transfer_error(t) {
             return Err(e);
         }
         chip.advance(t);
         for op in operations {
             match op {
                 Operation::Write(bytes) => chip.write(bytes, t),
-                Operation::Read(buf) => chip.read(buf),
+                Operation::Read(buf) => chip.read(buf, t),
             }
         }
         Ok(())
@@ -200,17 +236,40 @@ pub fn seed_for(name: &str) -> u64 {
     })
 }
 
-/// A virtual bus carrying one virtual chip per sensor config, at its address.
+/// The simulation of a sensor, seeded by its name.
+fn simulation_of(s: &SensorConfig) -> Simulation {
+    let config = s
+        .simulation()
+        .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()));
+    Simulation::new(&config, seed_for(&s.name))
+}
+
+/// A virtual bus carrying one virtual chip per sensor config (one per INA3221, with a channel
+/// per sensor), at its address.
 pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
     let mut bus = VirtualBus::new(clock.clone());
     for s in sensors {
-        let simulation = s
-            .simulation()
-            .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps));
-        let chip = VirtualIna219::new(
-            s.shunt_ohms,
-            Simulation::new(&simulation, seed_for(&s.name)),
-        );
+        let chip: Box<dyn VirtualChip> = match s.chip() {
+            Chip::Ina219 => Box::new(VirtualIna219::new(s.shunt_ohms(), simulation_of(s))),
+            chip @ (Chip::Ina226 | Chip::Ina260) => {
+                Box::new(VirtualIna226::new(chip, s.shunt_ohms(), simulation_of(s)))
+            }
+            Chip::Ina3221 => {
+                if sensors[..]
+                    .iter()
+                    .take_while(|o| !std::ptr::eq(*o, s))
+                    .any(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
+                {
+                    continue; // built with the first of its channels
+                }
+                let channels = sensors
+                    .iter()
+                    .filter(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
+                    .map(|o| (o.channel.unwrap_or(1), o.shunt_ohms(), simulation_of(o)))
+                    .collect();
+                Box::new(VirtualIna3221::new(channels))
+            }
+        };
         bus.attach(s.address, chip);
     }
     bus

@@ -1,11 +1,14 @@
 //! A virtual INA219: the chip's registers and conversion cycle, answering I2C writes and reads
-//! the way the datasheet says the chip does.
+//! the way the datasheet says the chip does. Conversions run back to back on the chip's own
+//! schedule; the latest one completed is computed when a read comes, from the load at the
+//! moment it completed: the cost follows the reads, not the time.
 
 use std::time::Duration;
 
 use ina219::configuration::{Configuration, OperatingMode};
 
-use super::Simulation;
+use super::faults::FaultSchedule;
+use super::{completed_conversion, Simulation, VirtualChip};
 use crate::sensor::ina219::registers::*;
 
 /// The chip: register file, pointer, conversion timing, and what it measures.
@@ -97,18 +100,8 @@ impl VirtualIna219 {
         self.bus | if self.cnvr { BUS_CNVR } else { 0 } | if self.ovf { BUS_OVF } else { 0 }
     }
 
-    /// When a transfer started at `t` gets unstuck, if the chip hangs now.
-    pub fn hang_until(&self, t: Duration) -> Option<Duration> {
-        self.simulation.faults.hang_until(t)
-    }
-
-    /// A bus-level fault for a transfer at `t`, if one is scheduled.
-    pub fn transfer_error(&mut self, t: Duration) -> Option<super::VirtualI2cError> {
-        self.simulation.faults.transfer_error(t)
-    }
-
     /// Bring the chip up to time `t`: brown-outs, then any conversion that has completed.
-    pub fn advance(&mut self, t: Duration) {
+    fn catch_up(&mut self, t: Duration) {
         if self.simulation.faults.take_brownout(t) {
             self.power_on_reset(t);
         }
@@ -117,15 +110,19 @@ impl VirtualIna219 {
             return; // power-down or ADC off
         };
         let conversion = Duration::from_micros(u64::from(conversion_us));
-        let due = match (config.operating_mode, self.last_conversion) {
-            (OperatingMode::Continous(_), Some(last)) => last + conversion,
-            (_, None) => self.cycle_start + conversion,
+        let done = match (config.operating_mode, self.last_conversion) {
+            (OperatingMode::Continous(_), last) => {
+                completed_conversion(self.cycle_start, conversion, last, t)
+            }
             // A triggered conversion happens once per configuration write.
-            (OperatingMode::Triggered(_), Some(_)) => return,
-            _ => return,
+            (OperatingMode::Triggered(_), None) => {
+                let at = self.cycle_start + conversion;
+                (t >= at).then_some(at)
+            }
+            _ => None,
         };
-        if t >= due && !self.simulation.faults.stuck(t) {
-            self.convert(t);
+        if let Some(at) = done.filter(|_| !self.simulation.faults.stuck(t)) {
+            self.convert(at);
         }
     }
 
@@ -155,7 +152,7 @@ impl VirtualIna219 {
     }
 
     /// An I2C write: one byte sets the register pointer; three write a register (8.5.6).
-    pub fn write(&mut self, bytes: &[u8], t: Duration) {
+    fn write_bytes(&mut self, bytes: &[u8], t: Duration) {
         let Some((&pointer, value)) = bytes.split_first() else {
             return;
         };
@@ -181,7 +178,7 @@ impl VirtualIna219 {
     }
 
     /// An I2C read of the register the pointer selects, MSB first (Figure 16).
-    pub fn read(&mut self, buf: &mut [u8]) {
+    fn read_bytes(&mut self, buf: &mut [u8]) {
         let word = match self.pointer {
             REG_CONFIG => self.config,
             REG_SHUNT_VOLTAGE => self.shunt,
@@ -201,6 +198,37 @@ impl VirtualIna219 {
     }
 }
 
+impl VirtualChip for VirtualIna219 {
+    fn faults(&mut self) -> &mut FaultSchedule {
+        &mut self.simulation.faults
+    }
+
+    fn advance(&mut self, t: Duration) {
+        self.catch_up(t);
+    }
+
+    fn write(&mut self, bytes: &[u8], t: Duration) {
+        self.write_bytes(bytes, t);
+    }
+
+    fn read(&mut self, buf: &mut [u8], _: Duration) {
+        self.read_bytes(buf);
+    }
+
+    fn register(&self, register: u8) -> Option<u16> {
+        let r = self.registers();
+        Some(match register {
+            REG_CONFIG => r.config,
+            REG_SHUNT_VOLTAGE => r.shunt,
+            REG_BUS_VOLTAGE => r.bus,
+            REG_POWER => r.power,
+            REG_CURRENT => r.current,
+            REG_CALIBRATION => r.calibration,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +242,7 @@ mod tests {
             noise: 0.0,
             seed: Some(1),
             faults,
+            chip: None,
         };
         VirtualIna219::new(shunt_ohms, Simulation::new(&sim, 1))
     }
@@ -221,7 +250,7 @@ mod tests {
     fn read(chip: &mut VirtualIna219, reg: u8) -> u16 {
         chip.write(&[reg], Duration::ZERO);
         let mut b = [0; 2];
-        chip.read(&mut b);
+        chip.read_bytes(&mut b);
         u16::from_be_bytes(b)
     }
 
@@ -322,7 +351,15 @@ mod tests {
 
     #[test]
     fn brownout_loses_configuration_and_calibration() {
-        let mut c = chip(10.0, 12.0, 0.1, vec![FaultConfig::Brownout { at: ms(10) }]);
+        let mut c = chip(
+            10.0,
+            12.0,
+            0.1,
+            vec![FaultConfig::Brownout {
+                at: Some(ms(10)),
+                after_transfers: None,
+            }],
+        );
         c.write(&[REG_CONFIG, 0x01, 0x9F], ms(0));
         c.write(&[REG_CALIBRATION, 0x10, 0x00], ms(0));
         c.advance(ms(5));

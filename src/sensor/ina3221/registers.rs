@@ -1,0 +1,102 @@
+//! The INA3221 register map and the arithmetic between register words and SI units; pure
+//! functions shared by the driver and the virtual chip. Sections refer to TI's datasheet
+//! SBOS576D.
+
+/// Configuration (8.6.2.1).
+pub const REG_CONFIG: u8 = 0x00;
+/// Mask/Enable: flags and alert controls; reading it clears CVRF (8.6.2.14).
+pub const REG_MASK_ENABLE: u8 = 0x0F;
+/// Manufacturer ID.
+pub const REG_MANUFACTURER_ID: u8 = 0xFE;
+/// Die ID.
+pub const REG_DIE_ID: u8 = 0xFF;
+
+/// Texas Instruments, in ASCII: "TI".
+pub const MANUFACTURER_TI: u16 = 0x5449;
+/// INA3221 die ID.
+pub const DIE_INA3221: u16 = 0x3220;
+
+/// Shunt voltage register of channel 1, 2 or 3: 01h, 03h, 05h.
+pub fn reg_shunt(channel: u8) -> u8 {
+    2 * channel - 1
+}
+
+/// Bus voltage register of channel 1, 2 or 3: 02h, 04h, 06h.
+pub fn reg_bus(channel: u8) -> u8 {
+    2 * channel
+}
+
+/// Configuration bit 15: reset every register.
+pub const CONFIG_RST: u16 = 1 << 15;
+/// Power-on configuration: all three channels, AVG 1, 1.1 ms conversions, continuous.
+pub const CONFIG_RESET: u16 = 0x7127;
+/// Configuration bit enabling channel 1, 2 or 3: bits 14, 13, 12.
+pub fn config_channel_enable(channel: u8) -> u16 {
+    1 << (15 - channel)
+}
+/// MODE: shunt and bus, continuous.
+pub const MODE_CONTINUOUS: u16 = 0b111;
+
+/// Mask/Enable bit 0: a conversion cycle over every enabled channel finished.
+pub const ME_CVRF: u16 = 1 << 0;
+/// Mask/Enable bit 11: latch the warning alert. The warning limits stay at their power-on
+/// maximum, so it never fires: set when programmed and cleared only by a power-on reset, it is
+/// the brown-out canary, read with every CVRF.
+pub const ME_WEN: u16 = 1 << 11;
+
+/// Shunt voltage LSB (8.6.2.2): bits 15–3, 40 µV.
+pub const SHUNT_LSB_VOLTS: f64 = 40e-6;
+/// Bus voltage LSB (8.6.2.3): bits 15–3, 8 mV.
+pub const BUS_LSB_VOLTS: f64 = 8e-3;
+/// Full scale of the 13-bit results: ±163.8 mV over the shunt, 32.76 V on the bus.
+pub const FULL_SCALE_COUNTS: i32 = 4095;
+
+/// The configuration word for the enabled channels, averaging and conversion-time codes.
+pub fn config_word(channels: &[u8], avg_code: u16, ct_code: u16) -> u16 {
+    channels
+        .iter()
+        .fold(0, |w, c| w | config_channel_enable(*c))
+        | (avg_code << 9)
+        | (ct_code << 6)
+        | (ct_code << 3)
+        | MODE_CONTINUOUS
+}
+
+/// A result register (bits 15–3) for `value` in units of `lsb`, saturating at full scale.
+pub fn encode(value: f64, lsb: f64) -> u16 {
+    let counts = (value / lsb)
+        .round()
+        .clamp(-f64::from(FULL_SCALE_COUNTS), f64::from(FULL_SCALE_COUNTS)) as i16;
+    (counts << 3) as u16
+}
+
+/// The signed count of a result register.
+pub fn counts(word: u16) -> i32 {
+    i32::from((word as i16) >> 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_words() {
+        assert_eq!(
+            (reg_shunt(1), reg_bus(1), reg_shunt(3), reg_bus(3)),
+            (1, 2, 5, 6)
+        );
+        assert_eq!(config_word(&[1, 2, 3], 0, 4), CONFIG_RESET);
+        // Channel 2 only, AVG 16 (code 2), 1.1 ms.
+        assert_eq!(config_word(&[2], 2, 4), 0x2527);
+    }
+
+    #[test]
+    fn results_sit_in_bits_15_to_3() {
+        // 163.8 mV is full scale: 4095 × 40 µV.
+        assert_eq!(encode(0.1638, SHUNT_LSB_VOLTS), 4095 << 3);
+        assert_eq!(counts(encode(-0.01, SHUNT_LSB_VOLTS)), -250);
+        // 12 V: 1500 × 8 mV.
+        assert_eq!(counts(encode(12.0, BUS_LSB_VOLTS)), 1500);
+        assert_eq!(counts(encode(1.0, SHUNT_LSB_VOLTS)), 4095);
+    }
+}
