@@ -28,17 +28,26 @@ pub enum Rule {
     OverVoltage,
     /// The chip reads beyond its configured range.
     Overrange,
+    /// A battery's state of charge below its minimum.
+    LowStateOfCharge,
+    /// A battery's time to go below its minimum.
+    LowTimeToGo,
+    /// A battery not fully charged for too long.
+    NotFullyCharged,
 }
 
 impl Rule {
     /// Every rule, in label order of the metrics.
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 9] = [
         Rule::OverPower,
         Rule::EnergyBudget,
         Rule::Spike,
         Rule::UnderVoltage,
         Rule::OverVoltage,
         Rule::Overrange,
+        Rule::LowStateOfCharge,
+        Rule::LowTimeToGo,
+        Rule::NotFullyCharged,
     ];
 
     /// The `rule` label.
@@ -50,17 +59,20 @@ impl Rule {
             Rule::UnderVoltage => "under_voltage",
             Rule::OverVoltage => "over_voltage",
             Rule::Overrange => "overrange",
+            Rule::LowStateOfCharge => "low_state_of_charge",
+            Rule::LowTimeToGo => "low_time_to_go",
+            Rule::NotFullyCharged => "not_fully_charged",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// A set of rules, as bits (no allocation on the sampling path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RuleSet(u8);
+pub struct RuleSet(u16);
 
 impl RuleSet {
     /// Whether `rule` is in the set.
@@ -73,6 +85,16 @@ impl RuleSet {
         } else {
             self.0 &= !rule.bit();
         }
+    }
+    /// Add `rule` if `on`.
+    pub fn insert_if(&mut self, rule: Rule, on: bool) {
+        if on {
+            self.set(rule, true);
+        }
+    }
+    /// Both sets together.
+    pub fn union(self, other: RuleSet) -> RuleSet {
+        RuleSet(self.0 | other.0)
     }
     /// The rules in the set.
     pub fn iter(self) -> impl Iterator<Item = Rule> {

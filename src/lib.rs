@@ -1,6 +1,6 @@
-//! power-monitord: INA219 current/voltage sensors on I2C → energy integration → anomaly
-//! rules → Prometheus metrics, a status page and a JSON API; totals that survive crashes and
-//! power cuts.
+//! power-monitord: INA2xx current/voltage sensors on I2C → energy integration → anomaly
+//! rules and battery monitors → Prometheus metrics, a status page and a JSON API; totals that
+//! survive crashes and power cuts.
 //!
 //! # Layout
 //!
@@ -8,26 +8,30 @@
 //! below:
 //!
 //! 1. [`sensor`] — a chip on a bus gives a [`sensor::Reading`] or a [`sensor::SensorError`]:
-//!    the INA219 register math and driver glue, Linux `/dev/i2c-N`, the simulator's virtual
-//!    chips on a virtual bus, `scan`.
+//!    the INA219, INA226/INA260 and INA3221 drivers and the recovery ladder they share, Linux
+//!    `/dev/i2c-N`, the simulator's virtual chips (and house battery) on a virtual bus, `scan`.
 //! 2. [`energy`] — trapezoidal integration of power over monotonic time.
 //! 3. [`anomaly`] — the rules (over-power, energy budget, spike, bus voltage, overrange).
 //! 4. [`state`] — the files the totals live in: `state.json` and the live file.
-//! 5. [`metrics`] and [`status`] — the views: Prometheus families, and the snapshot the page
+//! 5. [`battery`] — the battery monitor: coulomb counting, synchronisation, time to go.
+//! 6. [`metrics`] and [`status`] — the views: Prometheus families, and the snapshot the page
 //!    and the API read.
-//! 6. [`persist`] — saving the totals, and exporting only what is saved.
-//! 7. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–5.
-//! 8. [`http`] — `/metrics`, `/`, `/api/readings`, `/healthz`.
-//! 9. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
-//!    [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line, one
-//!    place for errors and exit codes).
+//! 7. [`persist`] — saving the totals, and exporting only what is saved.
+//! 8. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
+//! 9. [`http`] — `/metrics`, `/`, `/api/readings`, `/healthz`.
+//! 10. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
+//!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line, one
+//!     place for errors and exit codes).
 //!
-//! Underneath everything: [`config`] (the file, its types and checks) and [`clock`] (time for
-//! the simulator).
+//! Underneath everything: [`config`] (the file, its types and checks), [`clock`] (time for
+//! the simulator) and [`chemistry`] (battery voltage curves, for the monitor and the
+//! simulator).
 #![warn(missing_docs)]
 
 pub mod anomaly;
+pub mod battery;
 pub mod check;
+pub mod chemistry;
 pub mod clock;
 pub mod config;
 pub mod energy;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{Metrics, SetCounter};
-use crate::state::{StateError, StateStore, StoredSensor, StoredState};
+use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredState};
 use crate::status::SensorStatus;
 
 /// Somewhere totals are made durable.
@@ -36,6 +36,8 @@ struct Tracked {
     status: Arc<SensorStatus>,
     forward: Arc<SetCounter>,
     reverse: Arc<SetCounter>,
+    /// The battery it measures: its name and exported counters (in, out, full charges).
+    battery: Option<(String, [Arc<SetCounter>; 3])>,
 }
 
 impl Tracked {
@@ -45,6 +47,12 @@ impl Tracked {
             energy_joules: snapshot.energy_joules,
             energy_reverse_joules: snapshot.energy_reverse_joules,
         }
+    }
+
+    /// The battery's name and state, if the sensor measures one.
+    fn battery(&self) -> Option<(&str, StoredBattery)> {
+        let (name, _) = self.battery.as_ref()?;
+        Some((name, self.status.snapshot().battery?.stored))
     }
 }
 
@@ -99,23 +107,53 @@ impl<D: Durable> Persister<D> {
         }
     }
 
-    /// Save and export the totals of the sensor of `status` from now on. Its energy counters
-    /// start at its last saved totals.
+    /// The latest state of battery `name`: its live one if tracked, else the newest known.
+    pub fn latest_battery(&self, name: &str) -> StoredBattery {
+        if let Some(stored) = self
+            .tracked
+            .values()
+            .filter_map(Tracked::battery)
+            .find_map(|(n, b)| (n == name).then_some(b))
+        {
+            return stored;
+        }
+        let saved = self.saved.batteries.get(name).copied().unwrap_or_default();
+        match self.pending.batteries.get(name) {
+            Some(pending) => saved.latest(*pending),
+            None => saved,
+        }
+    }
+
+    /// Save and export the totals of the sensor of `status` from now on, and of the battery
+    /// it measures. Its counters start at the last saved values.
     pub fn track(&mut self, status: Arc<SensorStatus>) {
         let name = status.name.clone();
         let durable = self.saved.sensors.get(&name).copied().unwrap_or_default();
         let (forward, reverse) = self.metrics.published_energy(&name, durable);
+        let battery = status.battery.as_ref().map(|b| {
+            let durable = self
+                .saved
+                .batteries
+                .get(&b.name)
+                .copied()
+                .unwrap_or_default();
+            (
+                b.name.clone(),
+                self.metrics.published_battery(&b.name, &durable),
+            )
+        });
         self.tracked.insert(
             name,
             Tracked {
                 status,
                 forward,
                 reverse,
+                battery,
             },
         );
     }
 
-    /// Stop tracking `name`; its totals so far are kept for the next save.
+    /// Stop tracking `name`; its totals so far (and its battery's) are kept for the next save.
     pub fn untrack(&mut self, name: &str) {
         if let Some(t) = self.tracked.remove(name) {
             let totals = t.totals();
@@ -124,6 +162,13 @@ impl<D: Durable> Persister<D> {
                 None => totals,
             };
             self.pending.sensors.insert(name.to_string(), kept);
+            if let Some((battery, stored)) = t.battery() {
+                let kept = match self.pending.batteries.get(battery) {
+                    Some(p) => p.latest(stored),
+                    None => stored,
+                };
+                self.pending.batteries.insert(battery.to_string(), kept);
+            }
         }
     }
 
@@ -134,6 +179,9 @@ impl<D: Durable> Persister<D> {
         state.merge_latest(&self.pending);
         for (name, t) in &self.tracked {
             state.sensors.insert(name.clone(), t.totals());
+            if let Some((battery, stored)) = t.battery() {
+                state.batteries.insert(battery.to_string(), stored);
+            }
         }
         match self.disk.save(&state) {
             Ok(()) => {
@@ -141,6 +189,13 @@ impl<D: Durable> Persister<D> {
                     if let Some(totals) = state.sensors.get(name) {
                         t.forward.raise_to(totals.energy_joules);
                         t.reverse.raise_to(totals.energy_reverse_joules);
+                    }
+                    if let Some((battery, [charge_in, charge_out, fulls])) = &t.battery {
+                        if let Some(stored) = state.batteries.get(battery) {
+                            charge_in.raise_to(stored.charge_in_coulombs);
+                            charge_out.raise_to(stored.charge_out_coulombs);
+                            fulls.raise_to(stored.full_charges as f64);
+                        }
                     }
                 }
                 self.saved = state;

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::battery::BatterySnapshot;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::energy::JOULES_PER_WH;
@@ -184,9 +185,38 @@ fn summary(
             snap.energy_joules / JOULES_PER_WH,
         )?;
     }
+    for s in statuses {
+        if let (Some(info), Some(b)) = (&s.battery, s.snapshot().battery) {
+            writeln!(out, "{}", battery_line(&info.name, &s.name, &b))?;
+        }
+    }
     if silent.is_empty() {
         Ok(())
     } else {
         Err(ReadError::Silent(silent))
     }
+}
+
+/// A battery in a line: state of charge, how sure, time to go, charge during the run.
+fn battery_line(name: &str, sensor: &str, b: &BatterySnapshot) -> String {
+    let soc = match (b.state_of_charge, b.uncertainty()) {
+        (Some(soc), Some(0.0)) => format!("{:.1} % (synchronised)", soc * 100.0),
+        (Some(soc), Some(u)) => format!("{:.1} % (estimate ± {:.0} %)", soc * 100.0, u * 100.0),
+        (Some(soc), None) => format!("{:.1} % (estimate)", soc * 100.0),
+        (None, _) => {
+            "state of charge unknown until a full charge (read keeps no state)".to_string()
+        }
+    };
+    let to_go = match b.time_to_go_seconds {
+        Some(t) if t.is_finite() => format!(
+            ", {} to go",
+            humantime::format_duration(Duration::from_secs(t as u64 / 60 * 60))
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "battery {name} (sensor {sensor}): {soc}{to_go}; in {:.4} Ah, out {:.4} Ah",
+        b.stored.charge_in_coulombs / 3600.0,
+        b.stored.charge_out_coulombs / 3600.0
+    )
 }

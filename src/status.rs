@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::anomaly::RuleSet;
+use crate::battery::BatterySnapshot;
 use crate::config::SensorConfig;
 use crate::energy::Step;
 use crate::sensor::{ErrorKind, Reading};
@@ -62,6 +63,19 @@ pub struct Snapshot {
     pub energy_reverse_joules: f64,
     /// Rules in an episode.
     pub active: RuleSet,
+    /// The battery this sensor measures, as of the last sample.
+    pub battery: Option<BatterySnapshot>,
+}
+
+/// The battery a sensor measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatteryInfo {
+    /// The `battery` label.
+    pub name: String,
+    /// The chemistry's name.
+    pub chemistry: &'static str,
+    /// Rated capacity, in ampere-hours.
+    pub capacity_ah: f64,
 }
 
 /// A sensor as readers see it: what it is, and its latest snapshot.
@@ -79,6 +93,8 @@ pub struct SensorStatus {
     pub labels: BTreeMap<String, String>,
     /// The rules it evaluates.
     pub rules: RuleSet,
+    /// The battery it measures.
+    pub battery: Option<BatteryInfo>,
     snapshot: Mutex<Snapshot>,
     /// Why it is down, in a few words, while it is.
     down_reason: Mutex<Option<String>>,
@@ -94,6 +110,11 @@ impl SensorStatus {
             address: config.address,
             labels: config.labels.clone(),
             rules,
+            battery: config.battery.as_ref().map(|b| BatteryInfo {
+                name: b.name.clone(),
+                chemistry: b.chemistry.as_str(),
+                capacity_ah: b.capacity_ah,
+            }),
             snapshot: Mutex::new(Snapshot {
                 energy_joules: energy.0,
                 energy_reverse_joules: energy.1,

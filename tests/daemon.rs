@@ -79,6 +79,52 @@ fn the_simulated_house_reports_all_sensors_and_passes_promtool() {
     assert_eq!(info.labels.get("address"), Some("0x44"));
     assert_eq!(info.labels.get("appliance"), Some("fridge"));
 
+    // The house battery: its monitor's series, and the INA226 it is read through.
+    let house = [("battery", "house")];
+    assert_eq!(
+        second.value("powermon_battery_capacity_coulombs", &house),
+        Some(400.0 * 3600.0)
+    );
+    assert!(second
+        .value("powermon_battery_synchronized", &house)
+        .is_some());
+    for direction in ["in", "out"] {
+        assert!(second
+            .value(
+                "powermon_battery_charge_coulombs_total",
+                &[("battery", "house"), ("direction", direction)]
+            )
+            .is_some());
+    }
+    assert_eq!(
+        second.value(
+            "powermon_battery_info",
+            &[
+                ("battery", "house"),
+                ("sensor", "battery"),
+                ("chemistry", "lifepo4")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        second.value(
+            "powermon_sensor_info",
+            &[("sensor", "battery"), ("chip", "ina226")]
+        ),
+        Some(1.0)
+    );
+    let api: serde_json::Value = serde_json::from_slice(&d.get("/api/readings").body).unwrap();
+    let battery = &api["batteries"][0];
+    assert_eq!(battery["name"], "house");
+    assert_eq!(battery["capacity_ah"], 400.0);
+    // Known only from a rest voltage or a full charge: a number with its uncertainty, or none.
+    assert_eq!(
+        battery["state_of_charge"].is_null(),
+        battery["state_of_charge_uncertainty"].is_null()
+            && !battery["synchronized"].as_bool().unwrap()
+    );
+
     let mut check = common::promtool()
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -339,7 +385,7 @@ fn check_config_prints_a_line_per_sensor() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/simulated.toml");
     let (status, stdout, stderr) = run(&["check-config", "--config", path], &[]);
     assert!(status.success(), "{stderr}");
-    assert!(stdout.contains("OK, 4 sensor(s)"), "{stdout}");
+    assert!(stdout.contains("OK, 5 sensor(s)"), "{stdout}");
     for s in SENSORS {
         assert!(
             stdout

@@ -28,13 +28,13 @@ fn scan_finds_the_virtual_chips_and_prints_sensor_blocks() {
             "{address} missing:\n{stdout}"
         );
     }
-    assert!(stdout.contains("4 chip(s): INA219."), "{stdout}");
+    assert!(stdout.contains("5 chip(s): INA219, INA226."), "{stdout}");
     // The blocks paste into a valid configuration.
     let blocks = &stdout[stdout.find("[[sensor]]").expect("blocks")..];
     let (_dir, path) = config_file(blocks);
     let (status, stdout, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
     assert!(status.success(), "{stderr}");
-    assert!(stdout.contains("OK, 4 sensor(s)"), "{stdout}");
+    assert!(stdout.contains("OK, 5 sensor(s)"), "{stdout}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use common::{promtool, Daemon, Prometheus};
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
-use power_monitord::state::StoredSensor;
+use power_monitord::state::{SocStatus, StoredBattery, StoredSensor};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -125,12 +125,32 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 fn exported_metric_names() -> BTreeSet<String> {
     let config = Config::load(Path::new(&path("config/simulated.toml"))).unwrap();
     let metrics = Metrics::new("0", "test").unwrap();
-    // Series exist once a sensor's pipeline creates them.
-    let _pipelines: Vec<_> = config
+    // Series exist once a sensor's pipeline creates them; a battery's, once it has been full.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let full = StoredBattery {
+        samples: 1,
+        status: SocStatus::Synchronized,
+        full_charges: 1,
+        reference_unix: now,
+        last_sample_unix: now,
+        ..StoredBattery::default()
+    };
+    let (_pipelines, statuses): (Vec<_>, Vec<_>) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
-        .collect();
+        .map(|s| {
+            let (mut p, status) = SensorPipeline::new(s, &metrics, StoredSensor::default(), None);
+            p.resume_battery(full, None);
+            (p, status)
+        })
+        .unzip();
+    metrics.set_statuses(statuses);
+    for b in &config.batteries {
+        metrics.published_battery(&b.name, &full);
+    }
     let text = String::from_utf8(metrics.encode()).unwrap();
     let mut names: BTreeSet<String> = text
         .lines()
@@ -149,6 +169,7 @@ fn rules_pass_promtool_check_and_test() {
     for args in [
         vec!["check", "rules", "power-monitord.rules.yml"],
         vec!["test", "rules", "power-monitord.rules.test.yml"],
+        vec!["test", "rules", "power-monitord.rules.days.test.yml"],
         vec!["check", "config", "--syntax-only", "prometheus.yml"],
     ] {
         let out = promtool().args(&args).current_dir(&dir).output().unwrap();
@@ -164,8 +185,14 @@ fn rules_pass_promtool_check_and_test() {
 
 #[test]
 fn every_alert_has_a_test_severity_and_instructions() {
-    let tests =
-        std::fs::read_to_string(path("config/prometheus/power-monitord.rules.test.yml")).unwrap();
+    let tests = ["", ".days"]
+        .map(|d| {
+            std::fs::read_to_string(path(&format!(
+                "config/prometheus/power-monitord.rules{d}.test.yml"
+            )))
+            .unwrap()
+        })
+        .concat();
     let rules = rules();
     let mut alerts = 0;
     for group in rules["groups"].as_vec().unwrap() {
@@ -188,8 +215,9 @@ fn every_alert_has_a_test_severity_and_instructions() {
             );
             if !["PowerMonitordDown", "PowerMonitorStateNotSaved"].contains(&name) {
                 assert!(
-                    description.contains("$labels.sensor"),
-                    "{name}: description names no sensor"
+                    description.contains("$labels.sensor")
+                        || description.contains("$labels.battery"),
+                    "{name}: description names no sensor or battery"
                 );
             }
             assert!(
@@ -200,7 +228,7 @@ fn every_alert_has_a_test_severity_and_instructions() {
             );
         }
     }
-    assert_eq!(alerts, 11);
+    assert_eq!(alerts, 14);
 }
 
 #[test]
@@ -248,7 +276,7 @@ fn dashboard_is_importable_and_portable() {
         (ds["type"].as_str(), ds["query"].as_str()),
         (Some("datasource"), Some("prometheus"))
     );
-    for name in ["instance", "sensor"] {
+    for name in ["instance", "sensor", "battery"] {
         assert!(
             vars.iter()
                 .any(|v| v["name"] == name && v["type"] == "query"),
@@ -292,7 +320,13 @@ fn dashboard_is_importable_and_portable() {
 /// and the over-power alert fires.
 #[test]
 fn dashboard_queries_return_data_and_the_over_power_alert_fires() {
-    let config = std::fs::read_to_string(path("config/simulated.toml")).unwrap()
+    // The house battery starts from a stated charge: its state of charge and time to go exist
+    // from the first sample (from the voltage at rest, they would wait for a rest).
+    let config = std::fs::read_to_string(path("config/simulated.toml"))
+        .unwrap()
+        .replace("initial_soc = \"voltage\"", "initial_soc = 0.6")
+        // At night the battery discharges, so its time to go is finite.
+        .replace("clouds = 0.3 }", "clouds = 0.3, time_of_day = \"22:00\" }")
         + r#"
 [[sensor]]
 name = "motor"
@@ -386,6 +420,7 @@ scrape_configs:
         let promql = promql
             .replace("$instance", ".+")
             .replace("$sensor", ".+")
+            .replace("$battery", ".+")
             .replace("$__range", "5m")
             .replace("$__rate_interval", "15s")
             .replace("$__interval", "5m");

@@ -114,7 +114,7 @@ fn sighup_applies_an_edit_and_refuses_a_broken_one() {
     assert_none_lower(&after, &refused);
     let log = d.log();
     assert!(log.contains("reload refused"), "{log}");
-    assert!(log.contains("key `sensor[4].name`"), "{log}");
+    assert!(log.contains("key `sensor[5].name`"), "{log}");
     assert_eq!(d.pid(), pid);
 }
 

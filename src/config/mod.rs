@@ -19,9 +19,13 @@
 //! - [`diagnostic`] — located errors.
 
 pub mod anomaly;
+pub mod battery;
+#[cfg(test)]
+mod battery_tests;
 pub mod chip;
 pub mod daemon;
 pub mod diagnostic;
+pub mod house;
 pub mod sensor;
 pub mod simulation;
 #[cfg(test)]
@@ -35,6 +39,9 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 pub use self::anomaly::{AnomalyConfig, EnergyBudget};
+pub use self::battery::{
+    BatteryAnomalyConfig, BatteryConfig, ChargingCurrent, Chemistry, InitialSoc,
+};
 pub use self::chip::{
     AdcBits, AdcConfig, Averaging, BusRange, Chip, ChipSetup, ConversionTime, Ina219Setup,
     Ina2xxSetup, ShuntRange,
@@ -43,7 +50,7 @@ pub use self::daemon::{DaemonConfig, LogLevel};
 use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
 pub use self::diagnostic::{ConfigError, Diagnostic};
 pub use self::sensor::{Driver, SensorConfig, ADDRESS_RANGE};
-pub use self::simulation::{FaultConfig, LoadModel, SimulationConfig};
+pub use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, SimulationConfig};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/power-monitord/config.toml";
@@ -63,8 +70,10 @@ pub struct Config {
     pub path: PathBuf,
     /// `[daemon]`.
     pub daemon: DaemonConfig,
-    /// Every `[[sensor]]`, in file order.
+    /// Every `[[sensor]]`, in file order (each with its battery attached).
     pub sensors: Vec<SensorConfig>,
+    /// Every `[[battery]]`, in file order.
+    pub batteries: Vec<BatteryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +83,8 @@ struct FileConfig {
     daemon: DaemonConfig,
     #[serde(default, rename = "sensor")]
     sensors: Vec<SensorConfig>,
+    #[serde(default, rename = "battery")]
+    batteries: Vec<BatteryConfig>,
 }
 
 impl Config {
@@ -142,6 +153,7 @@ impl Config {
             path: path.to_path_buf(),
             daemon: file.daemon,
             sensors: file.sensors,
+            batteries: file.batteries,
         };
         config.check().map_err(|Invalid { key, message }| {
             located(locate(&doc, &key), key.to_string(), message)
@@ -185,7 +197,9 @@ impl Config {
             })?;
         }
         self.check_shared()?;
-        self.check_ina3221_chips()
+        self.check_ina3221_chips()?;
+        self.check_simulated_batteries()?;
+        battery::check_and_attach(&self.batteries, &mut self.sensors)
     }
 
     /// Names, addresses and buses that sensors share.
@@ -247,6 +261,31 @@ impl Config {
                     ))
                 }
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One simulated battery per bus; its loads on its bus.
+    fn check_simulated_batteries(&self) -> Check {
+        for (i, s) in self.sensors.iter().enumerate() {
+            let Some(sim) = &s.simulation else { continue };
+            let on_bus = |o: &&SensorConfig| {
+                o.bus == s.bus && o.simulation.as_ref().is_some_and(|x| x.battery.is_some())
+            };
+            if sim.battery.is_some() {
+                if let Some(first) = self.sensors[..i].iter().position(|o| on_bus(&o)) {
+                    return Err(invalid(
+                        &format!("sensor[{i}].simulation.battery"),
+                        format!("bus {} already has a simulated battery (sensor[{first}]); expected one per bus", s.bus),
+                    ));
+                }
+            }
+            if sim.from_battery && !self.sensors.iter().any(|o| on_bus(&o)) {
+                return Err(invalid(
+                    &format!("sensor[{i}].simulation.from_battery"),
+                    format!("no sensor on bus {} simulates a battery; expected one with [sensor.simulation] battery = {{ … }}", s.bus),
+                ));
             }
         }
         Ok(())

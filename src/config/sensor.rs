@@ -123,6 +123,9 @@ pub struct SensorConfig {
     /// The chip settings the keys above come to; worked out by [`SensorConfig::check`].
     #[serde(skip)]
     setup: ChipSetup,
+    /// The `[[battery]]` whose current this sensor's shunt carries; attached by the checks.
+    #[serde(skip)]
+    pub battery: Option<super::battery::BatteryConfig>,
 }
 
 impl SensorConfig {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::diagnostic::{invalid, Check};
+pub use super::house::SimulatedBattery;
 use super::values::{duration, opt_duration};
 
 /// `[sensor.simulation]`.
@@ -19,9 +20,10 @@ pub struct SimulationConfig {
     /// What the load draws; by default a uniform load within the shunt's range.
     #[serde(default)]
     pub load: Option<LoadModel>,
-    /// Open-circuit voltage of the simulated supply.
-    #[serde(default = "SimulationConfig::default_supply_volts")]
-    pub supply_volts: f64,
+    /// Open-circuit voltage of the simulated supply (default 12.8 V); see
+    /// [`supply_volts`](Self::supply_volts).
+    #[serde(default, rename = "supply_volts")]
+    pub supply_volts_key: Option<f64>,
     /// Internal resistance of the supply and wiring: the bus sags by `current × source_ohms`.
     #[serde(default)]
     pub source_ohms: f64,
@@ -34,11 +36,22 @@ pub struct SimulationConfig {
     /// Scheduled faults, timed from start-up.
     #[serde(default)]
     pub faults: Vec<FaultConfig>,
+    /// This sensor's shunt carries a simulated battery's current.
+    #[serde(default)]
+    pub battery: Option<SimulatedBattery>,
+    /// This sensor's load draws from the bus's simulated battery, at its terminal voltage.
+    #[serde(default)]
+    pub from_battery: bool,
 }
 
 impl SimulationConfig {
-    fn default_supply_volts() -> f64 {
-        12.8
+    /// The supply's open-circuit voltage when none is configured.
+    pub const DEFAULT_SUPPLY_VOLTS: f64 = 12.8;
+
+    /// The supply's open-circuit voltage (a battery's terminal voltage replaces it on a
+    /// battery's bus).
+    pub fn supply_volts(&self) -> f64 {
+        self.supply_volts_key.unwrap_or(Self::DEFAULT_SUPPLY_VOLTS)
     }
 
     /// What a bare `driver = "simulated"` sensor measuring up to `max_current_amps` gets.
@@ -46,11 +59,13 @@ impl SimulationConfig {
         SimulationConfig {
             chip: None,
             load: None,
-            supply_volts: Self::default_supply_volts(),
+            supply_volts_key: None,
             source_ohms: 0.0,
             noise: 0.0,
             seed: None,
             faults: Vec::new(),
+            battery: None,
+            from_battery: false,
         }
         .with_default_load(max_current_amps)
     }
@@ -58,8 +73,8 @@ impl SimulationConfig {
     /// With a load if none is configured: between 10 % and 60 % of what the shunt can
     /// measure at this supply.
     pub fn with_default_load(mut self, max_current_amps: f64) -> Self {
-        if self.load.is_none() {
-            let full_scale_watts = max_current_amps * self.supply_volts;
+        if self.load.is_none() && self.battery.is_none() {
+            let full_scale_watts = max_current_amps * self.supply_volts();
             self.load = Some(LoadModel::Uniform {
                 min_watts: 0.1 * full_scale_watts,
                 max_watts: 0.6 * full_scale_watts,
@@ -71,15 +86,14 @@ impl SimulationConfig {
     /// Checks of `[sensor.simulation]` for a chip whose bus input reads up to
     /// `bus_input_volts`; keys relative to it.
     pub fn check(&self, bus_input_volts: f64) -> Check {
-        if !(self.supply_volts.is_finite()
-            && self.supply_volts > 0.0
-            && self.supply_volts <= bus_input_volts)
-        {
+        let supply = self.supply_volts();
+        if !(supply.is_finite() && supply > 0.0 && supply <= bus_input_volts) {
             return Err(invalid(
                 "supply_volts",
-                format!("{} V is not a usable supply; expected above 0 and at most {bus_input_volts} V (the chip's bus input limit)", self.supply_volts),
+                format!("{supply} V is not a usable supply; expected above 0 and at most {bus_input_volts} V (the chip's bus input limit)"),
             ));
         }
+        self.check_battery(bus_input_volts)?;
         if !(self.source_ohms.is_finite() && self.source_ohms >= 0.0) {
             return Err(invalid(
                 "source_ohms",
@@ -102,6 +116,34 @@ impl SimulationConfig {
             fault
                 .check(bus_input_volts)
                 .map_err(|e| e.within(&format!("faults[{i}]")))?;
+        }
+        Ok(())
+    }
+}
+
+impl SimulationConfig {
+    /// A battery, or a load on one: the keys that then make no sense.
+    fn check_battery(&self, bus_input_volts: f64) -> Check {
+        if let Some(battery) = &self.battery {
+            if self.from_battery {
+                return Err(invalid(
+                    "from_battery",
+                    "this sensor measures the battery itself; expected from_battery only on the sensors of its loads",
+                ));
+            }
+            if self.load.is_some() {
+                return Err(invalid(
+                    "load",
+                    "a battery's current is the net of its loads (from_battery = true) and its solar charger; expected no load here",
+                ));
+            }
+            battery.check(bus_input_volts)?;
+        }
+        if (self.battery.is_some() || self.from_battery) && self.supply_volts_key.is_some() {
+            return Err(invalid(
+                "supply_volts",
+                "the battery's terminal voltage is the supply here; expected no supply_volts",
+            ));
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! `/api/readings`: every sensor's latest reading, statistics since start, energy and
-//! anomalies, as JSON (the status page's data).
+//! anomalies, and every battery's state of charge, as JSON (the status page's data).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +18,56 @@ pub struct Readings<'a> {
     pub uptime_seconds: f64,
     pub sampling_healthy: bool,
     pub sensors: Vec<SensorReading<'a>>,
+    pub batteries: Vec<BatteryReading<'a>>,
+}
+
+/// A battery: JSON has no infinity, so a time to go without limit is `null` with
+/// `discharging` false; every value that is not known is `null`.
+#[derive(Serialize)]
+pub struct BatteryReading<'a> {
+    pub name: &'a str,
+    pub sensor: &'a str,
+    pub chemistry: &'static str,
+    pub capacity_ah: f64,
+    pub state_of_charge: Option<f64>,
+    pub state_of_charge_uncertainty: Option<f64>,
+    pub synchronized: bool,
+    pub discharging: bool,
+    pub time_to_go_seconds: Option<f64>,
+    pub average_current_amperes: f64,
+    pub consumed_ah: Option<f64>,
+    pub charge_in_ah: f64,
+    pub charge_out_ah: f64,
+    pub full_charges: u64,
+    pub last_full_charge_timestamp_seconds: Option<f64>,
+}
+
+/// Coulombs per ampere-hour.
+const COULOMBS_PER_AH: f64 = 3600.0;
+
+fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
+    let info = status.battery.as_ref()?;
+    let b = status.snapshot().battery?;
+    let s = &b.stored;
+    Some(BatteryReading {
+        name: &info.name,
+        sensor: &status.name,
+        chemistry: info.chemistry,
+        capacity_ah: info.capacity_ah,
+        state_of_charge: b.state_of_charge,
+        state_of_charge_uncertainty: b.uncertainty(),
+        synchronized: b.synchronized(),
+        discharging: b.time_to_go_seconds.is_some_and(f64::is_finite),
+        time_to_go_seconds: b.time_to_go_seconds.and_then(finite),
+        average_current_amperes: b.average_current_amperes,
+        consumed_ah: b
+            .state_of_charge
+            .map(|_| s.below_full_coulombs / COULOMBS_PER_AH),
+        charge_in_ah: s.charge_in_coulombs / COULOMBS_PER_AH,
+        charge_out_ah: s.charge_out_coulombs / COULOMBS_PER_AH,
+        full_charges: s.full_charges,
+        last_full_charge_timestamp_seconds: (s.full_charges > 0).then_some(s.reference_unix),
+    })
 }
 
 #[derive(Serialize)]
@@ -95,5 +145,6 @@ pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<
                 }
             })
             .collect(),
+        batteries: sensors.iter().filter_map(|s| battery(s)).collect(),
     }
 }

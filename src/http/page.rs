@@ -31,6 +31,68 @@ fn number(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
+/// Seconds as "5 h 12 min" (or "12 min", "40 s").
+fn span(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s} s"),
+        (0, m) => format!("{m} min"),
+        (h, m) if h < 48 => format!("{h} h {m} min"),
+        (h, _) => format!("{} d {} h", h / 24, h % 24),
+    }
+}
+
+/// A card per battery: the state of charge as a bar, in % and Ah, time to go, and how sure.
+fn battery_cards(batteries: &[super::api::BatteryReading<'_>]) -> String {
+    let mut out = String::new();
+    for b in batteries {
+        let (bar, soc) = match b.state_of_charge {
+            Some(soc) => (
+                format!("<meter class=soc min=0 max=1 low=0.2 high=0.5 optimum=1 value={soc:.4}>{:.0} %</meter>", soc * 100.0),
+                format!(
+                    "<b>{:.1} %</b> · {:.0} of {:.0} Ah",
+                    soc * 100.0,
+                    soc * b.capacity_ah,
+                    b.capacity_ah
+                ),
+            ),
+            None => (String::new(), "<b>state of charge unknown</b> until the first full charge".to_string()),
+        };
+        let certainty = match (
+            b.synchronized,
+            b.state_of_charge_uncertainty,
+            b.state_of_charge,
+        ) {
+            (true, _, _) => "synchronised to a full charge".to_string(),
+            (false, Some(u), Some(_)) => format!(
+                "an estimate, ± {:.0} %, until the next full charge",
+                u * 100.0
+            ),
+            (false, None, Some(_)) => "an estimate until the next full charge".to_string(),
+            _ => String::new(),
+        };
+        let to_go = match (b.time_to_go_seconds, b.state_of_charge) {
+            (Some(t), _) => format!("{} to go at {:.1} A", span(t), b.average_current_amperes),
+            (None, Some(_)) if b.average_current_amperes < 0.0 => {
+                format!("charging at {:.1} A", -b.average_current_amperes)
+            }
+            (None, Some(_)) => "idle".to_string(),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "<div class=battery><h2>Battery {name} <small>({chemistry}, on sensor {sensor})</small></h2>{bar}             <p>{soc}. {to_go}</p><p><small>{certainty}; {fulls} full charge(s); in {charge_in:.1} Ah, out {charge_out:.1} Ah</small></p></div>",
+            name = escape(b.name),
+            chemistry = b.chemistry,
+            sensor = escape(b.sensor),
+            fulls = b.full_charges,
+            charge_in = b.charge_in_ah,
+            charge_out = b.charge_out_ah,
+        );
+    }
+    out
+}
+
 /// `/`: a small page that reloads itself; no scripts, no external assets.
 /// The page, rendered now.
 pub fn status_page(app: &App) -> String {
@@ -89,6 +151,7 @@ pub fn status_page(app: &App) -> String {
 body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
 table{{border-collapse:collapse}}td,th{{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}}
 td:first-child,th:first-child{{text-align:left}}small{{color:#666}}.ok{{color:#1a7f37}}.bad{{color:#c62828;font-weight:bold}}
+.battery{{max-width:40em}}meter.soc{{width:100%;height:1.4em}}
 </style></head>
 <body>
 <h1>power-monitord</h1>
@@ -96,9 +159,11 @@ td:first-child,th:first-child{{text-align:left}}small{{color:#666}}.ok{{color:#1
 <table>
 <tr><th>Sensor</th><th>State</th><th>Bus V</th><th>Current A</th><th>Power W</th><th>Avg W</th><th>Min W</th><th>Max W</th><th>Energy kWh</th><th>Anomalies</th></tr>
 {rows}</table>
+{batteries}
 <p><small>Avg, min and max since the daemon started; energy is the persisted total. This page reloads every {PAGE_REFRESH_SECONDS} s.</small></p>
 </body></html>
 "#,
+        batteries = battery_cards(&data.batteries),
         version = escape(data.version),
         uptime = humantime::format_duration(Duration::from_secs(data.uptime_seconds as u64)),
         health = if data.sampling_healthy {

@@ -233,12 +233,9 @@ pub(super) fn server_config(tls: TlsIn, dir: &Path) -> Result<Arc<ServerConfig>,
     Ok(Arc::new(config))
 }
 
-/// How client certificates are checked, if they are.
-fn client_verifier(
-    tls: &TlsIn,
-    dir: &Path,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, Mistake> {
+/// Whether client certificates are checked (`None`: not asked for), and if so whether they
+/// are optional.
+fn client_auth(tls: &TlsIn) -> Result<Option<bool>, Mistake> {
     let key = "tls_server_config.client_auth_type";
     let optional = match tls.client_auth_type.as_deref().unwrap_or("") {
         "" | "NoClientCert" => {
@@ -265,6 +262,19 @@ fn client_verifier(
             ))
         }
     };
+    Ok(Some(optional))
+}
+
+/// How client certificates are checked, if they are.
+fn client_verifier(
+    tls: &TlsIn,
+    dir: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, Mistake> {
+    let Some(optional) = client_auth(tls)? else {
+        return Ok(None);
+    };
+    let key = "tls_server_config.client_auth_type";
     let ca_key = if tls.client_ca_file.is_some() {
         "tls_server_config.client_ca_file"
     } else {

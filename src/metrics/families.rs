@@ -32,14 +32,14 @@ impl SetCounter {
     }
 }
 
-fn label_pair(name: &str, value: &str) -> LabelPair {
+pub(super) fn label_pair(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_string());
     pair.set_value(value.to_string());
     pair
 }
 
-fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+pub(super) fn family(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(desc.fq_name.clone());
     family.set_help(desc.help.clone());

@@ -6,6 +6,7 @@
 //! those atomics: the samplers are never locked for it. A reload adds and removes sensors'
 //! series; the energy counters of a sensor that stays are never recreated.
 
+mod battery;
 mod families;
 
 use std::sync::Arc;
@@ -15,11 +16,13 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+pub use self::battery::BatteryGauges;
 pub use self::families::{InfoFamily, SetCounter, SetCounterVec};
 use crate::anomaly::{Rule, RuleSet};
 use crate::config::SensorConfig;
 use crate::sensor::ErrorKind;
-use crate::state::StoredSensor as StoredTotals;
+use crate::state::{StoredBattery, StoredSensor as StoredTotals};
+use crate::status::SensorStatus;
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -46,6 +49,9 @@ pub struct Metrics {
     anomalies: IntCounterVec,
     gaps: IntCounterVec,
     sensor_info: InfoFamily,
+    battery_charge: SetCounterVec,
+    battery_full_charges: SetCounterVec,
+    battery_gauges: BatteryGauges,
     /// 1 if the last reload applied the configuration file.
     pub reload_successful: Gauge,
     /// Unix time of the last successful reload (or of the start).
@@ -136,6 +142,9 @@ impl Metrics {
             anomalies: register(&r, IntCounterVec::new(Opts::new("powermon_anomalies_total", "Anomaly episodes started, by rule."), &["sensor", "rule"]))?,
             gaps: register(&r, IntCounterVec::new(Opts::new("powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge."), s))?,
             sensor_info: register(&r, InfoFamily::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, chip, bus, address and configured labels."))?,
+            battery_charge: register(&r, SetCounterVec::new("powermon_battery_charge_coulombs_total", "Charge through the battery's shunt by direction (in: charging, out: discharging), as measured, as of the last save of the state file.", &["battery", "direction"]))?,
+            battery_full_charges: register(&r, SetCounterVec::new("powermon_battery_full_charges_total", "Full charges detected (charged voltage and tail current held for the detection time), as of the last save of the state file.", &["battery"]))?,
+            battery_gauges: register(&r, BatteryGauges::new())?,
             reload_successful: register(&r, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
             reload_success_time: register(&r, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
             registry: r,
@@ -242,6 +251,31 @@ impl Metrics {
             self.energy_reverse
                 .with_label_values_at(&[sensor], floor.energy_reverse_joules),
         )
+    }
+
+    /// The exported battery counters (charge in, charge out, full charges), created or raised
+    /// to `floor` in one step.
+    pub fn published_battery(&self, battery: &str, floor: &StoredBattery) -> [Arc<SetCounter>; 3] {
+        [
+            self.battery_charge
+                .with_label_values_at(&[battery, "in"], floor.charge_in_coulombs),
+            self.battery_charge
+                .with_label_values_at(&[battery, "out"], floor.charge_out_coulombs),
+            self.battery_full_charges
+                .with_label_values_at(&[battery], floor.full_charges as f64),
+        ]
+    }
+
+    /// Drop a battery's counters: it is no longer configured.
+    pub fn remove_battery(&self, battery: &str) {
+        self.battery_charge.remove(&[battery, "in"]);
+        self.battery_charge.remove(&[battery, "out"]);
+        self.battery_full_charges.remove(&[battery]);
+    }
+
+    /// The sensors whose batteries the battery gauges report.
+    pub fn set_statuses(&self, statuses: Vec<Arc<SensorStatus>>) {
+        self.battery_gauges.set_statuses(statuses);
     }
 
     /// The text exposition of every series.

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::anomaly::{AnomalyDetector, Transition};
+use crate::battery::BatteryMonitor;
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
 use crate::metrics::{Metrics, SensorMetrics};
 use crate::sensor::ladder::OUTAGE_GRACE;
 use crate::sensor::{ErrorKind, Events, Reading, SensorError};
 use crate::state::live::LiveSlot;
-use crate::state::StoredSensor;
+use crate::state::{StoredBattery, StoredSensor};
 use crate::status::{SensorStatus, Snapshot};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
@@ -33,6 +34,10 @@ pub struct SensorPipeline {
     snapshot: Snapshot,
     /// Where the totals go after every sample, to survive a crash.
     live: Option<LiveSlot>,
+    /// The battery this sensor's shunt measures.
+    battery: Option<BatteryMonitor>,
+    /// Where the battery's state goes after every sample.
+    battery_live: Option<LiveSlot>,
     /// Consecutive failed reads.
     failures: u32,
     /// When the current run of failed reads began.
@@ -53,7 +58,13 @@ impl SensorPipeline {
         live: Option<LiveSlot>,
     ) -> (SensorPipeline, Arc<SensorStatus>) {
         let detector = AnomalyDetector::new(&config.anomaly);
-        let rules = detector.rules();
+        let battery = config
+            .battery
+            .as_ref()
+            .map(|b| BatteryMonitor::new(b, StoredBattery::default(), config.max_gap()));
+        let rules = detector
+            .rules()
+            .union(battery.as_ref().map(|b| b.rules()).unwrap_or_default());
         let handles = metrics.sensor(config, rules);
         let status = SensorStatus::new(
             config,
@@ -75,12 +86,30 @@ impl SensorPipeline {
             snapshot: status.snapshot(),
             status: Arc::clone(&status),
             live,
+            battery,
+            battery_live: None,
             failures: 0,
             failing_since: None,
             backoff_steps: 0,
             logged_down: false,
         };
+        let mut pipeline = pipeline;
+        if let Some(monitor) = &pipeline.battery {
+            pipeline.snapshot.battery = Some(monitor.snapshot());
+            status.publish(pipeline.snapshot);
+        }
         (pipeline, status)
+    }
+
+    /// Continue the battery monitor from `stored`, storing its state into `live` after every
+    /// sample.
+    pub fn resume_battery(&mut self, stored: StoredBattery, live: Option<LiveSlot>) {
+        if let Some(monitor) = &mut self.battery {
+            *monitor = BatteryMonitor::new_like(monitor, stored);
+            self.snapshot.battery = Some(monitor.snapshot());
+            self.status.publish(self.snapshot);
+            self.battery_live = live;
+        }
     }
 
     /// Count what happened on the bus during a read: each failed transfer under its kind,
@@ -109,6 +138,9 @@ impl SensorPipeline {
     }
 
     fn on_reading(&mut self, reading: Reading, at: Instant, wall: SystemTime) {
+        let unix = wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         if self.logged_down {
             log::info!(
                 sensor = self.name.as_str();
@@ -146,9 +178,6 @@ impl SensorPipeline {
                 self.detector.reset_pending();
             }
             m.samples.inc();
-            let unix = wall
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
             m.last_sample.set(unix);
             s.samples += 1;
             s.last_sample_unix = Some(unix);
@@ -167,6 +196,18 @@ impl SensorPipeline {
                 log_transition(name, &t);
             });
         s.active = self.detector.active();
+        if let Some(monitor) = &mut self.battery {
+            let (amps, volts) = (reading.current_amperes, reading.bus_voltage_volts);
+            monitor.observe(amps, volts, at, unix, |t| {
+                m.anomaly(t.rule, t.started);
+                log_transition(name, &t);
+            });
+            s.battery = Some(monitor.snapshot());
+            s.active = s.active.union(monitor.active());
+            if let Some(live) = &mut self.battery_live {
+                live.store(&monitor.stored().to_values());
+            }
+        }
     }
 
     fn on_error(&mut self, error: &SensorError, at: Instant) {
@@ -210,6 +251,12 @@ impl SensorPipeline {
     /// The live-file slot, handed on to the pipeline that replaces this one.
     pub fn take_live(&mut self) -> Option<LiveSlot> {
         self.live.take()
+    }
+
+    /// The battery's live-file slot and name, handed on the same way.
+    pub fn take_battery_live(&mut self) -> Option<(String, LiveSlot)> {
+        let name = self.battery.as_ref()?.name().to_string();
+        Some((name, self.battery_live.take()?))
     }
 
     /// The status this pipeline publishes to.

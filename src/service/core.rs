@@ -59,6 +59,7 @@ impl Core {
         &mut self,
         sensor: &SensorConfig,
         slot: Option<LiveSlot>,
+        battery_slot: Option<LiveSlot>,
     ) -> SensorPipeline {
         let mut persister = lock(&self.persister);
         let latest = persister.latest(&sensor.name);
@@ -73,7 +74,22 @@ impl Core {
             }
             claimed
         });
-        let (pipeline, status) = SensorPipeline::new(sensor, &self.app.metrics, latest, slot);
+        let (mut pipeline, status) = SensorPipeline::new(sensor, &self.app.metrics, latest, slot);
+        if let Some(battery) = &sensor.battery {
+            let stored = persister.latest_battery(&battery.name);
+            let slot = battery_slot.or_else(|| {
+                let claimed =
+                    self.live.as_ref()?.claim(Kind::Battery, &battery.name, &stored.to_values());
+                if claimed.is_none() {
+                    log::warn!(
+                        "no record left in the live file for battery {}; a crash would lose its state since the last save",
+                        battery.name
+                    );
+                }
+                claimed
+            });
+            pipeline.resume_battery(stored, slot);
+        }
         persister.track(Arc::clone(&status));
         self.statuses.insert(sensor.name.clone(), status);
         pipeline
@@ -93,7 +109,7 @@ impl Core {
                 .filter(|s| &s.bus == bus)
                 .map(|s| match running.remove(&s.name) {
                     Some(member) => member,
-                    None => (s.clone(), self.pipeline(s, None)),
+                    None => (s.clone(), self.pipeline(s, None, None)),
                 })
                 .collect();
             if members.is_empty() {
@@ -117,6 +133,7 @@ impl Core {
             .iter()
             .filter_map(|s| self.statuses.get(&s.name).cloned())
             .collect();
+        self.app.metrics.set_statuses(Vec::clone(&list));
         self.app.set_sensors(list);
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DEFAULT_STATE_DIR};
 use crate::state::live::{self, Kind};
-use crate::state::{StateError, StateStore, StoredSensor, StoredState};
+use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredState};
 
 /// Where the state lives: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else
 /// `daemon.state_dir` (relative to the config file), else the default. The flag says the
@@ -122,17 +122,24 @@ pub fn load_totals(
         Ok(records) => {
             let mut newer = StoredState::default();
             for ((kind, name), values) in records {
-                let totals = match kind {
-                    Kind::Sensor => StoredSensor {
-                        energy_joules: values[0],
-                        energy_reverse_joules: values[1],
-                    },
-                };
-                if totals.implausible().is_none() {
-                    newer.sensors.insert(name, totals);
+                match kind {
+                    Kind::Sensor => {
+                        let totals = StoredSensor {
+                            energy_joules: values[0],
+                            energy_reverse_joules: values[1],
+                        };
+                        if totals.implausible().is_none() {
+                            newer.sensors.insert(name, totals);
+                        }
+                    }
+                    Kind::Battery => {
+                        if let Some(battery) = StoredBattery::from_values(&values) {
+                            newer.batteries.insert(name, battery);
+                        }
+                    }
                 }
             }
-            if !newer.sensors.is_empty() {
+            if !newer.sensors.is_empty() || !newer.batteries.is_empty() {
                 log::info!(
                     "the last run did not stop cleanly; continuing from the totals of its last samples in {}",
                     live_path.display()
@@ -146,8 +153,10 @@ pub fn load_totals(
 }
 
 /// Records in the live file: every sensor twice over, so that reloads adding new sensors find
-/// room (a record, once named, stays with its sensor for the life of the process).
-const LIVE_RECORDS: usize = 2 * crate::config::MAX_SENSORS;
+/// room (a record, once named, stays with its sensor for the life of the process), and the
+/// batteries.
+const LIVE_RECORDS: usize =
+    2 * crate::config::MAX_SENSORS + 2 * crate::config::battery::MAX_BATTERIES;
 
 /// A new live file at `path`; without one (a runtime directory that cannot be written), a
 /// crash loses what was not saved yet.

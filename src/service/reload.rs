@@ -89,14 +89,29 @@ impl Core {
             self.statuses.remove(name);
             running.remove(name);
         }
+        for gone in self
+            .config
+            .batteries
+            .iter()
+            .filter(|b| !new.batteries.iter().any(|n| n.name == b.name))
+        {
+            metrics.remove_battery(&gone.name);
+        }
         self.config = new;
         let sensors = self.config.sensors.clone();
         for name in &changes.changed {
             lock(&self.persister).untrack(name);
             metrics.remove_sensor(name, true);
-            let slot = running.remove(name).and_then(|(_, mut p)| p.take_live());
+            let (slot, battery_slot) = match running.remove(name) {
+                Some((_, mut p)) => (p.take_live(), p.take_battery_live()),
+                None => (None, None),
+            };
             if let Some(sensor) = sensors.iter().find(|s| &s.name == name) {
-                let pipeline = self.pipeline(sensor, slot);
+                // The battery's record goes on only with the same battery.
+                let battery_slot = battery_slot
+                    .filter(|(b, _)| sensor.battery.as_ref().is_some_and(|n| &n.name == b))
+                    .map(|(_, slot)| slot);
+                let pipeline = self.pipeline(sensor, slot, battery_slot);
                 running.insert(name.clone(), (sensor.clone(), pipeline));
             }
         }

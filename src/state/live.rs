@@ -14,9 +14,12 @@
 //!
 //! ```text
 //! header   64 bytes   magic "PMLIVE\0\x01", record count (u32), record size (u32), zeros
-//! record  200 bytes   kind (u8), name length (u8), name (64 bytes), 6 bytes padding,
-//!                     2 × copy: sequence (u64), 6 values (f64 bits), sequence again (u64)
+//! record  264 bytes   kind (u8), name length (u8), name (64 bytes), 6 bytes padding,
+//!                     2 × copy: sequence (u64), 10 values (f64 bits), sequence again (u64)
 //! ```
+//!
+//! The header's record size tells the layout: files of 0.2, whose records held 6 values
+//! (200 bytes), are read too, their missing values as 0.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -29,7 +32,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use memmap2::{MmapOptions, MmapRaw};
 
 /// Values per record.
-pub const VALUES: usize = 6;
+pub const VALUES: usize = 10;
+/// Values per record in the files of earlier versions.
+const OLD_VALUES: usize = 6;
 /// Records per file at most.
 pub const MAX_RECORDS: usize = 1024;
 /// The longest name a record holds (a sensor name's limit).
@@ -41,16 +46,27 @@ const NAME_AREA: usize = 72;
 const COPY: usize = 8 * (VALUES + 2);
 const RECORD: usize = NAME_AREA + 2 * COPY;
 
+/// The size of a record of `values` values.
+const fn record_size(values: usize) -> usize {
+    NAME_AREA + 2 * 8 * (values + 2)
+}
+
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// A sensor's energy totals.
     Sensor = 1,
+    /// A battery monitor's state.
+    Battery = 2,
 }
 
 impl Kind {
     fn from_byte(byte: u8) -> Option<Kind> {
-        (byte == Kind::Sensor as u8).then_some(Kind::Sensor)
+        match byte {
+            1 => Some(Kind::Sensor),
+            2 => Some(Kind::Battery),
+            _ => None,
+        }
     }
 }
 
@@ -98,12 +114,17 @@ fn parse(bytes: &[u8]) -> Option<Records> {
         return None;
     }
     let count = u32_at(bytes, 8)? as usize;
-    if u32_at(bytes, 12)? as usize != RECORD || bytes.len() != HEADER + count * RECORD {
+    let record = u32_at(bytes, 12)? as usize;
+    let stored = [VALUES, OLD_VALUES]
+        .into_iter()
+        .find(|v| record_size(*v) == record)?;
+    let copy_size = 8 * (stored + 2);
+    if bytes.len() != HEADER + count.checked_mul(record)? {
         return None;
     }
     let mut records = Records::new();
     for i in 0..count {
-        let at = HEADER + i * RECORD;
+        let at = HEADER + i * record;
         let Some(kind) = Kind::from_byte(bytes[at]) else {
             continue;
         };
@@ -117,14 +138,14 @@ fn parse(bytes: &[u8]) -> Option<Records> {
         };
         let newest = (0..2)
             .filter_map(|copy| {
-                let base = at + NAME_AREA + copy * COPY;
-                let (begin, end) = (u64_at(bytes, base)?, u64_at(bytes, base + COPY - 8)?);
+                let base = at + NAME_AREA + copy * copy_size;
+                let (begin, end) = (u64_at(bytes, base)?, u64_at(bytes, base + copy_size - 8)?);
                 (begin != 0 && begin == end).then_some((begin, base))
             })
             .max();
         if let Some((_, base)) = newest {
             let mut values = [0.0; VALUES];
-            for (j, v) in values.iter_mut().enumerate() {
+            for (j, v) in values.iter_mut().enumerate().take(stored) {
                 *v = f64::from_bits(u64_at(bytes, base + 8 * (j + 1))?);
             }
             records.insert((kind, name.to_string()), values);
@@ -347,6 +368,30 @@ mod tests {
         bytes[copy1 + COPY - 8] ^= 0xFF;
         let records = parse(&bytes).unwrap();
         assert_eq!(records[&(Kind::Sensor, "a".into())][0], 2.0);
+    }
+
+    /// A file of the previous layout (6 values a record) still speaks for its totals.
+    #[test]
+    fn files_of_the_previous_layout_are_read() {
+        let old = record_size(OLD_VALUES);
+        assert_eq!(old, 200);
+        let mut bytes = vec![0u8; HEADER + old];
+        bytes[..8].copy_from_slice(&MAGIC);
+        bytes[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&(old as u32).to_ne_bytes());
+        let at = HEADER;
+        bytes[at] = Kind::Sensor as u8;
+        bytes[at + 1] = 2;
+        bytes[at + 2..at + 4].copy_from_slice(b"pv");
+        // Copy 0: sequence 7, forward 1234.5, reverse 6.25, sequence 7.
+        let base = at + NAME_AREA;
+        bytes[base..base + 8].copy_from_slice(&7u64.to_ne_bytes());
+        bytes[base + 8..base + 16].copy_from_slice(&1234.5f64.to_bits().to_ne_bytes());
+        bytes[base + 16..base + 24].copy_from_slice(&6.25f64.to_bits().to_ne_bytes());
+        let end = base + 8 * (OLD_VALUES + 1);
+        bytes[end..end + 8].copy_from_slice(&7u64.to_ne_bytes());
+        let records = parse(&bytes).unwrap();
+        assert_eq!(records[&(Kind::Sensor, "pv".into())], values(1234.5, 6.25));
     }
 
     #[test]

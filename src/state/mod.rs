@@ -29,13 +29,184 @@ pub use self::store::{Loaded, SetAside, StateError, StateStore};
 /// counter: adding a sample to it changes nothing).
 pub const MAX_PLAUSIBLE_JOULES: f64 = 1e15;
 
-/// Per sensor name, what the files hold. Sensors no longer configured are kept, so that
-/// re-adding one continues its totals.
+/// Per sensor and battery name, what the files hold. Sensors and batteries no longer
+/// configured are kept, so that re-adding one continues where it was.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredState {
     /// Totals per sensor name.
     pub sensors: BTreeMap<String, StoredSensor>,
+    /// Battery monitors per battery name.
+    pub batteries: BTreeMap<String, StoredBattery>,
 }
+
+/// How much a battery monitor knows about the state of charge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocStatus {
+    /// Nothing yet: no full charge, no estimate.
+    #[default]
+    Unknown,
+    /// Estimated (from the voltage at rest, as configured, or synchronised before the battery
+    /// went unwatched), with an uncertainty.
+    Estimated,
+    /// Counted from a full charge.
+    Synchronized,
+}
+
+impl SocStatus {
+    /// As a number, for the live file.
+    pub fn code(self) -> f64 {
+        match self {
+            SocStatus::Unknown => 0.0,
+            SocStatus::Estimated => 1.0,
+            SocStatus::Synchronized => 2.0,
+        }
+    }
+
+    /// From [`code`](Self::code).
+    pub fn from_code(code: f64) -> Option<SocStatus> {
+        [
+            SocStatus::Unknown,
+            SocStatus::Estimated,
+            SocStatus::Synchronized,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+}
+
+/// One battery monitor's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredBattery {
+    /// Samples counted, ever: the later of two states has more.
+    pub samples: u64,
+    /// What is known of the state of charge.
+    pub status: SocStatus,
+    /// Charge below full (Peukert-weighted out, efficiency-weighted in), in coulombs.
+    pub below_full_coulombs: f64,
+    /// Charge put in, as measured, in coulombs.
+    pub charge_in_coulombs: f64,
+    /// Charge taken out, as measured, in coulombs.
+    pub charge_out_coulombs: f64,
+    /// Full charges detected.
+    pub full_charges: u64,
+    /// Unix time of the last full charge, or of the first sample if there was none.
+    pub reference_unix: f64,
+    /// The uncertainty of an estimate, as a fraction of capacity (NaN: not known).
+    #[serde(with = "nan_as_null")]
+    pub uncertainty_ratio: f64,
+    /// Unix time of the last sample.
+    pub last_sample_unix: f64,
+}
+
+/// JSON has no NaN: an unknown uncertainty is `null`.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// Values of a battery in the live file.
+pub const BATTERY_VALUES: usize = 9;
+
+impl StoredBattery {
+    /// Why this state cannot be real, if it cannot.
+    pub fn implausible(&self) -> Option<String> {
+        let coulombs = [
+            ("below_full_coulombs", self.below_full_coulombs),
+            ("charge_in_coulombs", self.charge_in_coulombs),
+            ("charge_out_coulombs", self.charge_out_coulombs),
+        ];
+        if let Some((key, c)) = coulombs
+            .into_iter()
+            .find(|(_, c)| !(c.is_finite() && (0.0..=MAX_PLAUSIBLE_COULOMBS).contains(c)))
+        {
+            return Some(format!(
+                "{key} = {c} is not a charge between 0 and {MAX_PLAUSIBLE_COULOMBS:e} C"
+            ));
+        }
+        let times = [
+            ("reference_unix", self.reference_unix),
+            ("last_sample_unix", self.last_sample_unix),
+        ];
+        if let Some((key, t)) = times
+            .into_iter()
+            .find(|(_, t)| !(t.is_finite() && (0.0..=1e11).contains(t)))
+        {
+            return Some(format!("{key} = {t} is not a Unix time"));
+        }
+        let u = self.uncertainty_ratio;
+        if !(u.is_nan() || (0.0..=1.0).contains(&u)) {
+            return Some(format!(
+                "uncertainty_ratio = {u} is not a fraction from 0 to 1"
+            ));
+        }
+        None
+    }
+
+    /// The later of two states of one battery: the one with more samples counted; the
+    /// counters never go back.
+    pub fn latest(self, other: StoredBattery) -> StoredBattery {
+        let mut later = if other.samples > self.samples {
+            other
+        } else {
+            self
+        };
+        later.charge_in_coulombs = self.charge_in_coulombs.max(other.charge_in_coulombs);
+        later.charge_out_coulombs = self.charge_out_coulombs.max(other.charge_out_coulombs);
+        later.full_charges = self.full_charges.max(other.full_charges);
+        later
+    }
+
+    /// The live file's values.
+    pub fn to_values(&self) -> [f64; BATTERY_VALUES] {
+        [
+            self.samples as f64,
+            self.status.code(),
+            self.below_full_coulombs,
+            self.charge_in_coulombs,
+            self.charge_out_coulombs,
+            self.full_charges as f64,
+            self.reference_unix,
+            self.uncertainty_ratio,
+            self.last_sample_unix,
+        ]
+    }
+
+    /// From the live file's values; `None` if they are not a battery's.
+    pub fn from_values(v: &[f64]) -> Option<StoredBattery> {
+        let whole = |x: f64| {
+            (x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9e15).then_some(x as u64)
+        };
+        let stored = StoredBattery {
+            samples: whole(*v.first()?)?,
+            status: SocStatus::from_code(*v.get(1)?)?,
+            below_full_coulombs: *v.get(2)?,
+            charge_in_coulombs: *v.get(3)?,
+            charge_out_coulombs: *v.get(4)?,
+            full_charges: whole(*v.get(5)?)?,
+            reference_unix: *v.get(6)?,
+            uncertainty_ratio: *v.get(7)?,
+            last_sample_unix: *v.get(8)?,
+        };
+        stored.implausible().is_none().then_some(stored)
+    }
+}
+
+/// The largest charge a file may claim, in coulombs: a 1000 Ah battery cycled daily for
+/// 2,700 years.
+pub const MAX_PLAUSIBLE_COULOMBS: f64 = 1e13;
 
 /// One sensor's totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -72,7 +243,7 @@ impl StoredSensor {
 }
 
 impl StoredState {
-    /// Take, per sensor, the later totals of `self` and `other`.
+    /// Take, per sensor and battery, the later state of `self` and `other`.
     pub fn merge_latest(&mut self, other: &StoredState) {
         for (name, theirs) in &other.sensors {
             let merged = self
@@ -80,6 +251,13 @@ impl StoredState {
                 .get(name)
                 .map_or(*theirs, |ours| ours.latest(*theirs));
             self.sensors.insert(name.clone(), merged);
+        }
+        for (name, theirs) in &other.batteries {
+            let merged = self
+                .batteries
+                .get(name)
+                .map_or(*theirs, |ours| ours.latest(*theirs));
+            self.batteries.insert(name.clone(), merged);
         }
     }
 }

@@ -237,12 +237,14 @@ mod tests {
     fn chip(watts: f64, supply: f64, shunt_ohms: f64, faults: Vec<FaultConfig>) -> VirtualIna219 {
         let sim = SimulationConfig {
             load: Some(LoadModel::Constant { watts }),
-            supply_volts: supply,
+            supply_volts_key: Some(supply),
             source_ohms: 0.0,
             noise: 0.0,
             seed: Some(1),
             faults,
             chip: None,
+            battery: None,
+            from_battery: false,
         };
         VirtualIna219::new(shunt_ohms, Simulation::new(&sim, 1))
     }

@@ -6,6 +6,7 @@
 //! driver and the chip model, register by register.
 
 mod faults;
+pub mod house;
 mod ina219;
 mod ina226;
 mod ina3221;
@@ -19,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 pub use self::faults::FaultSchedule;
+use self::house::{House, SharedHouse};
 pub use self::ina219::{Registers, VirtualIna219};
 pub use self::ina226::VirtualIna226;
 pub use self::ina3221::VirtualIna3221;
@@ -68,10 +70,19 @@ pub struct Signal {
     pub current_amps: f64,
 }
 
+/// Where a virtual chip's signal comes from.
+enum Source {
+    /// Its own load on its own supply.
+    Own { load: Box<Load>, supply_volts: f64 },
+    /// A load of the bus's house, on the battery's terminals.
+    HouseLoad { house: SharedHouse, index: usize },
+    /// The house's battery itself.
+    Battery { house: SharedHouse },
+}
+
 /// A load on a supply, with noise and faults: what one virtual chip measures.
 pub struct Simulation {
-    load: Load,
-    supply_volts: f64,
+    source: Source,
     source_ohms: f64,
     noise: f64,
     faults: FaultSchedule,
@@ -82,10 +93,19 @@ impl Simulation {
     /// A simulation of `config`; `seed` (unless the config has one) seeds its randomness.
     pub fn new(config: &SimulationConfig, seed: u64) -> Simulation {
         let seed = config.seed.unwrap_or(seed);
-        let fallback = crate::config::LoadModel::Constant { watts: 0.0 };
+        Simulation::with_source(
+            config,
+            seed,
+            Source::Own {
+                load: Box::new(load_of(config, seed)),
+                supply_volts: config.supply_volts(),
+            },
+        )
+    }
+
+    fn with_source(config: &SimulationConfig, seed: u64, source: Source) -> Simulation {
         Simulation {
-            load: Load::new(config.load.as_ref().unwrap_or(&fallback), seed),
-            supply_volts: config.supply_volts,
+            source,
             source_ohms: config.source_ohms,
             noise: config.noise,
             faults: FaultSchedule::new(&config.faults, seed),
@@ -95,20 +115,41 @@ impl Simulation {
 
     /// Bus voltage and current at `t`.
     pub fn signal(&mut self, t: Duration) -> Signal {
-        let mut watts = self.load.watts(t.as_secs_f64());
+        let (supply, mut watts) = match &mut self.source {
+            Source::Own { load, supply_volts } => (*supply_volts, load.watts(t.as_secs_f64())),
+            Source::HouseLoad { house, index } => house::lock(house).load(*index, t),
+            Source::Battery { house } => {
+                let (volts, amps) = house::lock(house).battery(t);
+                let noise = if self.noise > 0.0 {
+                    1.0 + self.rng.random_range(-self.noise..=self.noise)
+                } else {
+                    1.0
+                };
+                return Signal {
+                    bus_volts: volts,
+                    current_amps: amps * noise,
+                };
+            }
+        };
         if let Some(overload) = self.faults.overload_watts(t) {
             watts = overload;
         }
         if self.noise > 0.0 {
             watts *= 1.0 + self.rng.random_range(-self.noise..=self.noise);
         }
-        let supply = self.faults.supply_volts(t).unwrap_or(self.supply_volts);
+        let supply = self.faults.supply_volts(t).unwrap_or(supply);
         let current_amps = current_for(watts, supply, self.source_ohms);
         Signal {
             bus_volts: supply - current_amps * self.source_ohms,
             current_amps,
         }
     }
+}
+
+/// The load model of a simulation config.
+fn load_of(config: &SimulationConfig, seed: u64) -> Load {
+    let fallback = crate::config::LoadModel::Constant { watts: 0.0 };
+    Load::new(config.load.as_ref().unwrap_or(&fallback), seed)
 }
 
 /// The current that delivers `watts` to a load fed from `supply_volts` through `source_ohms`:
@@ -167,6 +208,7 @@ impl ClassifyError for VirtualI2cError {
 pub struct VirtualBus {
     chips: Vec<(u8, Box<dyn VirtualChip>)>,
     clock: Clock,
+    house: Option<SharedHouse>,
 }
 
 impl VirtualBus {
@@ -175,7 +217,13 @@ impl VirtualBus {
         VirtualBus {
             chips: Vec::new(),
             clock,
+            house: None,
         }
+    }
+
+    /// The house of the bus's simulated battery, if it has one: its true state of charge.
+    pub fn house(&self) -> Option<SharedHouse> {
+        self.house.clone()
     }
 
     /// Put a chip at `address`.
@@ -236,24 +284,70 @@ pub fn seed_for(name: &str) -> u64 {
     })
 }
 
-/// The simulation of a sensor, seeded by its name.
-fn simulation_of(s: &SensorConfig) -> Simulation {
+/// The house of a bus with a simulated battery: the battery, and the loads of the sensors
+/// drawing from it, in config order.
+fn house_of(sensors: &[SensorConfig]) -> Option<(SharedHouse, Vec<&str>)> {
+    let (battery_sensor, battery) = sensors
+        .iter()
+        .find_map(|s| Some((s, s.simulation.as_ref()?.battery?)))?;
+    let members: Vec<&SensorConfig> = sensors
+        .iter()
+        .filter(|s| s.simulation.as_ref().is_some_and(|x| x.from_battery))
+        .collect();
+    let loads = members
+        .iter()
+        .map(|s| {
+            let config = s
+                .simulation()
+                .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()));
+            load_of(&config, config.seed.unwrap_or_else(|| seed_for(&s.name)))
+        })
+        .collect();
+    let day_offset = battery
+        .time_of_day
+        .map_or_else(house::local_time_of_day, |t| t.0);
+    let house = House::new(battery, loads, seed_for(&battery_sensor.name), day_offset);
+    let names = members.iter().map(|s| s.name.as_str()).collect();
+    Some((std::sync::Arc::new(std::sync::Mutex::new(house)), names))
+}
+
+/// The simulation of a sensor, seeded by its name; a part of `house` if it is one.
+fn simulation_of(s: &SensorConfig, house: Option<&(SharedHouse, Vec<&str>)>) -> Simulation {
     let config = s
         .simulation()
         .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()));
-    Simulation::new(&config, seed_for(&s.name))
+    let seed = config.seed.unwrap_or_else(|| seed_for(&s.name));
+    let source = match house {
+        Some((house, _)) if config.battery.is_some() => Source::Battery {
+            house: std::sync::Arc::clone(house),
+        },
+        Some((house, names)) if config.from_battery => Source::HouseLoad {
+            house: std::sync::Arc::clone(house),
+            index: names
+                .iter()
+                .position(|n| *n == s.name)
+                .unwrap_or(usize::MAX),
+        },
+        _ => return Simulation::new(&config, seed),
+    };
+    Simulation::with_source(&config, seed, source)
 }
 
 /// A virtual bus carrying one virtual chip per sensor config (one per INA3221, with a channel
 /// per sensor), at its address.
 pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
     let mut bus = VirtualBus::new(clock.clone());
+    let house = house_of(sensors);
+    bus.house = house.as_ref().map(|(h, _)| std::sync::Arc::clone(h));
+    let house = house.as_ref();
     for s in sensors {
         let chip: Box<dyn VirtualChip> = match s.chip() {
-            Chip::Ina219 => Box::new(VirtualIna219::new(s.shunt_ohms(), simulation_of(s))),
-            chip @ (Chip::Ina226 | Chip::Ina260) => {
-                Box::new(VirtualIna226::new(chip, s.shunt_ohms(), simulation_of(s)))
-            }
+            Chip::Ina219 => Box::new(VirtualIna219::new(s.shunt_ohms(), simulation_of(s, house))),
+            chip @ (Chip::Ina226 | Chip::Ina260) => Box::new(VirtualIna226::new(
+                chip,
+                s.shunt_ohms(),
+                simulation_of(s, house),
+            )),
             Chip::Ina3221 => {
                 if sensors[..]
                     .iter()
@@ -265,7 +359,13 @@ pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
                 let channels = sensors
                     .iter()
                     .filter(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
-                    .map(|o| (o.channel.unwrap_or(1), o.shunt_ohms(), simulation_of(o)))
+                    .map(|o| {
+                        (
+                            o.channel.unwrap_or(1),
+                            o.shunt_ohms(),
+                            simulation_of(o, house),
+                        )
+                    })
                     .collect();
                 Box::new(VirtualIna3221::new(channels))
             }
