@@ -285,6 +285,42 @@ impl Metrics {
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("encoding metrics failed: {e}");
         }
-        out
+        spell_infinities(out)
+    }
+}
+
+/// The encoder writes infinities as Rust prints them (`inf`); the exposition format spells
+/// them `+Inf` and `-Inf`. A value ends its line (label values escape their newlines), so
+/// only a line's last word can be one.
+fn spell_infinities(text: Vec<u8>) -> Vec<u8> {
+    if !text.windows(4).any(|w| w == b"inf\n") {
+        return text;
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        if let Some(head) = line.strip_suffix(b" inf\n") {
+            out.extend_from_slice(head);
+            out.extend_from_slice(b" +Inf\n");
+        } else if let Some(head) = line.strip_suffix(b" -inf\n") {
+            out.extend_from_slice(head);
+            out.extend_from_slice(b" -Inf\n");
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infinities_are_spelled_as_the_exposition_format_says() {
+        let text = b"a 1\nb{x=\"inf\"} inf\nc -inf\nd NaN\n".to_vec();
+        assert_eq!(
+            String::from_utf8(spell_infinities(text)).unwrap(),
+            "a 1\nb{x=\"inf\"} +Inf\nc -Inf\nd NaN\n"
+        );
     }
 }
