@@ -42,11 +42,7 @@ struct Tracked {
 
 impl Tracked {
     fn totals(&self) -> StoredSensor {
-        let snapshot = self.status.snapshot();
-        StoredSensor {
-            energy_joules: snapshot.energy_joules,
-            energy_reverse_joules: snapshot.energy_reverse_joules,
-        }
+        self.status.snapshot().totals()
     }
 
     /// The battery's name and state, if the sensor measures one.
@@ -279,11 +275,7 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let t = persister.latest(&s.name);
-                    let status = SensorStatus::new(
-                        s,
-                        Default::default(),
-                        (t.energy_joules, t.energy_reverse_joules),
-                    );
+                    let status = SensorStatus::new(s, Default::default(), t);
                     persister.track(Arc::clone(&status));
                     status
                 })
@@ -314,10 +306,7 @@ mod tests {
                 let snap = s.snapshot();
                 state.sensors.insert(
                     s.name.clone(),
-                    StoredSensor {
-                        energy_joules: snap.energy_joules,
-                        energy_reverse_joules: snap.energy_reverse_joules,
-                    },
+                    StoredSensor::totals(snap.energy_joules, snap.energy_reverse_joules),
                 );
             }
             state

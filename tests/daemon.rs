@@ -214,10 +214,12 @@ fn endpoints_answer_like_an_exporter() {
         .starts_with("text/html"));
     let html = page.text();
     assert!(
-        html.contains("<td><b>heater</b>") && html.contains("href=\"/metrics\""),
+        html.contains("<h2>heater</h2>") && html.contains("href=\"/metrics\""),
         "{html}"
     );
-    assert!(html.contains("http-equiv=\"refresh\""));
+    // It updates itself in place rather than reloading.
+    assert!(!html.contains("http-equiv=\"refresh\""));
+    assert!(html.contains("src=\"/static/app.js"));
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "external assets in the page"

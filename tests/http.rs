@@ -499,6 +499,16 @@ fn healthz_is_public_only_when_configured() {
         .unwrap();
         let d = common::Daemon::start_with(&path, &dir.path().join(format!("state-{public}")));
         assert_eq!(d.get("/healthz").status, expected);
-        assert_eq!(d.get("/metrics").status, 401);
+        // Everything else needs the password: the page and its files too.
+        for path in [
+            "/metrics",
+            "/",
+            "/static/app.js",
+            "/static/style.css",
+            "/api/readings",
+            "/api/history",
+        ] {
+            assert_eq!(d.get(path).status, 401, "{path}");
+        }
     }
 }

@@ -41,10 +41,8 @@ fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
-#[test]
-fn a_thousand_samples_allocate_nothing() {
-    // Every rule on, a load that trips some of them, noise, two chips sharing the bus.
-    let config = Config::from_toml(
+fn house() -> Config {
+    Config::from_toml(
         Path::new("t.toml"),
         r#"
 [[sensor]]
@@ -76,39 +74,78 @@ address = 0x41
 [sensor.simulation]
 load = { model = "raspberry_pi" }
 supply_volts = 5.1
+
+# The battery monitor runs on the ac sensor's current too.
+[[battery]]
+name = "bank"
+sensor = "ac"
+capacity_ah = 400.0
+[battery.anomaly]
+min_state_of_charge = 0.2
+min_time_to_go = "1h"
 "#,
     )
-    .unwrap();
-    let metrics = Metrics::new("0", "test").unwrap();
-    let (mut pipelines, _statuses): (Vec<_>, Vec<_>) = config
-        .sensors
-        .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
-        .unzip();
-    let (clock, time) = Clock::manual();
-    let mut sensors = sensor::open_bus(&config.sensors, &clock);
-    let start = Instant::now();
-    let mut step = |i: u32| {
-        time.advance(Duration::from_secs(1));
-        for (sensor, pipeline) in sensors.iter_mut().zip(pipelines.iter_mut()) {
+    .unwrap()
+}
+
+/// Sensors read through the real driver into their pipelines, one sample a second.
+struct Run {
+    sensors: Vec<Box<dyn sensor::Sensor>>,
+    pipelines: Vec<SensorPipeline>,
+    statuses: Vec<std::sync::Arc<power_monitord::status::SensorStatus>>,
+    time: power_monitord::clock::ManualTime,
+    start: Instant,
+    wall: SystemTime,
+    _metrics: Metrics,
+}
+
+impl Run {
+    fn new() -> Run {
+        let config = house();
+        let metrics = Metrics::new("0", "test").unwrap();
+        let (pipelines, statuses): (Vec<_>, Vec<_>) = config
+            .sensors
+            .iter()
+            .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
+            .unzip();
+        let (clock, time) = Clock::manual();
+        let sensors = sensor::open_bus(&config.sensors, &clock);
+        Run {
+            sensors,
+            pipelines,
+            statuses,
+            time,
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            _metrics: metrics,
+        }
+    }
+
+    fn step(&mut self, i: u32) {
+        self.time.advance(Duration::from_secs(1));
+        let t = Duration::from_secs(u64::from(i));
+        for (sensor, pipeline) in self.sensors.iter_mut().zip(self.pipelines.iter_mut()) {
             let result = sensor.read();
             // The very first read meets a conversion still running; from then on every read
             // finds a new one.
             assert!(i == 0 || result.is_ok(), "read {i}: {result:?}");
-            pipeline.process(
-                result,
-                start + Duration::from_secs(u64::from(i)),
-                SystemTime::now(),
-            );
+            pipeline.process(result, self.start + t, self.wall + t);
         }
-    };
+    }
+}
+
+#[test]
+fn a_thousand_samples_allocate_nothing() {
+    // Every rule on, a load that trips some of them, noise, two chips sharing the bus, a
+    // battery monitor.
+    let mut run = Run::new();
     // Initialisation and the first conversions may allocate (driver set-up, log lines).
     for i in 0..20 {
-        step(i);
+        run.step(i);
     }
     let before = allocations();
     for i in 20..1020 {
-        step(i);
+        run.step(i);
     }
     let after = allocations();
     assert_eq!(
@@ -117,4 +154,27 @@ supply_volts = 5.1
         "{} allocations in 1000 samples of 2 sensors",
         after - before
     );
+}
+
+/// A simulated day: the recent-power history of each sensor holds its fixed number of points
+/// and its memory does not grow; nothing is allocated after the start.
+#[test]
+fn a_day_of_samples_keeps_the_history_within_its_bounds() {
+    let mut run = Run::new();
+    for i in 0..20 {
+        run.step(i);
+    }
+    let footprints: Vec<usize> = run.statuses.iter().map(|s| s.history_footprint()).collect();
+    let before = allocations();
+    for i in 20..86_420 {
+        run.step(i);
+    }
+    let after = allocations();
+    assert_eq!(after - before, 0, "allocations over a day");
+    for (status, footprint) in run.statuses.iter().zip(footprints) {
+        assert_eq!(status.history_footprint(), footprint);
+        assert!(footprint < 16 * 1024, "{footprint} bytes");
+        let (points, _) = status.history_since(0.0);
+        assert_eq!(points.len(), power_monitord::status::history::POINTS);
+    }
 }

@@ -78,7 +78,9 @@ pub struct SensorReading<'a> {
     pub address: String,
     pub labels: &'a BTreeMap<String, String>,
     pub up: bool,
+    pub down_reason: Option<String>,
     pub last_error: Option<&'static str>,
+    pub interval_seconds: f64,
     pub bus_voltage_volts: Option<f64>,
     pub shunt_voltage_volts: Option<f64>,
     pub current_amperes: Option<f64>,
@@ -90,12 +92,69 @@ pub struct SensorReading<'a> {
     pub energy_joules: f64,
     pub energy_kwh: f64,
     pub energy_reverse_joules: f64,
+    pub energy_today_joules: f64,
+    pub energy_today_kwh: f64,
     pub samples: u64,
     pub read_errors: u64,
     pub last_sample_timestamp_seconds: Option<f64>,
     pub last_sample_age_seconds: Option<f64>,
     pub anomalies_active: Vec<&'static str>,
+    pub anomalies: Vec<ActiveAnomaly>,
     pub rules: Vec<&'static str>,
+}
+
+/// An anomaly in an episode, and since when (Unix time).
+#[derive(Serialize)]
+pub struct ActiveAnomaly {
+    pub rule: &'static str,
+    pub since: Option<f64>,
+}
+
+/// `/api/history`: recent power per sensor, oldest first, as `[unix, watts]` pairs (`null`
+/// watts: the shunt saturated).
+#[derive(Serialize)]
+pub struct History<'a> {
+    pub points_per_sensor: usize,
+    pub sensors: BTreeMap<&'a str, SensorHistory>,
+}
+
+#[derive(Serialize)]
+pub struct SensorHistory {
+    pub resolution_seconds: f64,
+    pub points: Vec<(f64, Option<f32>)>,
+}
+
+/// The history of `sensors` after `since`; `None` if `only` names no sensor.
+pub fn history<'a>(
+    sensors: &'a [Arc<SensorStatus>],
+    only: Option<&str>,
+    since: f64,
+) -> Option<History<'a>> {
+    if only.is_some_and(|n| !sensors.iter().any(|s| s.name == n)) {
+        return None;
+    }
+    let sensors = sensors
+        .iter()
+        .filter(|s| only.is_none_or(|n| s.name == n))
+        .map(|s| {
+            let (points, resolution) = s.history_since(since);
+            let points = points
+                .into_iter()
+                .map(|p| (p.unix, Some(p.watts).filter(|w| w.is_finite())))
+                .collect();
+            (
+                s.name.as_str(),
+                SensorHistory {
+                    resolution_seconds: resolution,
+                    points,
+                },
+            )
+        })
+        .collect();
+    Some(History {
+        points_per_sensor: crate::status::history::POINTS,
+        sensors,
+    })
 }
 
 /// JSON has no NaN: an unknown value is null.
@@ -122,7 +181,9 @@ pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<
                     address: format!("{:#04x}", s.address),
                     labels: &s.labels,
                     up: snap.up,
+                    down_reason: if snap.up { None } else { s.down_reason() },
                     last_error: snap.last_error.map(|k| k.as_str()),
+                    interval_seconds: s.interval.as_secs_f64(),
                     bus_voltage_volts: r.and_then(|r| finite(r.bus_voltage_volts)),
                     shunt_voltage_volts: r.and_then(|r| finite(r.shunt_voltage_volts)),
                     current_amperes: r.and_then(|r| finite(r.current_amperes)),
@@ -134,6 +195,8 @@ pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<
                     energy_joules: snap.energy_joules,
                     energy_kwh: snap.energy_joules / JOULES_PER_KWH,
                     energy_reverse_joules: snap.energy_reverse_joules,
+                    energy_today_joules: snap.energy_today_joules(),
+                    energy_today_kwh: snap.energy_today_joules() / JOULES_PER_KWH,
                     samples: snap.samples,
                     read_errors: snap.read_errors,
                     last_sample_timestamp_seconds: snap.last_sample_unix,
@@ -141,6 +204,14 @@ pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<
                         .last_sample_at
                         .map(|at| now.saturating_duration_since(at).as_secs_f64()),
                     anomalies_active: snap.active.iter().map(|r| r.as_str()).collect(),
+                    anomalies: snap
+                        .active
+                        .iter()
+                        .map(|r| ActiveAnomaly {
+                            rule: r.as_str(),
+                            since: snap.active_since(r),
+                        })
+                        .collect(),
                     rules: s.rules.iter().map(|r| r.as_str()).collect(),
                 }
             })

@@ -1,13 +1,28 @@
-//! `/`: a small status page that reloads itself; no scripts, no external assets.
+//! `/`: the status page. The server renders the first paint (values, badges, sparklines) from
+//! the same data as `/api/readings` and `/api/history`, so the page shows everything without
+//! JavaScript; `app.js` then keeps it current. Template, style and script are files of their
+//! own (`assets/`), compiled into the binary.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::api::readings;
+use super::api::{history, readings, BatteryReading, SensorReading};
 use super::App;
+use crate::status::history::POINTS;
 
-/// The status page reloads itself this often.
-const PAGE_REFRESH_SECONDS: u32 = 5;
+/// The page's template.
+const TEMPLATE: &str = include_str!("assets/page.html");
+/// `/static/style.css`.
+pub const STYLE: &str = include_str!("assets/style.css");
+/// `/static/app.js`.
+pub const SCRIPT: &str = include_str!("assets/app.js");
+/// `/static/icon.svg`.
+pub const ICON: &str = include_str!("assets/icon.svg");
+
+/// Sparkline geometry, as in `app.js`.
+const WIDTH: f64 = 300.0;
+const HEIGHT: f64 = 60.0;
+const PAD: f64 = 3.0;
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -31,7 +46,7 @@ fn number(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-/// Seconds as "5 h 12 min" (or "12 min", "40 s").
+/// Seconds as "5 h 12 min" (or "12 min", "40 s"), as `app.js` writes them.
 fn span(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     match (s / 3600, s % 3600 / 60) {
@@ -42,134 +57,242 @@ fn span(seconds: f64) -> String {
     }
 }
 
-/// A card per battery: the state of charge as a bar, in % and Ah, time to go, and how sure.
-fn battery_cards(batteries: &[super::api::BatteryReading<'_>]) -> String {
-    let mut out = String::new();
-    for b in batteries {
-        let (bar, soc) = match b.state_of_charge {
-            Some(soc) => (
-                format!("<meter class=soc min=0 max=1 low=0.2 high=0.5 optimum=1 value={soc:.4}>{:.0} %</meter>", soc * 100.0),
-                format!(
-                    "<b>{:.1} %</b> · {:.0} of {:.0} Ah",
-                    soc * 100.0,
-                    soc * b.capacity_ah,
-                    b.capacity_ah
-                ),
-            ),
-            None => (String::new(), "<b>state of charge unknown</b> until the first full charge".to_string()),
-        };
-        let certainty = match (
-            b.synchronized,
-            b.state_of_charge_uncertainty,
-            b.state_of_charge,
-        ) {
-            (true, _, _) => "synchronised to a full charge".to_string(),
-            (false, Some(u), Some(_)) => format!(
-                "an estimate, ± {:.0} %, until the next full charge",
-                u * 100.0
-            ),
-            (false, None, Some(_)) => "an estimate until the next full charge".to_string(),
-            _ => String::new(),
-        };
-        let to_go = match (b.time_to_go_seconds, b.state_of_charge) {
-            (Some(t), _) => format!("{} to go at {:.1} A", span(t), b.average_current_amperes),
-            (None, Some(_)) if b.average_current_amperes < 0.0 => {
-                format!("charging at {:.1} A", -b.average_current_amperes)
-            }
-            (None, Some(_)) => "idle".to_string(),
-            (None, None) => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "<div class=battery><h2>Battery {name} <small>({chemistry}, on sensor {sensor})</small></h2>{bar}             <p>{soc}. {to_go}</p><p><small>{certainty}; {fulls} full charge(s); in {charge_in:.1} Ah, out {charge_out:.1} Ah</small></p></div>",
-            name = escape(b.name),
-            chemistry = b.chemistry,
-            sensor = escape(b.sensor),
-            fulls = b.full_charges,
-            charge_in = b.charge_in_ah,
-            charge_out = b.charge_out_ah,
-        );
-    }
-    out
+/// A Unix time as the server's local time of day.
+fn clock(unix: f64) -> String {
+    let seconds = unix.floor() as i64;
+    let midnight = crate::clock::local_day(unix).1 - 86_400.0;
+    let of_day = (seconds as f64 - midnight).rem_euclid(86_400.0) as i64;
+    format!(
+        "{:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
 }
 
-/// `/`: a small page that reloads itself; no scripts, no external assets.
+/// The seconds a sparkline spans: the whole history once it is full, what there is until then
+/// (ten points at least).
+fn window(first: f64, last: f64, resolution: f64) -> f64 {
+    (resolution * POINTS as f64)
+        .min(last - first)
+        .max(10.0 * resolution)
+}
+
+/// The sparkline's path: points further apart than a gap (a `None`) are not joined.
+pub fn sparkline(points: &[(f64, Option<f32>)], resolution: f64) -> String {
+    let (Some(&(tfirst, _)), Some(&(tmax, _))) = (points.first(), points.last()) else {
+        return String::new();
+    };
+    let width = window(tfirst, tmax, resolution);
+    let tmin = tmax - width;
+    let values = points.iter().filter_map(|p| p.1).map(f64::from);
+    let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), w| {
+        (lo.min(w), hi.max(w))
+    });
+    if !lo.is_finite() {
+        return String::new();
+    }
+    if hi - lo < 1e-9 {
+        lo -= 1.0;
+        hi += 1.0;
+    }
+    let mut d = String::new();
+    let mut pen = false;
+    for &(t, w) in points {
+        let Some(w) = w.filter(|_| t >= tmin) else {
+            pen = false;
+            continue;
+        };
+        let x = (t - tmin) / width * WIDTH;
+        let y = PAD + (1.0 - (f64::from(w) - lo) / (hi - lo)) * (HEIGHT - 2.0 * PAD);
+        let _ = write!(d, "{}{x:.1} {y:.1}", if pen { 'L' } else { 'M' });
+        pen = true;
+    }
+    d
+}
+
+fn sensor_card(s: &SensorReading<'_>, path: &str, points: usize) -> String {
+    let state = if s.up {
+        "<span class=\"state up\" data-f=\"state\">up</span>".to_string()
+    } else {
+        let why = s
+            .down_reason
+            .clone()
+            .or(s.last_error.map(str::to_string))
+            .unwrap_or_else(|| "no reading yet".into());
+        format!(
+            "<span class=\"state down\" data-f=\"state\">down: {}</span>",
+            escape(&why)
+        )
+    };
+    let labels: Vec<String> = s
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    let power = if s.overflow && s.power_watts.is_none() {
+        "overrange".to_string()
+    } else {
+        number(s.power_watts, 1)
+    };
+    let badges: String = s
+        .anomalies
+        .iter()
+        .map(|a| {
+            let since = a
+                .since
+                .map(|t| format!(" since {}", clock(t)))
+                .unwrap_or_default();
+            format!("<li class=\"badge\">{}{since}</li>", a.rule)
+        })
+        .collect();
+    let cell = |label: &str, field: &str, value: String| {
+        format!("<div><dt>{label}</dt><dd data-f=\"{field}\">{value}</dd></div>")
+    };
+    format!(
+        "<article class=\"card\" data-sensor=\"{name}\">\n<header><h2>{name}</h2>{state}</header>\n\
+         <p class=\"labels\">{driver} · {bus} {address}{sep}{labels}</p>\n\
+         <p class=\"power\"><span data-f=\"power\">{power}</span> <small>W</small></p>\n\
+         <dl class=\"grid\">{volts}{amps}{today}{total}{avg}{min}{max}</dl>\n\
+         <ul class=\"badges\" data-f=\"anomalies\">{badges}</ul>\n\
+         <figure class=\"spark\"><svg viewBox=\"0 0 300 60\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"Recent power of {name}\" data-points=\"{points}\"><path d=\"{path}\"/></svg>\
+         <figcaption data-f=\"tip\">recent power; touch or hover for values</figcaption></figure>\n</article>\n",
+        name = escape(s.name),
+        driver = escape(s.driver),
+        bus = escape(s.bus),
+        address = s.address,
+        sep = if labels.is_empty() { "" } else { " · " },
+        labels = labels.join(" "),
+        volts = cell("Bus", "volts", format!("{} V", number(s.bus_voltage_volts, 2))),
+        amps = cell("Current", "amps", format!("{} A", number(s.current_amperes, 3))),
+        today = cell("Today", "today", format!("{} kWh", number(Some(s.energy_today_kwh), 3))),
+        total = cell("Total", "total", format!("{} kWh", number(Some(s.energy_kwh), 3))),
+        avg = cell("Avg", "avg", format!("{} W", number(s.power_avg_watts, 1))),
+        min = cell("Min", "min", format!("{} W", number(s.power_min_watts, 1))),
+        max = cell("Max", "max", format!("{} W", number(s.power_max_watts, 1))),
+    )
+}
+
+fn battery_card(b: &BatteryReading<'_>) -> String {
+    let (soc, unit, ah) = match b.state_of_charge {
+        Some(soc) => (
+            number(Some(soc * 100.0), 1),
+            "%",
+            format!("{:.0} of {:.0} Ah", soc * b.capacity_ah, b.capacity_ah),
+        ),
+        None => (
+            "unknown".to_string(),
+            "",
+            "state of charge unknown until the first full charge".to_string(),
+        ),
+    };
+    let meter = format!(
+        "<meter class=\"soc\" min=\"0\" max=\"1\" low=\"0.2\" high=\"0.5\" optimum=\"1\" value=\"{:.4}\"{}></meter>",
+        b.state_of_charge.unwrap_or(0.0),
+        if b.state_of_charge.is_none() { " hidden" } else { "" }
+    );
+    let togo = match (b.time_to_go_seconds, b.state_of_charge) {
+        (Some(t), _) => format!("{} to go at {:.1} A", span(t), b.average_current_amperes),
+        (None, Some(_)) if b.average_current_amperes < 0.0 => {
+            format!("charging at {:.1} A", -b.average_current_amperes)
+        }
+        (None, Some(_)) => "idle".to_string(),
+        (None, None) => String::new(),
+    };
+    let sure = match (
+        b.synchronized,
+        b.state_of_charge_uncertainty,
+        b.state_of_charge,
+    ) {
+        (true, _, _) => "synchronised to a full charge".to_string(),
+        (false, Some(u), Some(_)) => format!(
+            "an estimate, ± {:.0} %, until the next full charge",
+            u * 100.0
+        ),
+        (false, None, Some(_)) => "an estimate until the next full charge".to_string(),
+        _ => String::new(),
+    };
+    format!(
+        "<article class=\"card battery\" data-battery=\"{name}\">\n<header><h2>Battery {name}</h2><span class=\"muted\">{chemistry}, sensor {sensor}</span></header>\n\
+         <p class=\"power\"><span data-f=\"soc\">{soc}</span><small data-f=\"unit\">{unit}</small></p>\n{meter}\n\
+         <p><span data-f=\"ah\">{ah}</span><br><span data-f=\"togo\">{togo}</span></p>\n\
+         <p class=\"muted\"><span data-f=\"sure\">{sure}</span><br>{fulls} full charge(s); in {charge_in:.1} Ah, out {charge_out:.1} Ah</p>\n</article>\n",
+        name = escape(b.name),
+        chemistry = b.chemistry,
+        sensor = escape(b.sensor),
+        fulls = b.full_charges,
+        charge_in = b.charge_in_ah,
+        charge_out = b.charge_out_ah,
+    )
+}
+
 /// The page, rendered now.
 pub fn status_page(app: &App) -> String {
     let sensors = app.sensors();
     let data = readings(app, &sensors);
-    let mut rows = String::new();
+    let recent = history(&sensors, None, 0.0);
+    let mut cards = String::new();
+    let mut span_seconds: f64 = 0.0;
     for s in &data.sensors {
-        let state = if s.up {
-            "<span class=ok>up</span>".to_string()
-        } else {
-            format!(
-                "<span class=bad>down ({})</span>",
-                s.last_error.unwrap_or("no reading yet")
-            )
-        };
-        let anomalies = if s.anomalies_active.is_empty() {
-            "–".to_string()
-        } else {
-            format!("<span class=bad>{}</span>", s.anomalies_active.join(", "))
-        };
-        let labels: Vec<String> = s
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-            .collect();
-        let power = if s.overflow {
-            "<span class=bad>overrange</span>".to_string()
-        } else {
-            number(s.power_watts, 1)
-        };
-        let _ = writeln!(
-            rows,
-            "<tr><td><b>{name}</b><br><small>{driver} {bus} {address} {labels}</small></td><td>{state}</td>\
-             <td>{volts}</td><td>{amps}</td><td>{power}</td><td>{avg}</td><td>{min}</td><td>{max}</td>\
-             <td>{kwh}</td><td>{anomalies}</td></tr>",
-            name = escape(s.name),
-            driver = escape(s.driver),
-            bus = escape(s.bus),
-            address = s.address,
-            labels = labels.join(" "),
-            volts = number(s.bus_voltage_volts, 3),
-            amps = number(s.current_amperes, 3),
-            avg = number(s.power_avg_watts, 1),
-            min = number(s.power_min_watts, 1),
-            max = number(s.power_max_watts, 1),
-            kwh = number(Some(s.energy_kwh), 4),
-        );
+        let (path, points) = recent
+            .as_ref()
+            .and_then(|h| h.sensors.get(s.name))
+            .map(|h| {
+                span_seconds = span_seconds.max(h.resolution_seconds * POINTS as f64);
+                (sparkline(&h.points, h.resolution_seconds), h.points.len())
+            })
+            .unwrap_or_default();
+        cards.push_str(&sensor_card(s, &path, points));
     }
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>power-monitord</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
-table{{border-collapse:collapse}}td,th{{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}}
-td:first-child,th:first-child{{text-align:left}}small{{color:#666}}.ok{{color:#1a7f37}}.bad{{color:#c62828;font-weight:bold}}
-.battery{{max-width:40em}}meter.soc{{width:100%;height:1.4em}}
-</style></head>
-<body>
-<h1>power-monitord</h1>
-<p>Version {version}, up {uptime}. Sampling {health}. <a href="/metrics">Metrics</a> · <a href="/api/readings">JSON</a> · <a href="/healthz">Health</a></p>
-<table>
-<tr><th>Sensor</th><th>State</th><th>Bus V</th><th>Current A</th><th>Power W</th><th>Avg W</th><th>Min W</th><th>Max W</th><th>Energy kWh</th><th>Anomalies</th></tr>
-{rows}</table>
-{batteries}
-<p><small>Avg, min and max since the daemon started; energy is the persisted total. This page reloads every {PAGE_REFRESH_SECONDS} s.</small></p>
-</body></html>
-"#,
-        batteries = battery_cards(&data.batteries),
-        version = escape(data.version),
-        uptime = humantime::format_duration(Duration::from_secs(data.uptime_seconds as u64)),
-        health = if data.sampling_healthy {
-            "<span class=ok>healthy</span>"
-        } else {
-            "<span class=bad>stalled</span>"
-        },
-    )
+    let batteries: String = data.batteries.iter().map(battery_card).collect();
+    let batteries = if batteries.is_empty() {
+        String::new()
+    } else {
+        format!("<section class=\"cards\" aria-label=\"Batteries\">\n{batteries}</section>")
+    };
+    TEMPLATE
+        .replace("{{VERSION}}", &escape(data.version))
+        .replace(
+            "{{UPTIME}}",
+            &span(Duration::from_secs_f64(data.uptime_seconds.max(0.0)).as_secs_f64()),
+        )
+        .replace(
+            "{{HEALTH_CLASS}}",
+            if data.sampling_healthy { "ok" } else { "bad" },
+        )
+        .replace(
+            "{{HEALTH}}",
+            if data.sampling_healthy {
+                "healthy"
+            } else {
+                "stalled"
+            },
+        )
+        .replace("{{SPAN}}", &span(span_seconds))
+        .replace("{{BATTERIES}}", &batteries)
+        .replace("{{CARDS}}", &cards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparkline_spans_its_window_and_breaks_at_gaps() {
+        let points = [
+            (100.0, Some(10.0)),
+            (101.0, Some(20.0)),
+            (102.0, None),
+            (103.0, Some(20.0)),
+        ];
+        let d = sparkline(&points, 1.0);
+        // Two pieces; the newest point at the right edge, the lowest at the bottom (the
+        // window: ten points, as there are fewer).
+        assert_eq!(d.matches('M').count(), 2, "{d}");
+        assert!(d.ends_with("M300.0 3.0"), "{d}");
+        assert!(d.starts_with("M210.0 57.0"), "{d}");
+        assert!(d.contains("57.0"), "{d}");
+        assert_eq!(sparkline(&[], 1.0), "");
+        assert_eq!(sparkline(&[(1.0, None)], 1.0), "");
+    }
 }

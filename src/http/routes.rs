@@ -88,8 +88,17 @@ pub async fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>>
     } else {
         route(app, request)
     };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     for (name, value) in &web.security.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
     response
 }
@@ -104,11 +113,11 @@ fn route<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
     }
     match request.uri().path() {
         "/metrics" => metrics(app, request.headers()),
-        "/" => response(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            page::status_page(app),
-        ),
+        "/" => page_response("text/html; charset=utf-8", page::status_page(app)),
+        "/static/style.css" => page_response("text/css; charset=utf-8", page::STYLE),
+        "/static/app.js" => page_response("text/javascript; charset=utf-8", page::SCRIPT),
+        "/static/icon.svg" => page_response("image/svg+xml", page::ICON),
+        "/api/history" => history(app, request.uri().query()),
         "/healthz" => {
             if app.health.healthy() {
                 text(StatusCode::OK, "ok\n")
@@ -116,15 +125,62 @@ fn route<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "sampling has stalled\n")
             }
         }
-        "/api/readings" => match serde_json::to_vec_pretty(&api::readings(app, &app.sensors())) {
-            Ok(body) => response(StatusCode::OK, "application/json", body),
-            Err(e) => response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain; charset=utf-8",
-                format!("{e}\n"),
-            ),
-        },
+        "/api/readings" => json(&api::readings(app, &app.sensors())),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// What a page and its files may do: only what they get from this origin; no framing, no
+/// inline code, no plugins, no forms.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page or one of its files, with the policy it runs under.
+fn page_response(content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = response(StatusCode::OK, content_type, body);
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => response(StatusCode::OK, "application/json", body),
+        Err(e) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+/// `/api/history[?sensor=NAME][&since=UNIX]`.
+fn history(app: &App, query: Option<&str>) -> Response<Full<Bytes>> {
+    let mut sensor = None;
+    let mut since = 0.0;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "sensor" => sensor = Some(value.into_owned()),
+            "since" => match value.parse::<f64>() {
+                Ok(t) if t.is_finite() => since = t,
+                _ => return text(StatusCode::BAD_REQUEST, "since: expected a Unix time\n"),
+            },
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "expected only the parameters sensor and since\n",
+                )
+            }
+        }
+    }
+    let sensors = app.sensors();
+    match api::history(&sensors, sensor.as_deref(), since) {
+        Some(h) => json(&h),
+        None => text(StatusCode::NOT_FOUND, "no such sensor\n"),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::anomaly::{AnomalyDetector, Transition};
+use crate::anomaly::{AnomalyDetector, Rule, Transition};
 use crate::battery::BatteryMonitor;
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
@@ -38,6 +38,8 @@ pub struct SensorPipeline {
     battery: Option<BatteryMonitor>,
     /// Where the battery's state goes after every sample.
     battery_live: Option<LiveSlot>,
+    /// When "today" ends, in Unix time.
+    next_midnight: f64,
     /// Consecutive failed reads.
     failures: u32,
     /// When the current run of failed reads began.
@@ -66,11 +68,14 @@ impl SensorPipeline {
             .rules()
             .union(battery.as_ref().map(|b| b.rules()).unwrap_or_default());
         let handles = metrics.sensor(config, rules);
-        let status = SensorStatus::new(
-            config,
-            rules,
-            (stored.energy_joules, stored.energy_reverse_joules),
-        );
+        // Energy "today" continues if the saved day is today; else today starts now.
+        let (today, next_midnight) = crate::clock::local_day(unix_now());
+        let mut stored = stored;
+        if stored.day != today {
+            stored.day = today;
+            stored.day_start_joules = stored.energy_joules;
+        }
+        let status = SensorStatus::new(config, rules, stored);
         let conversion = config.conversion_time();
         let pipeline = SensorPipeline {
             name: config.name.clone(),
@@ -88,6 +93,7 @@ impl SensorPipeline {
             live,
             battery,
             battery_live: None,
+            next_midnight,
             failures: 0,
             failing_since: None,
             backoff_steps: 0,
@@ -166,6 +172,7 @@ impl SensorPipeline {
         m.power.set(reading.power_watts);
         s.up = true;
         s.reading = Some(reading);
+        self.status.record_power(unix, reading.power_watts);
         if reading.power_watts.is_nan() {
             // The shunt saturated: no value, so no sample.
             m.read_error(ErrorKind::Overflow).inc();
@@ -185,21 +192,31 @@ impl SensorPipeline {
             s.stats.add(reading.power_watts, &step);
             s.energy_joules = self.integrator.forward_joules();
             s.energy_reverse_joules = self.integrator.reverse_joules();
+            if unix >= self.next_midnight {
+                let (day, next) = crate::clock::local_day(unix);
+                s.day = day;
+                s.day_start_joules = s.energy_joules;
+                self.next_midnight = next;
+            }
             if let Some(live) = &mut self.live {
-                live.store(&[s.energy_joules, s.energy_reverse_joules]);
+                live.store(&s.totals().to_values());
             }
         }
         let name = self.name.as_str();
+        let since = &mut s.anomaly_since;
         self.detector
             .observe(at, &reading, self.integrator.forward_joules(), |t| {
                 m.anomaly(t.rule, t.started);
+                mark(since, &t, unix);
                 log_transition(name, &t);
             });
         s.active = self.detector.active();
         if let Some(monitor) = &mut self.battery {
             let (amps, volts) = (reading.current_amperes, reading.bus_voltage_volts);
+            let since = &mut s.anomaly_since;
             monitor.observe(amps, volts, at, unix, |t| {
                 m.anomaly(t.rule, t.started);
+                mark(since, &t, unix);
                 log_transition(name, &t);
             });
             s.battery = Some(monitor.snapshot());
@@ -301,6 +318,19 @@ pub fn pipelines(
         .iter()
         .map(|s| SensorPipeline::new(s, metrics, StoredSensor::default(), None))
         .unzip()
+}
+
+/// Note when a rule's episode started (NaN once it clears).
+fn mark(since: &mut [f64; Rule::ALL.len()], t: &Transition, unix: f64) {
+    if let Some(i) = Rule::ALL.iter().position(|r| *r == t.rule) {
+        since[i] = if t.started { unix } else { f64::NAN };
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn log_transition(sensor: &str, t: &Transition) {
@@ -447,10 +477,7 @@ mod tests {
         let path = dir.path().join("live.bin");
         let file = LiveFile::create(&path, 1).unwrap();
         let slot = file.claim(Kind::Sensor, "a", &[0.0]);
-        let stored = StoredSensor {
-            energy_joules: 1000.0,
-            energy_reverse_joules: 5.0,
-        };
+        let stored = StoredSensor::totals(1000.0, 5.0);
         let (mut p, _) = SensorPipeline::new(&config.sensors[0], &metrics, stored, slot);
         let t0 = Instant::now();
         p.process(Ok(reading(100.0)), t0, SystemTime::now());

@@ -124,10 +124,7 @@ pub fn load_totals(
             for ((kind, name), values) in records {
                 match kind {
                     Kind::Sensor => {
-                        let totals = StoredSensor {
-                            energy_joules: values[0],
-                            energy_reverse_joules: values[1],
-                        };
+                        let totals = StoredSensor::from_values(&values);
                         if totals.implausible().is_none() {
                             newer.sensors.insert(name, totals);
                         }

@@ -260,6 +260,8 @@ mod tests {
             StoredSensor {
                 energy_joules: 0.1 + 0.2,
                 energy_reverse_joules: 7.0,
+                day: 125_330,
+                day_start_joules: 0.1,
             },
         );
         state.batteries.insert(

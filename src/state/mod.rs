@@ -217,6 +217,20 @@ pub struct StoredSensor {
     /// Energy that flowed backwards, in joules.
     #[serde(default)]
     pub energy_reverse_joules: f64,
+    /// The local day "today" began on (0: none yet), for the energy used today ...
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub day: i64,
+    /// ... and the forward total at its start.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub day_start_joules: f64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl StoredSensor {
@@ -225,6 +239,7 @@ impl StoredSensor {
         [
             ("energy_joules", self.energy_joules),
             ("energy_reverse_joules", self.energy_reverse_joules),
+            ("day_start_joules", self.day_start_joules),
         ]
         .into_iter()
         .find(|(_, j)| !(j.is_finite() && (0.0..=MAX_PLAUSIBLE_JOULES).contains(j)))
@@ -235,9 +250,51 @@ impl StoredSensor {
 
     /// The later of two sets of totals of one sensor: each total only grows.
     pub fn latest(self, other: StoredSensor) -> StoredSensor {
+        let later = if other.energy_joules > self.energy_joules {
+            other
+        } else {
+            self
+        };
         StoredSensor {
             energy_joules: self.energy_joules.max(other.energy_joules),
             energy_reverse_joules: self.energy_reverse_joules.max(other.energy_reverse_joules),
+            day: later.day,
+            day_start_joules: later.day_start_joules,
+        }
+    }
+
+    /// Totals of forward and reverse energy only.
+    pub fn totals(energy_joules: f64, energy_reverse_joules: f64) -> StoredSensor {
+        StoredSensor {
+            energy_joules,
+            energy_reverse_joules,
+            ..StoredSensor::default()
+        }
+    }
+
+    /// The live file's values.
+    pub fn to_values(&self) -> [f64; 4] {
+        [
+            self.energy_joules,
+            self.energy_reverse_joules,
+            self.day as f64,
+            self.day_start_joules,
+        ]
+    }
+
+    /// From the live file's values (a record of 0.2 has only the first two).
+    pub fn from_values(v: &[f64]) -> StoredSensor {
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        let day = at(2);
+        StoredSensor {
+            energy_joules: at(0),
+            energy_reverse_joules: at(1),
+            day: if day.is_finite() && day.fract() == 0.0 && day.abs() < 1e12 {
+                day as i64
+            } else {
+                0
+            },
+            day_start_joules: at(3),
         }
     }
 }
@@ -267,10 +324,7 @@ mod tests {
     use super::*;
 
     fn totals(forward: f64, reverse: f64) -> StoredSensor {
-        StoredSensor {
-            energy_joules: forward,
-            energy_reverse_joules: reverse,
-        }
+        StoredSensor::totals(forward, reverse)
     }
 
     #[test]

@@ -352,13 +352,8 @@ mod tests {
 
     fn state(joules: f64) -> StoredState {
         let mut s = StoredState::default();
-        s.sensors.insert(
-            "fridge".into(),
-            StoredSensor {
-                energy_joules: joules,
-                energy_reverse_joules: 0.0,
-            },
-        );
+        s.sensors
+            .insert("fridge".into(), StoredSensor::totals(joules, 0.0));
         s
     }
 

@@ -220,23 +220,6 @@ impl House {
     }
 }
 
-/// The local time of day now, as a duration since midnight.
-pub fn local_time_of_day() -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t = now as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`, which lives for the call.
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    let seconds = if ok {
-        (tm.tm_hour as u64) * 3600 + (tm.tm_min as u64) * 60 + tm.tm_sec as u64
-    } else {
-        now % DAY
-    };
-    Duration::from_secs(seconds % DAY)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

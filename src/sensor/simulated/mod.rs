@@ -305,7 +305,7 @@ fn house_of(sensors: &[SensorConfig]) -> Option<(SharedHouse, Vec<&str>)> {
         .collect();
     let day_offset = battery
         .time_of_day
-        .map_or_else(house::local_time_of_day, |t| t.0);
+        .map_or_else(crate::clock::local_time_of_day, |t| t.0);
     let house = House::new(battery, loads, seed_for(&battery_sensor.name), day_offset);
     let names = members.iter().map(|s| s.name.as_str()).collect();
     Some((std::sync::Arc::new(std::sync::Mutex::new(house)), names))

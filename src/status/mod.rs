@@ -1,15 +1,21 @@
 //! What the sampler publishes about each sensor for the status page, `/api/readings` and the
-//! state file: a small `Copy` snapshot behind a mutex held only for the copy.
+//! state file: a small `Copy` snapshot behind a mutex held only for the copy; and the recent
+//! power for the sparklines ([`history`]).
+
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::anomaly::RuleSet;
+use crate::anomaly::{Rule, RuleSet};
 use crate::battery::BatterySnapshot;
 use crate::config::SensorConfig;
 use crate::energy::Step;
 use crate::sensor::{ErrorKind, Reading};
+use crate::state::StoredSensor;
+
+use self::history::{History, Point};
 
 /// Power statistics since the daemon started.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -65,6 +71,35 @@ pub struct Snapshot {
     pub active: RuleSet,
     /// The battery this sensor measures, as of the last sample.
     pub battery: Option<BatterySnapshot>,
+    /// The local day "today" is, and the forward energy at its start.
+    pub day: i64,
+    /// The forward total when today began (or when the daemon started, if later).
+    pub day_start_joules: f64,
+    /// Unix time each active rule's episode started, in [`Rule::ALL`] order (NaN: inactive).
+    pub anomaly_since: [f64; Rule::ALL.len()],
+}
+
+impl Snapshot {
+    /// What is saved of the totals.
+    pub fn totals(&self) -> StoredSensor {
+        StoredSensor {
+            energy_joules: self.energy_joules,
+            energy_reverse_joules: self.energy_reverse_joules,
+            day: self.day,
+            day_start_joules: self.day_start_joules,
+        }
+    }
+
+    /// Forward energy since local midnight (or since the daemon started today).
+    pub fn energy_today_joules(&self) -> f64 {
+        (self.energy_joules - self.day_start_joules).max(0.0)
+    }
+
+    /// When the episode of `rule` started, if it is active.
+    pub fn active_since(&self, rule: Rule) -> Option<f64> {
+        let i = Rule::ALL.iter().position(|r| *r == rule)?;
+        Some(self.anomaly_since[i]).filter(|t| t.is_finite())
+    }
 }
 
 /// The battery a sensor measures.
@@ -95,14 +130,17 @@ pub struct SensorStatus {
     pub rules: RuleSet,
     /// The battery it measures.
     pub battery: Option<BatteryInfo>,
+    /// The sampling interval.
+    pub interval: std::time::Duration,
     snapshot: Mutex<Snapshot>,
+    history: Mutex<History>,
     /// Why it is down, in a few words, while it is.
     down_reason: Mutex<Option<String>>,
 }
 
 impl SensorStatus {
-    /// The status of a sensor evaluating `rules`, with its totals (forward, reverse) so far.
-    pub fn new(config: &SensorConfig, rules: RuleSet, energy: (f64, f64)) -> Arc<SensorStatus> {
+    /// The status of a sensor evaluating `rules`, with its totals so far.
+    pub fn new(config: &SensorConfig, rules: RuleSet, totals: StoredSensor) -> Arc<SensorStatus> {
         Arc::new(SensorStatus {
             name: config.name.clone(),
             driver: config.driver.as_str(),
@@ -115,11 +153,16 @@ impl SensorStatus {
                 chemistry: b.chemistry.as_str(),
                 capacity_ah: b.capacity_ah,
             }),
+            interval: config.interval,
             snapshot: Mutex::new(Snapshot {
-                energy_joules: energy.0,
-                energy_reverse_joules: energy.1,
+                energy_joules: totals.energy_joules,
+                energy_reverse_joules: totals.energy_reverse_joules,
+                day: totals.day,
+                day_start_joules: totals.day_start_joules,
+                anomaly_since: [f64::NAN; Rule::ALL.len()],
                 ..Snapshot::default()
             }),
+            history: Mutex::new(History::new(config.interval.as_secs_f64())),
             down_reason: Mutex::new(None),
         })
     }
@@ -132,6 +175,29 @@ impl SensorStatus {
     /// Replace the snapshot.
     pub fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// Count a sample's power into the recent history (no allocation).
+    pub fn record_power(&self, unix: f64, watts: f64) {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(unix, watts);
+    }
+
+    /// The recent power after `since` (Unix time), oldest first, and the seconds between
+    /// points.
+    pub fn history_since(&self, since: f64) -> (Vec<Point>, f64) {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        (history.points_since(since), history.resolution())
+    }
+
+    /// The bytes the recent history takes, whatever it holds.
+    pub fn history_footprint(&self) -> usize {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .footprint()
     }
 
     /// Why the sensor is down, while it is.
