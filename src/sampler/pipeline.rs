@@ -211,19 +211,26 @@ impl SensorPipeline {
                 log_transition(name, &t);
             });
         s.active = self.detector.active();
-        if let Some(monitor) = &mut self.battery {
-            let (amps, volts) = (reading.current_amperes, reading.bus_voltage_volts);
-            let since = &mut s.anomaly_since;
-            monitor.observe(amps, volts, at, unix, |t| {
-                m.anomaly(t.rule, t.started);
-                mark(since, &t, unix);
-                log_transition(name, &t);
-            });
-            s.battery = Some(monitor.snapshot());
-            s.active = s.active.union(monitor.active());
-            if let Some(live) = &mut self.battery_live {
-                live.store(&monitor.stored().to_values());
-            }
+        self.observe_battery(&reading, at, unix);
+    }
+
+    /// The battery monitor's part of a reading.
+    fn observe_battery(&mut self, reading: &Reading, at: Instant, unix: f64) {
+        let Some(monitor) = &mut self.battery else {
+            return;
+        };
+        let (m, s, name) = (&self.metrics, &mut self.snapshot, self.name.as_str());
+        let (amps, volts) = (reading.current_amperes, reading.bus_voltage_volts);
+        let since = &mut s.anomaly_since;
+        monitor.observe(amps, volts, at, unix, |t| {
+            m.anomaly(t.rule, t.started);
+            mark(since, &t, unix);
+            log_transition(name, &t);
+        });
+        s.battery = Some(monitor.snapshot());
+        s.active = s.active.union(monitor.active());
+        if let Some(live) = &mut self.battery_live {
+            live.store(&monitor.stored().to_values());
         }
     }
 
