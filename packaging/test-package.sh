@@ -62,6 +62,10 @@ for path in \
   ./usr/share/power-monitord/grafana-provisioning/dashboards/power-monitord.yml \
   ./usr/share/power-monitord/grafana-provisioning/datasources/power-monitord.yml \
   ./usr/share/doc/power-monitord/README.md \
+  ./usr/share/doc/power-monitord/docs/home-assistant.md \
+  ./usr/share/doc/power-monitord/docs/battery.md \
+  ./usr/share/doc/power-monitord/docs/hardware.md \
+  ./usr/share/power-monitord/prometheus/power-monitord.rules.days.test.yml \
   ./usr/share/doc/power-monitord/copyright \
   ./usr/share/doc/power-monitord/changelog.Debian.gz \
   ./usr/share/man/man8/power-monitord.8.gz; do

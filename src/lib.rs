@@ -18,7 +18,8 @@
 //!    and the API read.
 //! 7. [`persist`] — saving the totals, and exporting only what is saved.
 //! 8. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
-//! 9. [`http`] — `/metrics`, `/`, `/api/readings`, `/healthz`.
+//! 9. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; and [`mqtt`],
+//!    the states and Home Assistant discovery published to a broker.
 //! 10. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
 //!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line, one
 //!     place for errors and exit codes).
@@ -37,6 +38,7 @@ pub mod config;
 pub mod energy;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod persist;
 pub mod read;
 pub mod sampler;

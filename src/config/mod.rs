@@ -26,6 +26,7 @@ pub mod chip;
 pub mod daemon;
 pub mod diagnostic;
 pub mod house;
+pub mod mqtt;
 pub mod sensor;
 pub mod simulation;
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use self::chip::{
 pub use self::daemon::{DaemonConfig, LogLevel};
 use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
 pub use self::diagnostic::{ConfigError, Diagnostic};
+pub use self::mqtt::MqttConfig;
 pub use self::sensor::{Driver, SensorConfig, ADDRESS_RANGE};
 pub use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, SimulationConfig};
 
@@ -74,6 +76,8 @@ pub struct Config {
     pub sensors: Vec<SensorConfig>,
     /// Every `[[battery]]`, in file order.
     pub batteries: Vec<BatteryConfig>,
+    /// `[mqtt]`, if MQTT is wanted.
+    pub mqtt: Option<MqttConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +89,8 @@ struct FileConfig {
     sensors: Vec<SensorConfig>,
     #[serde(default, rename = "battery")]
     batteries: Vec<BatteryConfig>,
+    #[serde(default)]
+    mqtt: Option<MqttConfig>,
 }
 
 impl Config {
@@ -154,6 +160,7 @@ impl Config {
             daemon: file.daemon,
             sensors: file.sensors,
             batteries: file.batteries,
+            mqtt: file.mqtt,
         };
         config.check().map_err(|Invalid { key, message }| {
             located(locate(&doc, &key), key.to_string(), message)
@@ -165,6 +172,10 @@ impl Config {
     /// on a bus, a bus either real or simulated.
     fn check(&mut self) -> Check {
         self.daemon.check().map_err(|e| e.within("daemon"))?;
+        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if let Some(mqtt) = &mut self.mqtt {
+            mqtt.check(&base).map_err(|e| e.within("mqtt"))?;
+        }
         if self.sensors.is_empty() {
             return Err(invalid(
                 "sensor",

@@ -87,6 +87,17 @@ impl SetCounterVec {
         Arc::clone(counter)
     }
 
+    /// The value of the counter of these label values, if it exists.
+    pub fn get(&self, values: &[&str]) -> Option<f64> {
+        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        self.0
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map(|c| c.get())
+    }
+
     /// Drop the series of these label values.
     pub fn remove(&self, values: &[&str]) {
         let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub use self::battery::BatteryGauges;
@@ -52,6 +52,7 @@ pub struct Metrics {
     battery_charge: SetCounterVec,
     battery_full_charges: SetCounterVec,
     battery_gauges: BatteryGauges,
+    mqtt: std::sync::OnceLock<crate::mqtt::MqttMetrics>,
     /// 1 if the last reload applied the configuration file.
     pub reload_successful: Gauge,
     /// Unix time of the last successful reload (or of the start).
@@ -145,6 +146,7 @@ impl Metrics {
             battery_charge: register(&r, SetCounterVec::new("powermon_battery_charge_coulombs_total", "Charge through the battery's shunt by direction (in: charging, out: discharging), as measured, as of the last save of the state file.", &["battery", "direction"]))?,
             battery_full_charges: register(&r, SetCounterVec::new("powermon_battery_full_charges_total", "Full charges detected (charged voltage and tail current held for the detection time), as of the last save of the state file.", &["battery"]))?,
             battery_gauges: register(&r, BatteryGauges::new())?,
+            mqtt: std::sync::OnceLock::new(),
             reload_successful: register(&r, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
             reload_success_time: register(&r, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
             registry: r,
@@ -271,6 +273,49 @@ impl Metrics {
         self.battery_charge.remove(&[battery, "in"]);
         self.battery_charge.remove(&[battery, "out"]);
         self.battery_full_charges.remove(&[battery]);
+    }
+
+    /// The exported energy counters of `sensor` (forward, reverse): the saved totals.
+    pub fn exported_energy(&self, sensor: &str) -> (f64, f64) {
+        (
+            self.energy.get(&[sensor]).unwrap_or(0.0),
+            self.energy_reverse.get(&[sensor]).unwrap_or(0.0),
+        )
+    }
+
+    /// The MQTT metrics, registered the first time MQTT is started (without `[mqtt]` there
+    /// are none).
+    pub fn mqtt(&self) -> crate::mqtt::MqttMetrics {
+        self.mqtt
+            .get_or_init(|| {
+                let connected = IntGauge::new(
+                    "powermon_mqtt_connected",
+                    "1 while the MQTT broker is connected, else 0.",
+                )
+                .expect("a valid metric name");
+                let messages = IntCounterVec::new(
+                    Opts::new(
+                        "powermon_mqtt_messages_total",
+                        "MQTT messages by result: sent (handed to the broker's connection), dropped (the queue was full while the broker was away or slow).",
+                    ),
+                    &["result"],
+                )
+                .expect("a valid metric name");
+                for c in [
+                    Box::new(connected.clone()) as Box<dyn Collector>,
+                    Box::new(messages.clone()),
+                ] {
+                    if let Err(e) = self.registry.register(c) {
+                        log::error!("cannot register the MQTT metrics: {e}");
+                    }
+                }
+                crate::mqtt::MqttMetrics {
+                    connected,
+                    sent: messages.with_label_values(&["sent"]),
+                    dropped: messages.with_label_values(&["dropped"]),
+                }
+            })
+            .clone()
     }
 
     /// The sensors whose batteries the battery gauges report.

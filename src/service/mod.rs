@@ -211,6 +211,8 @@ struct Daemon {
     notifier: Notifier,
     /// The persist loop's interval, changed by a reload.
     persist_interval: watch::Sender<Duration>,
+    /// The MQTT publisher, when `[mqtt]` asks for one.
+    mqtt: Option<crate::mqtt::Mqtt>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT, secured by `web` (see [`Options::load_web`]).
@@ -284,6 +286,7 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         },
         notifier: Notifier::new(app),
         persist_interval: watch::channel(persist_interval).0,
+        mqtt: None,
     };
     let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
     drop(runtime);
@@ -319,6 +322,8 @@ impl Daemon {
             shutdown.clone(),
         ));
         let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
+        let mqtt = lock(&self.core).config().mqtt.clone();
+        self.restart_mqtt(mqtt.as_ref()).await;
         self.notifier.ready();
 
         let outcome = loop {
@@ -330,11 +335,29 @@ impl Daemon {
             }
         };
         self.notifier.stopping();
+        self.restart_mqtt(None).await;
         let _ = shutdown_tx.send(true);
         self.servers.stop_all().await;
         let _ = saver.await;
         let _ = notifier.await;
         outcome
+    }
+
+    /// Run MQTT as `config` says: nothing changes if it is what runs; else the running
+    /// publisher stops (saying `offline`) and one for `config` starts. A broker that cannot
+    /// be set up is logged; the daemon runs on without MQTT.
+    async fn restart_mqtt(&mut self, config: Option<&crate::config::MqttConfig>) {
+        if self.mqtt.as_ref().map(|m| m.config()) == config {
+            return;
+        }
+        if let Some(old) = self.mqtt.take() {
+            old.stop().await;
+        }
+        let Some(config) = config else { return };
+        match crate::mqtt::Mqtt::start(config, Arc::clone(&self.servers.app), &self.metrics) {
+            Ok(mqtt) => self.mqtt = Some(mqtt),
+            Err(e) => log::error!("MQTT: {e}; running without it"),
+        }
     }
 
     /// Stop sampling, save the final totals, and remove the live file once they are saved.

@@ -169,6 +169,8 @@ impl Daemon {
         .map_err(|e| e.to_string())?;
         logging::set_level(level);
         self.persist_interval.send_replace(interval);
+        let mqtt = lock(&self.core).config().mqtt.clone();
+        self.restart_mqtt(mqtt.as_ref()).await;
         self.servers.app.set_web(web, public_healthz);
         Ok(changes)
     }

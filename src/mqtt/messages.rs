@@ -1,0 +1,372 @@
+//! What goes to the broker: Home Assistant discovery configurations (one device per daemon, an
+//! entity per quantity) and the state messages those entities read.
+//!
+//! Topics, under `topic_prefix` (`power-monitord/<hostname>` by default):
+//! - `<prefix>/availability`: `online`, or `offline` (retained; the last will);
+//! - `<prefix>/sensor/<name>/state`: `{"power": W, "energy": kWh, "energy_returned": kWh,
+//!   "voltage": V, "current": A, "up": "ON"|"OFF", "anomalies": {"<rule>": "ON"|"OFF"}}`;
+//! - `<prefix>/battery/<name>/state`: `{"state_of_charge": %, "time_to_go": min,
+//!   "synchronized": "ON"|"OFF"}`.
+//!
+//! A value that is not known (a saturated shunt, a state of charge before the first full
+//! charge) is left out, so Home Assistant shows it unknown rather than a made-up number.
+
+use serde_json::{json, Map, Value};
+
+use crate::anomaly::Rule;
+use crate::energy::JOULES_PER_KWH;
+use crate::status::SensorStatus;
+
+/// What every message of one daemon shares.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The topic prefix.
+    pub prefix: String,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// The device's id: a topic level and a prefix of every unique id.
+    pub node: String,
+    /// The device's name in Home Assistant.
+    pub device_name: String,
+    /// Seconds after which Home Assistant shows an entity unavailable without a new state.
+    pub expire_after: u64,
+}
+
+impl Names {
+    /// The availability topic.
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.prefix)
+    }
+
+    /// A sensor's state topic.
+    pub fn sensor_state(&self, sensor: &str) -> String {
+        format!("{}/sensor/{sensor}/state", self.prefix)
+    }
+
+    /// A battery's state topic.
+    pub fn battery_state(&self, battery: &str) -> String {
+        format!("{}/battery/{battery}/state", self.prefix)
+    }
+
+    /// Home Assistant's status topic (`online` when it starts).
+    pub fn ha_status(&self) -> String {
+        format!("{}/status", self.discovery_prefix)
+    }
+
+    fn device(&self) -> Value {
+        json!({
+            "identifiers": [self.node],
+            "name": self.device_name,
+            "manufacturer": "power-monitord",
+            "model": "INA2xx power monitor",
+            "sw_version": crate::VERSION,
+        })
+    }
+}
+
+/// One entity's discovery message: its config topic and payload.
+pub struct Discovery {
+    /// `<discovery_prefix>/<component>/<node>/<object>/config`.
+    pub topic: String,
+    /// The configuration (JSON).
+    pub payload: String,
+}
+
+/// An entity of a quantity.
+struct Entity<'a> {
+    component: &'static str,
+    object: String,
+    name: String,
+    state_topic: String,
+    key: &'a str,
+    extra: Value,
+}
+
+fn discovery(names: &Names, e: Entity<'_>) -> Discovery {
+    let unique_id = format!("{}_{}", names.node, e.object);
+    let mut config = json!({
+        "name": e.name,
+        "unique_id": unique_id,
+        "object_id": unique_id,
+        "state_topic": e.state_topic,
+        "value_template": format!("{{{{ value_json.{} }}}}", e.key),
+        "availability_topic": names.availability(),
+        "expire_after": names.expire_after,
+        "device": names.device(),
+        "origin": {"name": "power-monitord", "sw_version": crate::VERSION},
+    });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), e.extra.as_object()) {
+        config.extend(extra.clone());
+    }
+    Discovery {
+        topic: format!(
+            "{}/{}/{}/{}/config",
+            names.discovery_prefix, e.component, names.node, e.object
+        ),
+        payload: config.to_string(),
+    }
+}
+
+/// Every entity of a sensor (and of the battery it measures).
+pub fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> {
+    let sensor = status.name.as_str();
+    let state = names.sensor_state(sensor);
+    let mut quantities = vec![
+        (
+            "power",
+            "power",
+            json!({"device_class": "power", "state_class": "measurement", "unit_of_measurement": "W", "suggested_display_precision": 1}),
+        ),
+        (
+            "energy",
+            "energy",
+            json!({"device_class": "energy", "state_class": "total_increasing", "unit_of_measurement": "kWh", "suggested_display_precision": 3}),
+        ),
+        (
+            "voltage",
+            "voltage",
+            json!({"device_class": "voltage", "state_class": "measurement", "unit_of_measurement": "V", "suggested_display_precision": 2}),
+        ),
+        (
+            "current",
+            "current",
+            json!({"device_class": "current", "state_class": "measurement", "unit_of_measurement": "A", "suggested_display_precision": 3}),
+        ),
+    ];
+    if status.battery.is_some() {
+        quantities.push(("energy_returned", "energy returned", json!({"device_class": "energy", "state_class": "total_increasing", "unit_of_measurement": "kWh", "suggested_display_precision": 3})));
+    }
+    let mut out: Vec<Discovery> = quantities
+        .into_iter()
+        .map(|(key, label, extra)| {
+            discovery(
+                names,
+                Entity {
+                    component: "sensor",
+                    object: format!("{sensor}_{key}"),
+                    name: format!("{sensor} {label}"),
+                    state_topic: state.clone(),
+                    key,
+                    extra,
+                },
+            )
+        })
+        .collect();
+    out.push(discovery(
+        names,
+        Entity {
+            component: "binary_sensor",
+            object: format!("{sensor}_up"),
+            name: format!("{sensor} up"),
+            state_topic: state.clone(),
+            key: "up",
+            extra: json!({"device_class": "connectivity", "entity_category": "diagnostic"}),
+        },
+    ));
+    for rule in status.rules.iter() {
+        let key = format!("anomalies.{}", rule.as_str());
+        out.push(discovery(
+            names,
+            Entity {
+                component: "binary_sensor",
+                object: format!("{sensor}_{}", rule.as_str()),
+                name: format!("{sensor} {}", rule.as_str().replace('_', " ")),
+                state_topic: state.clone(),
+                key: &key,
+                extra: json!({"device_class": "problem"}),
+            },
+        ));
+    }
+    if let Some(battery) = &status.battery {
+        let state = names.battery_state(&battery.name);
+        for (key, label, extra) in [
+            (
+                "state_of_charge",
+                "state of charge",
+                json!({"device_class": "battery", "state_class": "measurement", "unit_of_measurement": "%", "suggested_display_precision": 1}),
+            ),
+            (
+                "time_to_go",
+                "time to go",
+                json!({"device_class": "duration", "state_class": "measurement", "unit_of_measurement": "min", "suggested_display_precision": 0}),
+            ),
+        ] {
+            out.push(discovery(
+                names,
+                Entity {
+                    component: "sensor",
+                    object: format!("battery_{}_{key}", battery.name),
+                    name: format!("battery {} {label}", battery.name),
+                    state_topic: state.clone(),
+                    key,
+                    extra,
+                },
+            ));
+        }
+        out.push(discovery(
+            names,
+            Entity {
+                component: "binary_sensor",
+                object: format!("battery_{}_synchronized", battery.name),
+                name: format!("battery {} synchronised", battery.name),
+                state_topic: state,
+                key: "synchronized",
+                extra: json!({"entity_category": "diagnostic"}),
+            },
+        ));
+    }
+    out
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "ON"
+    } else {
+        "OFF"
+    }
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<f64>, decimals: i32) {
+    if let Some(v) = value.filter(|v| v.is_finite()) {
+        let scale = 10f64.powi(decimals);
+        map.insert(key.into(), json!((v * scale).round() / scale));
+    }
+}
+
+/// A sensor's state, with the exported (saved) energy totals `energy` (forward, reverse,
+/// joules): the same numbers Prometheus sees, never lower after a restart.
+pub fn sensor_state(status: &SensorStatus, energy: (f64, f64)) -> String {
+    let snap = status.snapshot();
+    let r = snap.reading.filter(|_| snap.up);
+    let mut map = Map::new();
+    put(&mut map, "power", r.map(|r| r.power_watts), 3);
+    put(&mut map, "voltage", r.map(|r| r.bus_voltage_volts), 4);
+    put(&mut map, "current", r.map(|r| r.current_amperes), 5);
+    put(&mut map, "energy", Some(energy.0 / JOULES_PER_KWH), 6);
+    if status.battery.is_some() {
+        put(
+            &mut map,
+            "energy_returned",
+            Some(energy.1 / JOULES_PER_KWH),
+            6,
+        );
+    }
+    map.insert("up".into(), json!(on_off(snap.up)));
+    let anomalies: Map<String, Value> = status
+        .rules
+        .iter()
+        .map(|rule: Rule| {
+            (
+                rule.as_str().to_string(),
+                json!(on_off(snap.active.contains(rule))),
+            )
+        })
+        .collect();
+    map.insert("anomalies".into(), Value::Object(anomalies));
+    Value::Object(map).to_string()
+}
+
+/// The state of the battery a sensor measures, if it measures one: its topic and payload.
+pub fn battery_state(names: &Names, status: &SensorStatus) -> Option<(String, String)> {
+    let info = status.battery.as_ref()?;
+    let b = status.snapshot().battery?;
+    let mut map = Map::new();
+    put(
+        &mut map,
+        "state_of_charge",
+        b.state_of_charge.map(|s| s * 100.0),
+        2,
+    );
+    put(
+        &mut map,
+        "time_to_go",
+        b.time_to_go_seconds.map(|t| t / 60.0),
+        0,
+    );
+    map.insert("synchronized".into(), json!(on_off(b.synchronized())));
+    Some((
+        names.battery_state(&info.name),
+        Value::Object(map).to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn names() -> Names {
+        Names {
+            prefix: "power-monitord/pi".into(),
+            discovery_prefix: "homeassistant".into(),
+            node: "power_monitord_pi".into(),
+            device_name: "power-monitord pi".into(),
+            expire_after: 30,
+        }
+    }
+
+    #[test]
+    fn entities_carry_home_assistants_classes() {
+        let config = Config::from_toml(
+            Path::new("t.toml"),
+            "[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n[sensor.anomaly]\nmax_power_watts = 10.0\n\
+             [[battery]]\nname = \"house\"\nsensor = \"bank\"\ncapacity_ah = 100.0\n",
+        )
+        .unwrap();
+        let status = SensorStatus::new(
+            &config.sensors[0],
+            crate::anomaly::RuleSet::default(),
+            Default::default(),
+        );
+        let all = sensor_discovery(&names(), &status);
+        let find = |object: &str| {
+            let d = all
+                .iter()
+                .find(|d| d.topic.contains(&format!("/{object}/")))
+                .unwrap_or_else(|| panic!("{object}"));
+            (
+                d.topic.clone(),
+                serde_json::from_str::<Value>(&d.payload).unwrap(),
+            )
+        };
+        let (topic, energy) = find("bank_energy");
+        assert_eq!(
+            topic,
+            "homeassistant/sensor/power_monitord_pi/bank_energy/config"
+        );
+        assert_eq!(energy["state_class"], "total_increasing");
+        assert_eq!(energy["unit_of_measurement"], "kWh");
+        assert_eq!(energy["unique_id"], "power_monitord_pi_bank_energy");
+        assert_eq!(energy["value_template"], "{{ value_json.energy }}");
+        assert_eq!(
+            energy["availability_topic"],
+            "power-monitord/pi/availability"
+        );
+        assert_eq!(energy["device"]["identifiers"][0], "power_monitord_pi");
+        let (topic, up) = find("bank_up");
+        assert!(topic.starts_with("homeassistant/binary_sensor/"));
+        assert_eq!(up["device_class"], "connectivity");
+        let (_, soc) = find("battery_house_state_of_charge");
+        assert_eq!(
+            (
+                soc["device_class"].as_str(),
+                soc["unit_of_measurement"].as_str()
+            ),
+            (Some("battery"), Some("%"))
+        );
+        // Unique ids are unique.
+        let mut ids: Vec<String> = all
+            .iter()
+            .map(|d| serde_json::from_str::<Value>(&d.payload).unwrap()["unique_id"].to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        // A state before any reading: down, energy from the saved total, nothing made up.
+        let state: Value = serde_json::from_str(&sensor_state(&status, (3.6e6, 0.0))).unwrap();
+        assert_eq!(state["up"], "OFF");
+        assert_eq!(state["energy"], 1.0);
+        assert!(state.get("power").is_none());
+    }
+}
