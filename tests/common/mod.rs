@@ -398,6 +398,12 @@ pub struct Prometheus {
 impl Prometheus {
     /// Start `prometheus` with `config` (YAML text) and wait until it is ready.
     pub fn start(config: &str) -> Prometheus {
+        Prometheus::start_files(&[("prometheus.yml", config.to_string())])
+    }
+
+    /// Start `prometheus` on a directory of `files` (paths relative to it; `prometheus.yml`
+    /// among them), as a user would lay them out.
+    pub fn start_files(files: &[(&str, String)]) -> Prometheus {
         let found = Command::new("prometheus")
             .arg("--version")
             .output()
@@ -407,8 +413,12 @@ impl Prometheus {
             "prometheus is not installed; it comes with Debian's `prometheus` package: apt-get install -y prometheus"
         );
         let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).expect("write a Prometheus file");
+        }
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))

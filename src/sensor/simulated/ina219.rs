@@ -153,15 +153,11 @@ impl VirtualIna219 {
 
     /// An I2C write: one byte sets the register pointer; three write a register (8.5.6).
     fn write_bytes(&mut self, bytes: &[u8], t: Duration) {
-        let Some((&pointer, value)) = bytes.split_first() else {
+        let Some((pointer, word)) = super::register_write(bytes) else {
             return;
         };
         self.pointer = pointer;
-        let [hi, lo] = match value {
-            [hi, lo, ..] => [*hi, *lo],
-            _ => return,
-        };
-        let word = u16::from_be_bytes([hi, lo]);
+        let Some(word) = word else { return };
         match pointer {
             REG_CONFIG if word & CONFIG_RST != 0 => self.power_on_reset(t),
             REG_CONFIG => {
@@ -188,9 +184,7 @@ impl VirtualIna219 {
             REG_CALIBRATION => self.calibration,
             _ => 0,
         };
-        for (i, byte) in buf.iter_mut().enumerate() {
-            *byte = word.to_be_bytes()[i % 2];
-        }
+        super::fill(buf, word);
         // Reading the power register clears CNVR (8.6.3.2).
         if self.pointer == REG_POWER {
             self.cnvr = false;

@@ -141,15 +141,11 @@ impl VirtualChip for VirtualIna3221 {
     }
 
     fn write(&mut self, bytes: &[u8], t: Duration) {
-        let Some((&pointer, value)) = bytes.split_first() else {
+        let Some((pointer, word)) = super::register_write(bytes) else {
             return;
         };
         self.pointer = pointer;
-        let [hi, lo] = match value {
-            [hi, lo, ..] => [*hi, *lo],
-            _ => return,
-        };
-        let word = u16::from_be_bytes([hi, lo]);
+        let Some(word) = word else { return };
         match pointer {
             REG_CONFIG if word & CONFIG_RST != 0 => self.power_on_reset(t),
             REG_CONFIG => {
@@ -165,9 +161,7 @@ impl VirtualChip for VirtualIna3221 {
 
     fn read(&mut self, buf: &mut [u8], _: Duration) {
         let word = self.word(self.pointer);
-        for (i, byte) in buf.iter_mut().enumerate() {
-            *byte = word.to_be_bytes()[i % 2];
-        }
+        super::fill(buf, word);
         if self.pointer == REG_MASK_ENABLE {
             self.cvrf = false;
         }

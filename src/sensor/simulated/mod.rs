@@ -61,6 +61,24 @@ pub fn completed_conversion(
     last.is_none_or(|l| at > l).then_some(at)
 }
 
+/// An I2C write to a chip of the family: the register pointer, and the word written to that
+/// register if the write carries one (pointer, MSB, LSB).
+fn register_write(bytes: &[u8]) -> Option<(u8, Option<u16>)> {
+    let (&pointer, value) = bytes.split_first()?;
+    let word = match value {
+        [hi, lo, ..] => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    };
+    Some((pointer, word))
+}
+
+/// An I2C read of a register: its word, MSB first, repeated for longer reads.
+fn fill(buf: &mut [u8], word: u16) {
+    for (i, byte) in buf.iter_mut().enumerate() {
+        *byte = word.to_be_bytes()[i % 2];
+    }
+}
+
 /// What the chip's inputs see at a moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Signal {
