@@ -178,3 +178,60 @@ fn a_day_of_samples_keeps_the_history_within_its_bounds() {
         assert_eq!(points.len(), power_monitord::status::history::POINTS);
     }
 }
+
+/// `n` simulated sensors with every rule, their series created: what a scrape renders.
+fn sensors_metrics(n: usize) -> (Metrics, Vec<SensorPipeline>) {
+    let mut text = String::new();
+    for i in 0..n {
+        text += &format!(
+            "[[sensor]]\nname = \"s{i}\"\ndriver = \"simulated\"\nbus = \"b{}\"\naddress = {}\n\
+             labels = {{ room = \"r{i}\" }}\n[sensor.anomaly]\nmax_power_watts = 10.0\n\
+             energy_budget = {{ kwh = 1.0, window = \"1h\" }}\nspike_sigma = 4.0\n\
+             allowed_bus_volts = [11.0, 14.6]\n",
+            i / 16,
+            0x40 + i % 16
+        );
+    }
+    let config = Config::from_toml(Path::new("t.toml"), &text).unwrap();
+    let metrics = Metrics::new("0", "test").unwrap();
+    let pipelines = config
+        .sensors
+        .iter()
+        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None).0)
+        .collect();
+    (metrics, pipelines)
+}
+
+/// Allocations of one call of `f`.
+fn allocations_of<T>(f: impl FnOnce() -> T) -> u64 {
+    let before = allocations();
+    let result = f();
+    let after = allocations();
+    drop(result);
+    after - before
+}
+
+/// A scrape's allocations do not grow with the sensors (the body's buffer is sized from the
+/// last one), where gathering the series into protobuf messages costs several per series.
+#[test]
+fn a_scrape_allocates_a_few_times_per_sensor_not_per_series() {
+    let (small, _a) = sensors_metrics(4);
+    let (large, _b) = sensors_metrics(64);
+    let _ = (small.encode(), large.encode()); // buffers sized, process collector warmed
+    let per_sensor = |f: &dyn Fn(&Metrics) -> Vec<u8>| {
+        (allocations_of(|| f(&large)) as f64 - allocations_of(|| f(&small)) as f64) / 60.0
+    };
+    let ours = per_sensor(&|m| m.encode());
+    let reference = per_sensor(&|m| m.encode_reference());
+    assert!(ours < 0.1, "{ours} allocations per sensor");
+    assert!(
+        reference > 10.0,
+        "the crate's encoder: {reference} per sensor"
+    );
+    // And the body: about 2 KB per sensor with every rule, nothing repeated.
+    let bytes = (large.encode().len() - small.encode().len()) as f64 / 60.0;
+    assert!(
+        (1000.0..3000.0).contains(&bytes),
+        "{bytes} bytes per sensor"
+    );
+}

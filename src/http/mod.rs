@@ -15,6 +15,7 @@
 mod api;
 mod auth;
 pub mod connections;
+mod gzip;
 mod page;
 mod routes;
 pub mod tls;

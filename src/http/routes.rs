@@ -1,6 +1,5 @@
 //! What each request gets: the rate limit, authentication, the route, the configured headers.
 
-use std::io::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -189,12 +188,8 @@ fn metrics(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
     if !accepts_gzip(headers) {
         return response(StatusCode::OK, CONTENT_TYPE, body);
     }
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
-        Ok(gzipped) => {
+    match super::gzip::gzip(&body) {
+        Some(gzipped) => {
             let mut r = response(StatusCode::OK, CONTENT_TYPE, gzipped);
             r.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -202,7 +197,7 @@ fn metrics(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
                 .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             r
         }
-        Err(_) => response(StatusCode::OK, CONTENT_TYPE, body),
+        None => response(StatusCode::OK, CONTENT_TYPE, body),
     }
 }
 

@@ -8,8 +8,11 @@
 
 mod battery;
 mod families;
+mod text;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -18,18 +21,98 @@ use prometheus::{
 
 pub use self::battery::BatteryGauges;
 pub use self::families::{InfoFamily, SetCounter, SetCounterVec};
+use self::text::{Family, Kind};
 use crate::anomaly::{Rule, RuleSet};
 use crate::config::SensorConfig;
 use crate::sensor::ErrorKind;
 use crate::state::{StoredBattery, StoredSensor as StoredTotals};
 use crate::status::SensorStatus;
 
+/// `powermon_bus_voltage_volts`: name and help.
+const BUS_VOLTAGE: (&str, &str) = (
+    "powermon_bus_voltage_volts",
+    "Voltage from IN- to ground at the last sample (the load side of the shunt).",
+);
+
+/// `powermon_shunt_voltage_volts`: name and help.
+const SHUNT_VOLTAGE: (&str, &str) = (
+    "powermon_shunt_voltage_volts",
+    "Voltage across the shunt at the last sample.",
+);
+
+/// `powermon_current_amperes`: name and help.
+const CURRENT: (&str, &str) = (
+    "powermon_current_amperes",
+    "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated.",
+);
+
+/// `powermon_power_watts`: name and help.
+const POWER: (&str, &str) = (
+    "powermon_power_watts",
+    "Power at the last sample (bus voltage times current); NaN while the shunt is saturated.",
+);
+
+/// `powermon_samples_total`: name and help.
+const SAMPLES: (&str, &str) = ("powermon_samples_total", "Valid samples taken.");
+
+/// `powermon_read_errors_total`: name and help.
+const READ_ERRORS: (&str, &str) = (
+    "powermon_read_errors_total",
+    "Failures, by kind: failed I2C transfers (nack, timeout, i2c, unavailable; each one, including those a retry made good), and samples without a valid value (invalid, overflow, stale).",
+);
+
+/// `powermon_sensor_recoveries_total`: name and help.
+const RECOVERIES: (&str, &str) = (
+    "powermon_sensor_recoveries_total",
+    "What the daemon did about bus faults, by action: retry (a failed transfer tried again at once), reprogram (the chip's settings written again after a brown-out or failures in a row).",
+);
+
+/// `powermon_sensor_up`: name and help.
+const UP: (&str, &str) = (
+    "powermon_sensor_up",
+    "1 if the last read got a well-formed answer from the chip, else 0.",
+);
+
+/// `powermon_last_sample_timestamp_seconds`: name and help.
+const LAST_SAMPLE: (&str, &str) = (
+    "powermon_last_sample_timestamp_seconds",
+    "Unix time of the last valid sample.",
+);
+
+/// `powermon_anomaly_active`: name and help.
+const ANOMALY_ACTIVE: (&str, &str) = (
+    "powermon_anomaly_active",
+    "1 while an anomaly rule is in an episode, else 0.",
+);
+
+/// `powermon_anomalies_total`: name and help.
+const ANOMALIES: (&str, &str) = (
+    "powermon_anomalies_total",
+    "Anomaly episodes started, by rule.",
+);
+
+/// `powermon_integration_gaps_total`: name and help.
+const GAPS: (&str, &str) = (
+    "powermon_integration_gaps_total",
+    "Pauses between samples longer than max_gap, which energy integration did not bridge.",
+);
+
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Every metric family of the daemon, in one registry.
+///
+/// Exposition ([`Metrics::encode`]) writes the families with a series per sensor or battery
+/// itself ([`text`]) and gathers only the few others (`rest`) through the crate's encoder.
 pub struct Metrics {
+    /// Every family: the crate's own exposition of it is the reference ([`Metrics::encode_reference`]).
     registry: Registry,
+    /// The families [`Metrics::encode`] leaves to the crate's encoder.
+    rest: Registry,
+    /// Each sensor's handles and label set, for exposition.
+    sensors: Mutex<BTreeMap<String, SensorSeries>>,
+    /// The size of the last exposition, to size the next one's buffer.
+    last_len: AtomicUsize,
     bus_voltage: GaugeVec,
     shunt_voltage: GaugeVec,
     current: GaugeVec,
@@ -107,6 +190,30 @@ impl SensorMetrics {
     }
 }
 
+/// A family with one series per sensor: its name and help, and how to read a sensor's value.
+type PerSensor<T> = ((&'static str, &'static str), fn(&SensorMetrics) -> T);
+
+/// A sensor's series as exposition writes them.
+struct SensorSeries {
+    /// `sensor="name"`, escaped.
+    labels: Vec<u8>,
+    handles: SensorMetrics,
+}
+
+/// Register a family made for the registry of every family and for `rest`.
+fn register_both<C>(
+    registry: &Registry,
+    rest: &Registry,
+    made: prometheus::Result<C>,
+) -> prometheus::Result<C>
+where
+    C: Collector + Clone + 'static,
+{
+    let family = register(registry, made)?;
+    rest.register(Box::new(family.clone()))?;
+    Ok(family)
+}
+
 /// Register a freshly made metric family and hand it back.
 fn register<C>(registry: &Registry, made: prometheus::Result<C>) -> prometheus::Result<C>
 where
@@ -121,42 +228,48 @@ impl Metrics {
     /// Register every family, `powermon_build_info` and the process collector.
     pub fn new(version: &str, revision: &str) -> prometheus::Result<Metrics> {
         let r = Registry::new();
+        let rest = Registry::new();
         let s = &["sensor"];
-        let build_info = register(&r, GaugeVec::new(Opts::new("powermon_build_info", "A metric with a constant value of 1, labelled with the version and git revision of power-monitord."), &["version", "revision"]))?;
+        let build_info = register_both(&r, &rest, GaugeVec::new(Opts::new("powermon_build_info", "A metric with a constant value of 1, labelled with the version and git revision of power-monitord."), &["version", "revision"]))?;
         build_info.with_label_values(&[version, revision]).set(1.0);
 
         let metrics = Metrics {
-            bus_voltage: register(&r, GaugeVec::new(Opts::new("powermon_bus_voltage_volts", "Voltage from IN- to ground at the last sample (the load side of the shunt)."), s))?,
-            shunt_voltage: register(&r, GaugeVec::new(Opts::new("powermon_shunt_voltage_volts", "Voltage across the shunt at the last sample."), s))?,
-            current: register(&r, GaugeVec::new(Opts::new("powermon_current_amperes", "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated."), s))?,
-            power: register(&r, GaugeVec::new(Opts::new("powermon_power_watts", "Power at the last sample (bus voltage times current); NaN while the shunt is saturated."), s))?,
+            bus_voltage: register(&r, GaugeVec::new(Opts::new(BUS_VOLTAGE.0, BUS_VOLTAGE.1), s))?,
+            shunt_voltage: register(&r, GaugeVec::new(Opts::new(SHUNT_VOLTAGE.0, SHUNT_VOLTAGE.1), s))?,
+            current: register(&r, GaugeVec::new(Opts::new(CURRENT.0, CURRENT.1), s))?,
+            power: register(&r, GaugeVec::new(Opts::new(POWER.0, POWER.1), s))?,
             energy: register(&r, SetCounterVec::new("powermon_energy_joules_total", "Energy drawn through the shunt in the forward direction, integrated over time, as of the last save of the state file (it never goes backwards, across restarts, crashes and power cuts).", s))?,
             energy_reverse: register(&r, SetCounterVec::new("powermon_energy_reverse_joules_total", "Energy that flowed backwards through the shunt (negative power), e.g. charging, as of the last save of the state file.", s))?,
-            state_last_persist: register(&r, Gauge::new("powermon_state_last_persist_timestamp_seconds", "Unix time of the last successful save of the energy totals to the state file; the energy counters hold the values of that save."))?,
-            state_persist_failures: register(&r, IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed."))?,
-            samples: register(&r, IntCounterVec::new(Opts::new("powermon_samples_total", "Valid samples taken."), s))?,
-            read_errors: register(&r, IntCounterVec::new(Opts::new("powermon_read_errors_total", "Failures, by kind: failed I2C transfers (nack, timeout, i2c, unavailable; each one, including those a retry made good), and samples without a valid value (invalid, overflow, stale)."), &["sensor", "kind"]))?,
-            recoveries: register(&r, IntCounterVec::new(Opts::new("powermon_sensor_recoveries_total", "What the daemon did about bus faults, by action: retry (a failed transfer tried again at once), reprogram (the chip's settings written again after a brown-out or failures in a row)."), &["sensor", "action"]))?,
-            up: register(&r, GaugeVec::new(Opts::new("powermon_sensor_up", "1 if the last read got a well-formed answer from the chip, else 0."), s))?,
-            last_sample: register(&r, GaugeVec::new(Opts::new("powermon_last_sample_timestamp_seconds", "Unix time of the last valid sample."), s))?,
-            anomaly_active: register(&r, GaugeVec::new(Opts::new("powermon_anomaly_active", "1 while an anomaly rule is in an episode, else 0."), &["sensor", "rule"]))?,
-            anomalies: register(&r, IntCounterVec::new(Opts::new("powermon_anomalies_total", "Anomaly episodes started, by rule."), &["sensor", "rule"]))?,
-            gaps: register(&r, IntCounterVec::new(Opts::new("powermon_integration_gaps_total", "Pauses between samples longer than max_gap, which energy integration did not bridge."), s))?,
+            state_last_persist: register_both(&r, &rest, Gauge::new("powermon_state_last_persist_timestamp_seconds", "Unix time of the last successful save of the energy totals to the state file; the energy counters hold the values of that save."))?,
+            state_persist_failures: register_both(&r, &rest, IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed."))?,
+            samples: register(&r, IntCounterVec::new(Opts::new(SAMPLES.0, SAMPLES.1), s))?,
+            read_errors: register(&r, IntCounterVec::new(Opts::new(READ_ERRORS.0, READ_ERRORS.1), &["sensor", "kind"]))?,
+            recoveries: register(&r, IntCounterVec::new(Opts::new(RECOVERIES.0, RECOVERIES.1), &["sensor", "action"]))?,
+            up: register(&r, GaugeVec::new(Opts::new(UP.0, UP.1), s))?,
+            last_sample: register(&r, GaugeVec::new(Opts::new(LAST_SAMPLE.0, LAST_SAMPLE.1), s))?,
+            anomaly_active: register(&r, GaugeVec::new(Opts::new(ANOMALY_ACTIVE.0, ANOMALY_ACTIVE.1), &["sensor", "rule"]))?,
+            anomalies: register(&r, IntCounterVec::new(Opts::new(ANOMALIES.0, ANOMALIES.1), &["sensor", "rule"]))?,
+            gaps: register(&r, IntCounterVec::new(Opts::new(GAPS.0, GAPS.1), s))?,
             sensor_info: register(&r, InfoFamily::new("powermon_sensor_info", "A metric with a constant value of 1 per configured sensor, labelled with its driver, chip, bus, address and configured labels."))?,
             battery_charge: register(&r, SetCounterVec::new("powermon_battery_charge_coulombs_total", "Charge through the battery's shunt by direction (in: charging, out: discharging), as measured, as of the last save of the state file.", &["battery", "direction"]))?,
             battery_full_charges: register(&r, SetCounterVec::new("powermon_battery_full_charges_total", "Full charges detected (charged voltage and tail current held for the detection time), as of the last save of the state file.", &["battery"]))?,
             battery_gauges: register(&r, BatteryGauges::new())?,
             mqtt: std::sync::OnceLock::new(),
-            reload_successful: register(&r, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
-            reload_success_time: register(&r, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
+            reload_successful: register_both(&r, &rest, Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one)."))?,
+            reload_success_time: register_both(&r, &rest, Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload)."))?,
             registry: r,
+            rest,
+            sensors: Mutex::new(BTreeMap::new()),
+            last_len: AtomicUsize::new(16 * 1024),
         };
         metrics.reload_successful.set(1.0);
 
         #[cfg(target_os = "linux")]
-        metrics.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        for registry in [&metrics.registry, &metrics.rest] {
+            registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))?;
+        }
         Ok(metrics)
     }
 
@@ -187,7 +300,7 @@ impl Metrics {
                 .contains(r)
                 .then(|| self.anomalies.with_label_values(&[name, r.as_str()]))
         };
-        SensorMetrics {
+        let handles = SensorMetrics {
             bus_voltage: self.bus_voltage.with_label_values(&[name]),
             shunt_voltage: self.shunt_voltage.with_label_values(&[name]),
             current: self.current.with_label_values(&[name]),
@@ -202,7 +315,13 @@ impl Metrics {
             anomaly_active: Rule::ALL.map(rule_gauge),
             anomalies: Rule::ALL.map(rule_counter),
             gaps: self.gaps.with_label_values(&[name]),
-        }
+        };
+        let series = SensorSeries {
+            labels: text::labels([("sensor", name)]),
+            handles: handles.clone(),
+        };
+        lock(&self.sensors).insert(name.to_string(), series);
+        handles
     }
 
     /// Drop every series of a sensor: it is no longer configured. With `keep_energy`, its
@@ -234,6 +353,7 @@ impl Metrics {
             let _ = self.anomalies.remove_label_values(&[name, rule.as_str()]);
         }
         self.sensor_info.remove(name);
+        lock(&self.sensors).remove(name);
         if !keep_energy {
             self.energy.remove(&[name]);
             self.energy_reverse.remove(&[name]);
@@ -301,13 +421,10 @@ impl Metrics {
                     &["result"],
                 )
                 .expect("a valid metric name");
-                for c in [
-                    Box::new(connected.clone()) as Box<dyn Collector>,
-                    Box::new(messages.clone()),
-                ] {
-                    if let Err(e) = self.registry.register(c) {
-                        log::error!("cannot register the MQTT metrics: {e}");
-                    }
+                let registered = register_both(&self.registry, &self.rest, Ok(connected.clone()))
+                    .and_then(|_| register_both(&self.registry, &self.rest, Ok(messages.clone())));
+                if let Err(e) = registered {
+                    log::error!("cannot register the MQTT metrics: {e}");
                 }
                 crate::mqtt::MqttMetrics {
                     connected,
@@ -325,13 +442,99 @@ impl Metrics {
 
     /// The text exposition of every series.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * 1024);
-        // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug here.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            log::error!("encoding metrics failed: {e}");
-        }
-        spell_infinities(out)
+        let mut out = Vec::with_capacity(self.last_len.load(Ordering::Relaxed) + 1024);
+        self.render_sensors(&mut out);
+        self.energy.render(&mut out);
+        self.energy_reverse.render(&mut out);
+        self.battery_charge.render(&mut out);
+        self.battery_full_charges.render(&mut out);
+        self.battery_gauges.render(&mut out);
+        self.sensor_info.render(&mut out);
+        let rest = encode_with_crate(&self.rest);
+        out.extend_from_slice(&rest);
+        self.last_len.store(out.len(), Ordering::Relaxed);
+        out
     }
+
+    /// The same exposition written by the `prometheus` crate's own `gather` and encoder: the
+    /// reference [`Metrics::encode`] is checked against, and a baseline for the benches.
+    pub fn encode_reference(&self) -> Vec<u8> {
+        encode_with_crate(&self.registry)
+    }
+
+    /// The families with a series per sensor.
+    fn render_sensors(&self, out: &mut Vec<u8>) {
+        let sensors = lock(&self.sensors);
+        let all = || sensors.values();
+        let gauges: [PerSensor<f64>; 6] = [
+            (BUS_VOLTAGE, |m| m.bus_voltage.get()),
+            (CURRENT, |m| m.current.get()),
+            (LAST_SAMPLE, |m| m.last_sample.get()),
+            (POWER, |m| m.power.get()),
+            (UP, |m| m.up.get()),
+            (SHUNT_VOLTAGE, |m| m.shunt_voltage.get()),
+        ];
+        for (family, value) in gauges {
+            let mut f = Family::new(out, family, Kind::Gauge);
+            for s in all() {
+                f.sample(&s.labels, value(&s.handles));
+            }
+        }
+        let counters: [PerSensor<u64>; 2] =
+            [(GAPS, |m| m.gaps.get()), (SAMPLES, |m| m.samples.get())];
+        for (family, value) in counters {
+            let mut f = Family::new(out, family, Kind::Counter);
+            for s in all() {
+                f.sample(&s.labels, value(&s.handles) as f64);
+            }
+        }
+        let mut f = Family::new(out, READ_ERRORS, Kind::Counter);
+        for s in all() {
+            for kind in ErrorKind::ALL {
+                let n = s.handles.read_error(kind).get() as f64;
+                f.sample_with(&s.labels, ("kind", kind.as_str()), n);
+            }
+        }
+        let mut f = Family::new(out, RECOVERIES, Kind::Counter);
+        for s in all() {
+            for (action, c) in [
+                ("retry", &s.handles.retries),
+                ("reprogram", &s.handles.reprograms),
+            ] {
+                f.sample_with(&s.labels, ("action", action), c.get() as f64);
+            }
+        }
+        let mut f = Family::new(out, ANOMALY_ACTIVE, Kind::Gauge);
+        for s in all() {
+            for (rule, g) in Rule::ALL.iter().zip(&s.handles.anomaly_active) {
+                if let Some(g) = g {
+                    f.sample_with(&s.labels, ("rule", rule.as_str()), g.get());
+                }
+            }
+        }
+        let mut f = Family::new(out, ANOMALIES, Kind::Counter);
+        for s in all() {
+            for (rule, c) in Rule::ALL.iter().zip(&s.handles.anomalies) {
+                if let Some(c) = c {
+                    f.sample_with(&s.labels, ("rule", rule.as_str()), c.get() as f64);
+                }
+            }
+        }
+    }
+}
+
+/// The exposition of `registry` by the crate's own encoder.
+fn encode_with_crate(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 * 1024);
+    // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug here.
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+        log::error!("encoding metrics failed: {e}");
+    }
+    spell_infinities(out)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The encoder writes infinities as Rust prints them (`inf`); the exposition format spells

@@ -239,6 +239,9 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
     )));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking thread that saves the state file outlives the save interval: one
+        // thread for the daemon's life rather than a new one for every save.
+        .thread_keep_alive(Duration::from_secs(600))
         .build()
         .map_err(|source| ServiceError::System {
             doing: "start the async runtime",
