@@ -100,15 +100,17 @@ for k in pm ne py; do
   plain[$k]=$(bench "${url[$k]}")
   gz[$k]=$(bench "${url[$k]}" 'Accept-Encoding: gzip')
 done
-peak() { awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' /proc/"$1"/status; }
+# Peak resident memory, and of the resident memory now the anonymous part (heap and stacks;
+# the rest is mapped code and data, the program's and its libraries').
+peak() { awk '/^VmHWM/ {h = $2} /^RssAnon/ {a = $2} END {printf "%.1f (%.1f)", h / 1024, a / 1024}' /proc/"$1"/status; }
 
 echo "bench/compare.sh on $(nproc) cores: wrk -t1 -c4 -d${load}s per load, idle over ${idle} s"
-printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %8s | %11s %8s\n' \
-  "" series "bytes(gz)" "req/s" "p50 ms" "p99 ms" "gz req/s" "p50 ms" "p99 ms" "peak RSS" "idle ms/30s" "wakes/s"
+printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %19s | %11s %8s\n' \
+  "" series "bytes(gz)" "req/s" "p50 ms" "p99 ms" "gz req/s" "p50 ms" "p99 ms" "peak RSS (anon) MiB" "idle ms/30s" "wakes/s"
 row() { # key label
   local k=$1 p g i
   read -r -a p <<<"${plain[$k]}"; read -r -a g <<<"${gz[$k]}"; read -r -a i <<<"$(idle_of "$k")"
-  printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %5s MiB | %11s %8s\n' "$2" "${series[$k]}" \
+  printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %19s | %11s %8s\n' "$2" "${series[$k]}" \
     "${bytes[$k]}(${gzbytes[$k]})" "${p[0]}" "${p[1]}" "${p[2]}" "${g[0]}" "${g[1]}" "${g[2]}" \
     "$(peak "${pid[$k]}")" "${i[0]}" "${i[1]}"
 }
@@ -116,7 +118,7 @@ row pm "power-monitord, 16 sensors"
 row ne "node_exporter, hwmon only"
 row py "Python prometheus_client, 16"
 read -r -a h <<<"$(idle_of house)"
-printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %5s MiB | %11s %8s\n' \
+printf '%-34s %7s %9s | %9s %7s %7s | %9s %7s %7s | %19s | %11s %8s\n' \
   "power-monitord, simulated house" - - - - - - - - "$(peak "${pid[house]}")" "${h[0]}" "${h[1]}"
 read -r -a p <<<"${plain[pm]}"; read -r -a n <<<"${plain[ne]}"; read -r -a y <<<"${plain[py]}"
 read -r -a pg <<<"${gz[pm]}"; read -r -a ng <<<"${gz[ne]}"

@@ -9,7 +9,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, Metric, MetricFamily, MetricType};
 
 use super::families::{family, label_pair};
-use super::text::{self, Kind};
+use super::text::{Family, Kind};
 use crate::battery::BatterySnapshot;
 use crate::status::SensorStatus;
 
@@ -84,34 +84,35 @@ fn value(i: usize, b: &BatterySnapshot) -> Option<f64> {
 impl BatteryGauges {
     /// Write the families in the text format (those with no series not at all).
     pub fn render(&self, out: &mut Vec<u8>) {
-        let statuses = self
-            .0
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let batteries: Vec<(&SensorStatus, BatterySnapshot)> = statuses
-            .iter()
-            .filter_map(|s| Some((s.as_ref(), s.snapshot().battery?)))
-            .collect();
-        for (i, (name, help)) in GAUGES.iter().enumerate() {
-            let mut header = false;
+        let batteries = self.batteries();
+        for (i, family) in GAUGES.iter().enumerate() {
+            let mut f = Family::new(out, *family, Kind::Gauge);
             for (status, snapshot) in &batteries {
                 let (Some(info), Some(v)) = (status.battery.as_ref(), value(i, snapshot)) else {
                     continue;
                 };
-                if !header {
-                    text::header(out, name, help, Kind::Gauge);
-                    header = true;
-                }
                 let pairs = [
                     ("battery", info.name.as_str()),
                     ("sensor", status.name.as_str()),
                     ("chemistry", info.chemistry),
                 ];
                 let n = if i == GAUGES.len() - 1 { 3 } else { 1 };
-                text::sample_pairs(out, name, pairs.into_iter().take(n), v);
+                f.sample_pairs(pairs.into_iter().take(n), v);
             }
         }
+    }
+
+    /// The sensors with a battery, and their batteries as they are now.
+    fn batteries(&self) -> Vec<(Arc<SensorStatus>, BatterySnapshot)> {
+        let statuses = self
+            .0
+            .statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        statuses
+            .iter()
+            .filter_map(|s| Some((Arc::clone(s), s.snapshot().battery?)))
+            .collect()
     }
 }
 
@@ -121,15 +122,7 @@ impl Collector for BatteryGauges {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let statuses = self
-            .0
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let batteries: Vec<(&SensorStatus, BatterySnapshot)> = statuses
-            .iter()
-            .filter_map(|s| Some((s.as_ref(), s.snapshot().battery?)))
-            .collect();
+        let batteries = self.batteries();
         self.0
             .descs
             .iter()

@@ -53,6 +53,16 @@ impl<'a> Family<'a> {
         sample(self.out, self.name, labels, value);
     }
 
+    /// A series with label pairs given as names and values.
+    pub fn sample_pairs<'p>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
+        value: f64,
+    ) {
+        self.start();
+        sample_pairs(self.out, self.name, pairs, value);
+    }
+
     /// A series with the escaped label set `labels` and one more pair.
     pub fn sample_with(&mut self, labels: &[u8], extra: (&str, &str), value: f64) {
         self.start();

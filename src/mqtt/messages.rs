@@ -111,110 +111,134 @@ fn discovery(names: &Names, e: Entity<'_>) -> Discovery {
 pub fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> {
     let sensor = status.name.as_str();
     let state = names.sensor_state(sensor);
-    let mut quantities = vec![
-        (
-            "power",
-            "power",
-            json!({"device_class": "power", "state_class": "measurement", "unit_of_measurement": "W", "suggested_display_precision": 1}),
-        ),
-        (
-            "energy",
-            "energy",
-            json!({"device_class": "energy", "state_class": "total_increasing", "unit_of_measurement": "kWh", "suggested_display_precision": 3}),
-        ),
-        (
-            "voltage",
-            "voltage",
-            json!({"device_class": "voltage", "state_class": "measurement", "unit_of_measurement": "V", "suggested_display_precision": 2}),
-        ),
-        (
-            "current",
-            "current",
-            json!({"device_class": "current", "state_class": "measurement", "unit_of_measurement": "A", "suggested_display_precision": 3}),
-        ),
-    ];
-    if status.battery.is_some() {
-        quantities.push(("energy_returned", "energy returned", json!({"device_class": "energy", "state_class": "total_increasing", "unit_of_measurement": "kWh", "suggested_display_precision": 3})));
+    // A battery's shunt also measures the energy that charged it.
+    let returned = status.battery.is_some().then_some(&RETURNED);
+    let mut out: Vec<Discovery> = SENSOR_QUANTITIES
+        .iter()
+        .chain(returned)
+        .map(|q| quantity(names, &state, (sensor, sensor), q))
+        .collect();
+    let flag = |object: String, name: String, key: &str, extra: Value| {
+        let (component, state_topic) = ("binary_sensor", state.clone());
+        let entity = Entity {
+            component,
+            object,
+            name,
+            state_topic,
+            key,
+            extra,
+        };
+        discovery(names, entity)
+    };
+    let connectivity = json!({"device_class": "connectivity", "entity_category": "diagnostic"});
+    out.push(flag(
+        format!("{sensor}_up"),
+        format!("{sensor} up"),
+        "up",
+        connectivity,
+    ));
+    for rule in status.rules.iter() {
+        let key = format!("anomalies.{}", rule.as_str());
+        out.push(flag(
+            format!("{sensor}_{}", rule.as_str()),
+            format!("{sensor} {}", rule.as_str().replace('_', " ")),
+            &key,
+            json!({"device_class": "problem"}),
+        ));
     }
-    let mut out: Vec<Discovery> = quantities
-        .into_iter()
-        .map(|(key, label, extra)| {
-            discovery(
-                names,
-                Entity {
-                    component: "sensor",
-                    object: format!("{sensor}_{key}"),
-                    name: format!("{sensor} {label}"),
-                    state_topic: state.clone(),
-                    key,
-                    extra,
-                },
-            )
-        })
+    if let Some(battery) = &status.battery {
+        out.extend(battery_discovery(names, &battery.name));
+    }
+    out
+}
+
+/// A measured quantity: its key in the state message, its name, device class, state class,
+/// unit and display precision.
+type Quantity = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u32,
+);
+
+const SENSOR_QUANTITIES: [Quantity; 4] = [
+    ("power", "power", "power", "measurement", "W", 1),
+    ("energy", "energy", "energy", "total_increasing", "kWh", 3),
+    ("voltage", "voltage", "voltage", "measurement", "V", 2),
+    ("current", "current", "current", "measurement", "A", 3),
+];
+
+const RETURNED: Quantity = (
+    "energy_returned",
+    "energy returned",
+    "energy",
+    "total_increasing",
+    "kWh",
+    3,
+);
+
+const BATTERY_QUANTITIES: [Quantity; 2] = [
+    (
+        "state_of_charge",
+        "state of charge",
+        "battery",
+        "measurement",
+        "%",
+        1,
+    ),
+    (
+        "time_to_go",
+        "time to go",
+        "duration",
+        "measurement",
+        "min",
+        0,
+    ),
+];
+
+/// The discovery config of a quantity published on `state`; its object id and name start with
+/// `prefixes`.
+fn quantity(names: &Names, state: &str, prefixes: (&str, &str), q: &Quantity) -> Discovery {
+    let (key, label, class, state_class, unit, precision) = *q;
+    discovery(
+        names,
+        Entity {
+            component: "sensor",
+            object: format!("{}_{key}", prefixes.0),
+            name: format!("{} {label}", prefixes.1),
+            state_topic: state.to_string(),
+            key,
+            extra: json!({
+                "device_class": class,
+                "state_class": state_class,
+                "unit_of_measurement": unit,
+                "suggested_display_precision": precision,
+            }),
+        },
+    )
+}
+
+/// The discovery configs of a battery's own entities.
+fn battery_discovery(names: &Names, battery: &str) -> Vec<Discovery> {
+    let state = names.battery_state(battery);
+    let prefixes = (format!("battery_{battery}"), format!("battery {battery}"));
+    let mut out: Vec<Discovery> = BATTERY_QUANTITIES
+        .iter()
+        .map(|q| quantity(names, &state, (&prefixes.0, &prefixes.1), q))
         .collect();
     out.push(discovery(
         names,
         Entity {
             component: "binary_sensor",
-            object: format!("{sensor}_up"),
-            name: format!("{sensor} up"),
-            state_topic: state.clone(),
-            key: "up",
-            extra: json!({"device_class": "connectivity", "entity_category": "diagnostic"}),
+            object: format!("battery_{battery}_synchronized"),
+            name: format!("battery {battery} synchronised"),
+            state_topic: state,
+            key: "synchronized",
+            extra: json!({"entity_category": "diagnostic"}),
         },
     ));
-    for rule in status.rules.iter() {
-        let key = format!("anomalies.{}", rule.as_str());
-        out.push(discovery(
-            names,
-            Entity {
-                component: "binary_sensor",
-                object: format!("{sensor}_{}", rule.as_str()),
-                name: format!("{sensor} {}", rule.as_str().replace('_', " ")),
-                state_topic: state.clone(),
-                key: &key,
-                extra: json!({"device_class": "problem"}),
-            },
-        ));
-    }
-    if let Some(battery) = &status.battery {
-        let state = names.battery_state(&battery.name);
-        for (key, label, extra) in [
-            (
-                "state_of_charge",
-                "state of charge",
-                json!({"device_class": "battery", "state_class": "measurement", "unit_of_measurement": "%", "suggested_display_precision": 1}),
-            ),
-            (
-                "time_to_go",
-                "time to go",
-                json!({"device_class": "duration", "state_class": "measurement", "unit_of_measurement": "min", "suggested_display_precision": 0}),
-            ),
-        ] {
-            out.push(discovery(
-                names,
-                Entity {
-                    component: "sensor",
-                    object: format!("battery_{}_{key}", battery.name),
-                    name: format!("battery {} {label}", battery.name),
-                    state_topic: state.clone(),
-                    key,
-                    extra,
-                },
-            ));
-        }
-        out.push(discovery(
-            names,
-            Entity {
-                component: "binary_sensor",
-                object: format!("battery_{}_synchronized", battery.name),
-                name: format!("battery {} synchronised", battery.name),
-                state_topic: state,
-                key: "synchronized",
-                extra: json!({"entity_category": "diagnostic"}),
-            },
-        ));
-    }
     out
 }
 

@@ -237,16 +237,7 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         durable,
         newer,
     )));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        // The blocking thread that saves the state file outlives the save interval: one
-        // thread for the daemon's life rather than a new one for every save.
-        .thread_keep_alive(Duration::from_secs(600))
-        .build()
-        .map_err(|source| ServiceError::System {
-            doing: "start the async runtime",
-            source,
-        })?;
+    let runtime = runtime()?;
     // Before anything samples: a SIGTERM from here on ends in an orderly stop and a save.
     let mut signals = runtime.block_on(async { Signals::install() })?;
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
@@ -298,6 +289,21 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
 }
 
 /// Lock a mutex whose holder may have panicked: the data is still the best there is.
+/// The async runtime: one thread serves HTTP and MQTT and keeps time; saves of the state file
+/// go to a blocking thread.
+fn runtime() -> Result<tokio::runtime::Runtime, ServiceError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // The blocking thread that saves the state file outlives the save interval: one
+        // thread for the daemon's life rather than a new one for every save.
+        .thread_keep_alive(Duration::from_secs(600))
+        .build()
+        .map_err(|source| ServiceError::System {
+            doing: "start the async runtime",
+            source,
+        })
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
