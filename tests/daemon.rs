@@ -522,3 +522,56 @@ load = { model = "constant", watts = 20.0 }
         d.log()
     );
 }
+
+/// The context switches of the daemon's thread named `name`.
+fn switches_of_thread(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            return status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+        }
+    }
+    panic!("no thread {name:?} in {pid}");
+}
+
+#[test]
+fn sensors_sharing_an_interval_on_a_bus_are_read_in_one_wake_up() {
+    // 16 chips every 100 ms: one wake-up per tick is 10 a second; one per sensor would be 160.
+    let mut config = String::new();
+    for i in 0..16 {
+        config += &format!(
+            "[[sensor]]\nname = \"s{i}\"\ndriver = \"simulated\"\nbus = \"shared\"\n\
+             address = {}\ninterval = \"100ms\"\n",
+            0x40 + i
+        );
+    }
+    let d = Daemon::start(&config);
+    let samples_of = |m: &common::Metrics| -> f64 {
+        (0..16)
+            .map(|i| m.sensor("powermon_samples_total", &format!("s{i}")))
+            .sum()
+    };
+    d.scrape_until(Duration::from_secs(10), |m| {
+        m.value("powermon_samples_total", &[("sensor", "s15")])
+            .is_some_and(|v| v > 5.0)
+    });
+    let before = switches_of_thread(d.pid(), "bus shared");
+    let samples_before = samples_of(&d.scrape());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = switches_of_thread(d.pid(), "bus shared");
+    let samples = samples_of(&d.scrape()) - samples_before;
+    let wakeups = (after - before) as f64;
+    // Every chip kept being read, and the thread woke about once per tick for all of them
+    // (a tick may take a second switch while a conversion is retried).
+    assert!(samples >= 16.0 * 20.0, "{samples} samples in 3 s");
+    assert!(
+        wakeups <= samples / 16.0 * 2.0 + 5.0,
+        "{wakeups} wake-ups for {samples} samples of 16 sensors"
+    );
+}
