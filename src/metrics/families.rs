@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::text::{self, Kind};
+use super::text::{Family, Kind};
 
 /// A counter whose value is set from a total kept elsewhere (the state file) instead of being
 /// added to: setting the total itself keeps it bit for bit equal to what a restart restores,
@@ -119,15 +119,11 @@ impl SetCounterVec {
             .children
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if children.is_empty() {
-            return;
-        }
         let desc = &self.0.desc;
-        text::header(out, &desc.fq_name, &desc.help, Kind::Counter);
+        let mut family = Family::new(out, (&desc.fq_name, &desc.help), Kind::Counter);
         for (values, counter) in children.iter() {
             let labels = desc.variable_labels.iter().map(String::as_str);
-            let pairs = labels.zip(values.iter().map(String::as_str));
-            text::sample_pairs(out, &desc.fq_name, pairs, counter.get());
+            family.sample_pairs(labels.zip(values.iter().map(String::as_str)), counter.get());
         }
     }
 }
@@ -216,17 +212,14 @@ impl InfoFamily {
     /// Write the family in the text format (nothing if it has no series).
     pub fn render(&self, out: &mut Vec<u8>) {
         let series = self.0.series.lock().unwrap_or_else(PoisonError::into_inner);
-        if series.is_empty() {
-            return;
-        }
         let names: BTreeSet<&String> = series.values().flat_map(|l| l.keys()).collect();
         let desc = &self.0.desc;
-        text::header(out, &desc.fq_name, &desc.help, Kind::Gauge);
+        let mut family = Family::new(out, (&desc.fq_name, &desc.help), Kind::Gauge);
         for labels in series.values() {
             let pairs = names
                 .iter()
                 .map(|n| (n.as_str(), labels.get(*n).map_or("", String::as_str)));
-            text::sample_pairs(out, &desc.fq_name, pairs, 1.0);
+            family.sample_pairs(pairs, 1.0);
         }
     }
 }

@@ -71,7 +71,7 @@ impl<'a> Family<'a> {
 }
 
 /// A family's `# HELP` and `# TYPE` lines.
-pub fn header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
+fn header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
     out.extend_from_slice(b"# HELP ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
@@ -86,7 +86,7 @@ pub fn header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
 
 /// One series: `name{labels} value`. `labels` is the inside of the braces, already escaped
 /// (see [`label`]); empty for none.
-pub fn sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
+fn sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
     out.extend_from_slice(name.as_bytes());
     if !labels.is_empty() {
         out.push(b'{');
@@ -100,7 +100,7 @@ pub fn sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
 
 /// A series whose labels are one more pair and then `labels` (the crate's encoder sorts label
 /// names, and the extra ones, `action`, `kind` and `rule`, sort before `sensor`).
-pub fn sample_with(out: &mut Vec<u8>, name: &str, labels: &[u8], extra: (&str, &str), value: f64) {
+fn sample_with(out: &mut Vec<u8>, name: &str, labels: &[u8], extra: (&str, &str), value: f64) {
     out.extend_from_slice(name.as_bytes());
     out.push(b'{');
     label(out, extra.0, extra.1);
@@ -114,7 +114,7 @@ pub fn sample_with(out: &mut Vec<u8>, name: &str, labels: &[u8], extra: (&str, &
 }
 
 /// A series with label pairs given as names and values, escaped as they are written.
-pub fn sample_pairs<'a>(
+fn sample_pairs<'a>(
     out: &mut Vec<u8>,
     name: &str,
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -157,7 +157,7 @@ pub fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8
 
 /// A sample value as the format spells it: `NaN`, `+Inf`, `-Inf`, else the shortest decimal
 /// that reads back as the same float.
-pub fn number(out: &mut Vec<u8>, value: f64) {
+fn number(out: &mut Vec<u8>, value: f64) {
     if value.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if value == f64::INFINITY {

@@ -45,6 +45,32 @@ pub struct Reading {
     pub overflow: bool,
 }
 
+impl Reading {
+    /// A reading from the voltages and the current; power is their product. With the shunt
+    /// `saturated`, current and power are unknown (NaN) and the reading is an overflow, as it
+    /// is with the chip's own `ovf` flag.
+    pub fn measured(
+        bus_voltage_volts: f64,
+        shunt_voltage_volts: f64,
+        current_amperes: f64,
+        saturated: bool,
+        ovf: bool,
+    ) -> Reading {
+        let (current_amperes, power_watts) = if saturated {
+            (f64::NAN, f64::NAN)
+        } else {
+            (current_amperes, current_amperes * bus_voltage_volts)
+        };
+        Reading {
+            bus_voltage_volts,
+            shunt_voltage_volts,
+            current_amperes,
+            power_watts,
+            overflow: ovf || saturated,
+        }
+    }
+}
+
 /// What kind of failure a read was; the `kind` label of `powermon_read_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {

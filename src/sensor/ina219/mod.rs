@@ -120,19 +120,14 @@ impl ChipSettings {
         let shunt_voltage_volts = decode_shunt(shunt);
         let full_scale = shunt_full_scale_counts(self.configuration.shunt_voltage_range);
         let saturated = i32::from(shunt as i16).abs() >= full_scale;
-        let (current_amperes, power_watts) = if saturated {
-            (f64::NAN, f64::NAN)
-        } else {
-            let current = shunt_voltage_volts / self.shunt_ohms;
-            (current, current * bus_voltage_volts)
-        };
-        Reading {
+        let current = shunt_voltage_volts / self.shunt_ohms;
+        Reading::measured(
             bus_voltage_volts,
             shunt_voltage_volts,
-            current_amperes,
-            power_watts,
-            overflow: ovf || saturated,
-        }
+            current,
+            saturated,
+            ovf,
+        )
     }
 }
 

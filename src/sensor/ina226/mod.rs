@@ -127,18 +127,13 @@ impl Ina226 {
                 (volts, volts / self.settings.shunt_ohms)
             }
         };
-        let (current_amperes, power_watts) = if saturated {
-            (f64::NAN, f64::NAN)
-        } else {
-            (current, current * bus_voltage_volts)
-        };
-        Reading {
+        Reading::measured(
             bus_voltage_volts,
             shunt_voltage_volts,
-            current_amperes,
-            power_watts,
-            overflow: ovf || saturated,
-        }
+            current,
+            saturated,
+            ovf,
+        )
     }
 }
 

@@ -133,19 +133,14 @@ impl Ina3221 {
         let saturated = shunt_counts.abs() >= FULL_SCALE_COUNTS;
         let shunt_voltage_volts = f64::from(shunt_counts) * SHUNT_LSB_VOLTS;
         let bus_voltage_volts = f64::from(counts(bus).max(0)) * BUS_LSB_VOLTS;
-        let (current_amperes, power_watts) = if saturated {
-            (f64::NAN, f64::NAN)
-        } else {
-            let current = shunt_voltage_volts / shunt_ohms;
-            (current, current * bus_voltage_volts)
-        };
-        Reading {
+        let current = shunt_voltage_volts / shunt_ohms;
+        Reading::measured(
             bus_voltage_volts,
             shunt_voltage_volts,
-            current_amperes,
-            power_watts,
-            overflow: saturated,
-        }
+            current,
+            saturated,
+            false,
+        )
     }
 }
 
