@@ -179,7 +179,7 @@ impl BatteryMonitor {
         if amps <= 0.0 {
             return 1.0;
         }
-        (amps / self.rated_amps).powf(self.config.peukert_exponent() - 1.0)
+        libm::pow(amps / self.rated_amps, self.config.peukert_exponent() - 1.0)
     }
 
     fn time_to_go(&self, soc: f64) -> f64 {
@@ -399,7 +399,7 @@ impl BatteryMonitor {
         let tau = self.config.time_to_go_averaging.as_secs_f64();
         self.average = Some(match self.average {
             Some(avg) if dt <= self.max_gap.as_secs_f64() => {
-                avg + (amps - avg) * (1.0 - (-dt / tau).exp())
+                avg + (amps - avg) * (1.0 - libm::exp(-dt / tau))
             }
             _ => amps,
         });

@@ -135,7 +135,7 @@ impl House {
             return 0.0;
         }
         let phase = (hours - SUNRISE_HOURS) / (SUNSET_HOURS - SUNRISE_HOURS);
-        self.config.solar_peak_watts * (std::f64::consts::PI * phase).sin() * self.cloud_factor
+        self.config.solar_peak_watts * libm::sin(std::f64::consts::PI * phase) * self.cloud_factor
     }
 
     /// The values of the step starting at `t`.
@@ -181,7 +181,7 @@ impl House {
         let amps = self.values.amps;
         let seconds = STEP.as_secs_f64();
         let lost = if amps > 0.0 {
-            let weight = (amps / self.rated_amps).powf(self.config.peukert_exponent - 1.0);
+            let weight = libm::pow(amps / self.rated_amps, self.config.peukert_exponent - 1.0);
             amps * weight * seconds
         } else {
             amps * self.config.charge_efficiency * seconds

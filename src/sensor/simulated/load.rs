@@ -76,7 +76,7 @@ impl Load {
 
 /// A motor start: `surge` × running power, decaying with time constant `tau` seconds.
 fn inrush(running: f64, surge: f64, since_start: f64, tau: f64) -> f64 {
-    running * (1.0 + (surge - 1.0) * (-since_start / tau).exp())
+    running * (1.0 + (surge - 1.0) * libm::exp(-since_start / tau))
 }
 
 /// Split-unit air conditioner on a DC inverter: the compressor cycles on and off around the
@@ -125,7 +125,7 @@ impl AirConditioner {
             };
             self.cycle_scale = rng.random_range(0.95..1.05);
         }
-        let ripple = 1.0 + 0.02 * (TAU * t / 20.0).sin();
+        let ripple = 1.0 + 0.02 * libm::sin(TAU * t / 20.0);
         if hot {
             // Running flat out: no cycling, no inrush.
             1.2 * self.rated * ripple
