@@ -13,11 +13,7 @@ use common::{config_file, request, run, Daemon};
 const SENSORS: [&str; 4] = ["ac001", "wm002", "fr003", "pi_5v"];
 
 fn simulated_config() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/simulated.toml"
-    ))
-    .expect("config/simulated.toml")
+    common::simulated_house("2s")
 }
 
 #[test]

@@ -148,11 +148,7 @@ fn mosquitto() -> &'static str {
 
 /// The simulated house publishing to `broker` every second.
 fn house(broker: &Broker, extra: &str) -> String {
-    let house = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/simulated.toml"
-    ))
-    .unwrap();
+    let house = common::simulated_house("2s");
     format!(
         "{house}\n[mqtt]\nbroker = \"{}\"\ninterval = \"1s\"\ntopic_prefix = \"pm/test\"\nclient_id = \"pm-test\"\n{extra}",
         broker.url()

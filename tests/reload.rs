@@ -8,12 +8,7 @@ use std::time::Duration;
 use common::Daemon;
 
 fn house() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/simulated.toml"
-    ))
-    .expect("config/simulated.toml")
-    .replace("persist_interval = \"5s\"", "persist_interval = \"1s\"")
+    common::simulated_house("1s")
 }
 
 const EXTRA: &str = r#"

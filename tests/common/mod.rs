@@ -26,6 +26,25 @@ pub fn runtime_dir(state_dir: &Path) -> PathBuf {
     state_dir.with_extension("run")
 }
 
+/// config/simulated.toml with its totals saved every `persist_interval` (the energy counters
+/// move at each save; the shipped 10 s would slow the tests that wait for them).
+pub fn simulated_house(persist_interval: &str) -> String {
+    let house = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/simulated.toml"
+    ))
+    .expect("config/simulated.toml");
+    let shipped = "persist_interval = \"10s\"";
+    assert!(
+        house.contains(shipped),
+        "config/simulated.toml lacks {shipped}"
+    );
+    house.replace(
+        shipped,
+        &format!("persist_interval = \"{persist_interval}\""),
+    )
+}
+
 /// Write `config` to a file in a fresh temporary directory.
 pub fn config_file(config: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
