@@ -72,6 +72,15 @@ for path in \
   grep -qx -- "$path" <<<"$listing" || fail "$path is not in the package"
 done
 dpkg-deb -f "$deb1" Depends | grep -q adduser || fail "no dependency on adduser"
+# The libc the package asks for runs the binary: packed relocations (a version need without a
+# symbol, which dpkg-shlibdeps does not see) need glibc 2.36.
+unpacked=$(mktemp -d)
+dpkg-deb -x "$deb1" "$unpacked"
+if readelf -V "$unpacked/usr/bin/power-monitord" | grep -q GLIBC_ABI_DT_RELR; then
+  dpkg-deb -f "$deb1" Depends | grep -Eq 'libc6 \(>= 2\.(3[6-9]|[4-9][0-9])' ||
+    fail "the binary needs glibc 2.36 (GLIBC_ABI_DT_RELR), the package asks for less"
+fi
+rm -rf "$unpacked"
 ok "every path is in the package"
 
 echo "== lintian"
