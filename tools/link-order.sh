@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates link/hot-functions.txt, the functions the daemon runs, which tools/cc-ordered lays
 # out together in the binary (see there why). The daemon runs under callgrind, which records
-# every function executed, in five runs: the simulated house, the chip family and the
-# benchmarks' 16 sensors (start-up, sampling, /metrics plain and gzipped, the status page and
-# its API, /healthz, connections that end, a reload, shutdown), then the house again behind
-# TLS and basic auth, and with MQTT publishing to a local Mosquitto. The list holds the first
-# three runs' functions, then what TLS adds, then what MQTT adds, so that each of these stays
-# together after the common part.
+# every function executed, in six runs: the simulated house by day and by night, the chip
+# family and the benchmarks' 16 sensors (start-up, sampling, /metrics plain and gzipped, the
+# status page and its API, /healthz, connections that end, a reload, shutdown), then the house
+# again behind TLS and basic auth, and with MQTT publishing to a local Mosquitto. The list holds
+# the first four runs' functions, then what TLS adds, then what MQTT adds, so that each of
+# these stays together after the common part.
 #
 #   tools/link-order.sh        (about three minutes; then rebuild and check with bench/compare.sh)
 #
@@ -82,7 +82,12 @@ functions() {
     sed -e 's/\[[0-9a-f][0-9a-f]*\]//g' -e 's/::h[0-9a-f]\{16\}$//' | LC_ALL=C sort -u
 }
 
-run house config/simulated.toml http
+# The house by day (the battery charging) and by night (discharging), whatever the time.
+for at in 12:00 22:00; do
+  sed "s/clouds = 0.3 }/clouds = 0.3, time_of_day = \"$at\" }/" config/simulated.toml >"$work/house-$at.toml"
+  grep -q "time_of_day = \"$at\"" "$work/house-$at.toml" || { echo "no solar table in the house" >&2; exit 1; }
+  run "house-${at%:*}" "$work/house-$at.toml" http
+done
 run family config/family.toml http
 bench/sixteen-sensors.sh >"$work/sixteen.toml"
 run sixteen "$work/sixteen.toml" http
@@ -103,7 +108,8 @@ pids+=($!)
 { cat config/simulated.toml; printf '\n[mqtt]\nbroker = "mqtt://127.0.0.1:%s"\n' "$mqtt_port"; } >"$work/mqtt.toml"
 run mqtt "$work/mqtt.toml" http
 
-functions "$work/house.out" >"$work/list.common"
+functions "$work/house-12.out" >"$work/list.common"
+functions "$work/house-22.out" >>"$work/list.common"
 functions "$work/family.out" >>"$work/list.common"
 functions "$work/sixteen.out" >>"$work/list.common"
 LC_ALL=C sort -u -o "$work/list.common" "$work/list.common"

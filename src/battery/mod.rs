@@ -179,7 +179,7 @@ impl BatteryMonitor {
         if amps <= 0.0 {
             return 1.0;
         }
-        libm::pow(amps / self.rated_amps, self.config.peukert_exponent() - 1.0)
+        crate::chemistry::peukert_weight(amps, self.rated_amps, self.config.peukert_exponent())
     }
 
     fn time_to_go(&self, soc: f64) -> f64 {

@@ -181,7 +181,11 @@ impl House {
         let amps = self.values.amps;
         let seconds = STEP.as_secs_f64();
         let lost = if amps > 0.0 {
-            let weight = libm::pow(amps / self.rated_amps, self.config.peukert_exponent - 1.0);
+            let weight = crate::chemistry::peukert_weight(
+                amps,
+                self.rated_amps,
+                self.config.peukert_exponent,
+            );
             amps * weight * seconds
         } else {
             amps * self.config.charge_efficiency * seconds
