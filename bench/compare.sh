@@ -26,16 +26,8 @@ done
   { echo "prometheus_client is missing: apt-get install -y python3-prometheus-client" >&2; exit 1; }
 cargo build --release --quiet
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/scratch.sh
+. bench/scratch.sh
 
 # 16 INA219s on one virtual bus with every rule, as benches/common/mod.rs makes them.
 bench/sixteen-sensors.sh >"$work/sixteen.toml"

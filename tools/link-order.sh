@@ -23,15 +23,8 @@ mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=target/link-order cargo build --release --quiet
 bin=$PWD/target/link-order/release/power-monitord
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/scratch.sh
+. bench/scratch.sh
 
 # run NAME CONFIG SCHEME [curl options]: the daemon under callgrind, used, reloaded and stopped.
 run() {
