@@ -20,7 +20,7 @@ fn readelf(args: &[&str]) -> String {
 }
 
 /// A library costs resident memory for as long as the daemon runs: libm.so would add about
-/// 330 KiB for exp, pow and sin, which the `libm` crate provides instead.
+/// 330 KiB for exp, log and sin, which the `libm` crate provides instead.
 #[test]
 fn the_binary_loads_no_library_beyond_libc() {
     let dynamic = readelf(&["--dynamic", "--wide"]);

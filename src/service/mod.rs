@@ -288,7 +288,6 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
     outcome
 }
 
-/// Lock a mutex whose holder may have panicked: the data is still the best there is.
 /// The async runtime: one thread serves HTTP and MQTT and keeps time; saves of the state file
 /// go to a blocking thread.
 fn runtime() -> Result<tokio::runtime::Runtime, ServiceError> {
@@ -304,6 +303,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ServiceError> {
         })
 }
 
+/// Lock a mutex whose holder may have panicked: the data is still the best there is.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
