@@ -49,7 +49,8 @@ impl ManualTime {
 
 /// Local calendar time, from the C library (it knows the zone and its daylight saving).
 fn local(unix: i64) -> Option<libc::tm> {
-    let t = unix as libc::time_t;
+    // `time_t` is the C library's (32 bits on 32-bit ARM until 2038's change of ABI).
+    let t = unix as _;
     // SAFETY: an all-zero `tm` is a valid value; localtime_r writes only into it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are valid for the call.
@@ -73,7 +74,7 @@ pub fn local_day(unix: f64) -> (i64, f64) {
     tm.tm_isdst = -1;
     // SAFETY: `tm` is a valid, normalisable calendar time.
     let next = unsafe { libc::mktime(&mut tm) };
-    let next = if next > secs as libc::time_t {
+    let next = if next > secs as _ {
         next as f64
     } else {
         (secs + 86_400) as f64

@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 /// The most connections held at once, whatever the file limit.
 pub const MAX_CONNECTIONS: usize = 2048;
 /// File descriptors kept for the daemon itself: I2C buses, the state files, the journal.
-const RESERVED_FDS: u64 = 64;
+const RESERVED_FDS: libc::rlim_t = 64;
 /// The fewest connections, whatever the file limit.
 const MIN_CONNECTIONS: usize = 16;
 /// How often a refused connection may be logged.
