@@ -14,6 +14,10 @@
 #
 #   bench/compare.sh [load seconds] [idle seconds]      (defaults 10 and 60)
 #
+# POWER_MONITORD_BIN=… measures that binary (the packaged one:
+# target/x86_64-unknown-linux-gnu/release/power-monitord after packaging/build-debs.sh amd64)
+# instead of a fresh `cargo build --release`.
+#
 # Needs: wrk, prometheus-node-exporter, python3-prometheus-client, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +28,8 @@ for tool in wrk prometheus-node-exporter curl; do
 done
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null ||
   { echo "prometheus_client is missing: apt-get install -y python3-prometheus-client" >&2; exit 1; }
-cargo build --release --quiet
+bin=${POWER_MONITORD_BIN:-target/release/power-monitord}
+[ -n "${POWER_MONITORD_BIN:-}" ] || cargo build --release --quiet
 
 # shellcheck source=bench/scratch.sh
 . bench/scratch.sh
@@ -35,10 +40,10 @@ bench/sixteen-sensors.sh >"$work/sixteen.toml"
 declare -A url pid
 pm_port=$(free_port)
 mkdir -p "$work/pm" "$work/house"
-STATE_DIRECTORY="$work/pm" RUNTIME_DIRECTORY="$work/pm" target/release/power-monitord \
+STATE_DIRECTORY="$work/pm" RUNTIME_DIRECTORY="$work/pm" "$bin" \
   --config "$work/sixteen.toml" --listen "127.0.0.1:$pm_port" 2>"$work/pm.log" &
 pids+=($!); pid[pm]=$!; url[pm]="http://127.0.0.1:$pm_port/metrics"
-STATE_DIRECTORY="$work/house" RUNTIME_DIRECTORY="$work/house" target/release/power-monitord \
+STATE_DIRECTORY="$work/house" RUNTIME_DIRECTORY="$work/house" "$bin" \
   --config config/simulated.toml --listen 127.0.0.1:0 2>"$work/house.log" &
 pids+=($!); pid[house]=$!
 ne_port=$(free_port)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that start daemons and peers: a scratch directory `$work`, the PIDs
 # in `pids` stopped and the directory removed on exit, and `free_port`.
 work=$(mktemp -d)

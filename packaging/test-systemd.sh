@@ -88,15 +88,15 @@ ex() {  # run a command inside the container
 }
 
 down() {
-  local p u i
+  local p u
   if p=$(pid1); then
     ex systemctl poweroff --no-block >/dev/null 2>&1 || true
-    for i in $(seq 40); do [ -d "/proc/$p" ] || break; sleep 0.25; done
+    for _ in $(seq 40); do [ -d "/proc/$p" ] || break; sleep 0.25; done
     # PID 1 of our PID namespace: killing it takes the whole namespace down.
     [ -d "/proc/$p" ] && kill -KILL "$p" 2>/dev/null || true
   fi
   if u=$(cat "$work/unshare.pid" 2>/dev/null); then
-    for i in $(seq 40); do [ -d "/proc/$u" ] || break; sleep 0.25; done
+    for _ in $(seq 40); do [ -d "/proc/$u" ] || break; sleep 0.25; done
   fi
   [ -d "$cgroup" ] && find "$cgroup" -depth -type d -exec rmdir {} \; 2>/dev/null
   [ -d "$cgroup" ] && echo "warning: $cgroup is still there" >&2
