@@ -20,7 +20,9 @@
 #   sudo apt-get update && sudo apt-get install power-monitord
 #
 # Uses Debian's own tools: apt-ftparchive (apt-utils) and gpg, installed when missing.
-set -euo pipefail
+set -eEuo pipefail
+# A command that fails says where.
+trap 'echo "FAIL: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=packaging/toolchain.sh
 . "$top/packaging/toolchain.sh"

@@ -12,7 +12,9 @@
 # packaging/toolchain.sh): Debian packages through apt-get (with sudo when not root), zig, and
 # cargo-zigbuild and cargo-deb through cargo. Rust itself comes from rustup (README.md).
 # Cold, a package takes 2-4 minutes on two cores; a second revision of a built one, seconds.
-set -euo pipefail
+set -eEuo pipefail
+# A command that fails says where.
+trap 'echo "FAIL: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 # shellcheck source=packaging/toolchain.sh
 . packaging/toolchain.sh
@@ -40,8 +42,8 @@ for arch in "${archs[@]}"; do
   cross_build "$target"
   deb=target/debs/power-monitord_${version}-${revision}_${arch}.deb
   # The release profile strips the binary already.
-  cargo deb --quiet --target "$target" --no-build --no-strip --deb-revision "$revision" \
-    --output "$deb" >/dev/null
+  CARGO_TARGET_DIR=$(cross_target_dir "$target") cargo deb --quiet --target "$target" \
+    --no-build --no-strip --deb-revision "$revision" --output "$deb" >/dev/null
   built+=("$deb")
 done
 

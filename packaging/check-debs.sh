@@ -8,7 +8,9 @@
 #   packaging/check-debs.sh [DEB...]      (default: target/debs/*-1_*.deb, from build-debs.sh)
 #
 # Needs binutils and lintian (installed when missing).
-set -euo pipefail
+set -eEuo pipefail
+# A command that fails says where.
+trap 'echo "FAIL: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 # shellcheck source=packaging/toolchain.sh
 . packaging/toolchain.sh
@@ -56,7 +58,7 @@ for deb in "${debs[@]}"; do
       *) fail "the binary needs $lib, which is not part of glibc: $needed" ;;
     esac
   done
-  newest=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+  newest=$(objdump -T "$bin" | { grep -o 'GLIBC_[0-9.]*' || true; } | sed 's/GLIBC_//' | sort -uV | tail -1)
   [ -n "$newest" ] || fail "no versioned glibc symbols: is this a glibc binary?"
   [ "$(newer "$newest" "$GLIBC_FLOOR")" = "$GLIBC_FLOOR" ] ||
     fail "the binary needs glibc $newest, newer than the floor $GLIBC_FLOOR: $(objdump -T "$bin" |

@@ -86,7 +86,6 @@ toolchain_std() {
   BUILD_STD=()
   if [ -d "$(rustc --print sysroot)/lib/rustlib/$1/lib" ]; then return; fi
   if command -v rustup >/dev/null && rustup target add "$1" >/dev/null 2>&1; then return; fi
-  echo "no prebuilt standard library for $1: building it from rust-src" >&2
   rustup component add rust-src >/dev/null 2>&1
   BUILD_STD=(-Zbuild-std)
 }
@@ -107,15 +106,27 @@ toolchain_setup() {
   toolchain_cargo_tool cargo-deb "$CARGO_DEB_VERSION"
 }
 
+# Where cargo puts a target's build: builds of the standard library from source get a target
+# directory of their own, because they run with RUSTC_BOOTSTRAP=1, which build scripts shared
+# by every target notice (proc-macro2's, serde's): sharing one directory would rebuild
+# everything at each switch.
+cross_target_dir() {
+  toolchain_std "$1"
+  if [ ${#BUILD_STD[@]} -gt 0 ]; then echo target/build-std; else echo target; fi
+}
+
 # A release build of the daemon for a Rust target, linked by zig; a glibc target gets the
-# floor's version suffix (`aarch64-unknown-linux-gnu.2.31`). Extra arguments go to cargo.
+# floor's version suffix (`aarch64-unknown-linux-gnu.2.31`). Extra arguments go to cargo. The
+# binary is then $(cross_target_dir TARGET)/TARGET/release/power-monitord.
 cross_build() {
-  local target=$1 suffix=
+  local target=$1 suffix='' dir
   shift
   case $target in *-gnu | *-gnueabihf) suffix=.$GLIBC_FLOOR ;; esac
-  toolchain_std "$target"
-  if [ ${#BUILD_STD[@]} -gt 0 ]; then
-    RUSTC_BOOTSTRAP=1 cargo zigbuild --release --locked --target "$target$suffix" "${BUILD_STD[@]}" "$@"
+  dir=$(cross_target_dir "$target")
+  if [ "$dir" != target ]; then
+    echo "no prebuilt standard library for $target here: building it from rust-src" >&2
+    CARGO_TARGET_DIR=$dir RUSTC_BOOTSTRAP=1 cargo zigbuild --release --locked \
+      --target "$target$suffix" -Zbuild-std "$@"
   else
     cargo zigbuild --release --locked --target "$target$suffix" "$@"
   fi
