@@ -11,6 +11,8 @@
 set -eEuo pipefail
 # A command that fails says where.
 trap 'echo "FAIL: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
+debs=()
+for deb in "$@"; do debs+=("$(realpath "$deb")"); done
 cd "$(dirname "$0")/.."
 # shellcheck source=packaging/toolchain.sh
 . packaging/toolchain.sh
@@ -19,7 +21,6 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 need_debs readelf:binutils objdump:binutils lintian:lintian
 
-debs=("$@")
 if [ ${#debs[@]} -eq 0 ]; then
   shopt -s nullglob
   debs=(target/debs/power-monitord_*-1_*.deb)
@@ -88,9 +89,13 @@ for deb in "${debs[@]}"; do
     ok "ARMv6, Thumb-1, VFPv2, no NEON (readelf -A)"
   fi
 
-  lintian --pedantic --fail-on error,warning "$deb" 2>&1 | grep -v 'root privileges' || true
-  lintian --pedantic --fail-on error,warning "$deb" >/dev/null 2>&1 ||
+  # Its own temporary files (lintian leaves some behind) go with the rest of $tmp.
+  mkdir "$tmp/lintian"
+  if ! TMPDIR=$tmp/lintian lintian --pedantic --fail-on error,warning "$deb" >"$tmp/lintian.log" 2>&1; then
+    grep -v 'root privileges' "$tmp/lintian.log" || true
     fail "lintian reports errors or warnings"
+  fi
+  grep -v 'root privileges' "$tmp/lintian.log" || true
   ok "lintian --pedantic: no errors, no warnings that are not overridden"
   rm -rf "$tmp"
   trap - EXIT
