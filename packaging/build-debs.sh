@@ -33,14 +33,13 @@ done
 [ ${#archs[@]} -gt 0 ] || archs=(amd64 arm64 armhf)
 
 toolchain_setup
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 mkdir -p target/debs
 built=()
 for arch in "${archs[@]}"; do
   target=$(rust_target "$arch")
   echo "== $arch ($target)"
   cross_build "$target"
-  deb=target/debs/power-monitord_${version}-${revision}_${arch}.deb
+  deb=target/debs/power-monitord_${VERSION}-${revision}_${arch}.deb
   # The release profile strips the binary already.
   CARGO_TARGET_DIR=$(cross_target_dir "$target") cargo deb --quiet --target "$target" \
     --no-build --no-strip --deb-revision "$revision" --output "$deb" >/dev/null

@@ -1,7 +1,8 @@
-# shellcheck shell=bash disable=SC2154 # $work is the caller's
+# shellcheck shell=bash
 # Sourced by packaging/test-arm.sh and packaging/test-apt-repo.sh: minimal Debian root file
 # systems of other architectures, run through qemu-user-static, as the packages' test beds.
-# Needs root, and the caller's `work` directory and `cleanup_roots` on exit.
+# Sourcing it also gives the tests `fail`, `ok`, `free_port`, a scratch directory `$work` and
+# `pids` to stop at exit; it needs root.
 #
 # - The kernel runs ARM binaries through qemu-user-static by binfmt_misc. An entry the system
 #   has already (qemu-user-static's own, `qemu-arm`) is used as it is; otherwise one is
@@ -12,6 +13,24 @@
 #   and /dev/pts: when the command ends, the mounts are gone with it.
 
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+[ "$(id -u)" = 0 ] || fail "run as root: it makes root file systems and registers qemu"
+
+# A scratch directory, and the processes started in `pids`: both gone at exit, with what
+# binfmt_misc was given.
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  cleanup_roots
+  rm -rf "$work"
+}
+trap cleanup EXIT
 binfmt_registered=()
 binfmt_mounted=
 

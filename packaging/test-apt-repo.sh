@@ -20,29 +20,14 @@ cd "$(dirname "$0")/.."
 # shellcheck source=packaging/roots.sh
 . packaging/roots.sh
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok: $*"; }
-[ "$(id -u)" = 0 ] || fail "run as root: it makes a root file system and registers qemu"
 need_debs qemu-aarch64-static:qemu-user-static debootstrap:debootstrap curl:curl \
   python3:python3 gpg:gpg apt-ftparchive:apt-utils
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-first=(target/debs/power-monitord_"$version"-1_*.deb)
-second=target/debs/power-monitord_${version}-2_arm64.deb
+first=(target/debs/power-monitord_"$VERSION"-1_*.deb)
+second=target/debs/power-monitord_${VERSION}-2_arm64.deb
 [ -f "${first[0]}" ] && [ -f "$second" ] ||
   fail "packages missing: packaging/build-debs.sh && packaging/build-debs.sh --revision 2 arm64"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  cleanup_roots
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== the repository"
 export GNUPGHOME=$work/gnupg
@@ -75,8 +60,8 @@ root_run "$root" apt-get update -q >"$work/apt.log" 2>&1 || fail "apt-get update
 root_run "$root" apt-get install -y -q power-monitord >"$work/apt.log" 2>&1 ||
   fail "apt-get install power-monitord: $(tail -20 "$work/apt.log")"
 installed() { root_run "$root" dpkg-query -W -f '${Version}' power-monitord; }
-[ "$(installed)" = "${version}-1" ] || fail "installed $(installed), not ${version}-1"
-ok "refused under another key; apt-get install power-monitord: ${version}-1"
+[ "$(installed)" = "${VERSION}-1" ] || fail "installed $(installed), not ${VERSION}-1"
+ok "refused under another key; apt-get install power-monitord: ${VERSION}-1"
 
 # The edited configuration: the simulated house, with a note of the fleet's own.
 conf=$root/etc/power-monitord/config.toml
@@ -119,10 +104,10 @@ packaging/apt-repo.sh --key fleet@power-monitord.invalid --out "$repo" "$second"
 root_run "$root" apt-get update -q >"$work/apt.log" 2>&1 || fail "apt-get update: $(tail "$work/apt.log")"
 root_run "$root" apt-get upgrade -y -q </dev/null >"$work/apt.log" 2>&1 ||
   fail "apt-get upgrade: $(tail -20 "$work/apt.log")"
-[ "$(installed)" = "${version}-2" ] || fail "apt-get upgrade left $(installed): $(tail "$work/apt.log")"
+[ "$(installed)" = "${VERSION}-2" ] || fail "apt-get upgrade left $(installed): $(tail "$work/apt.log")"
 head -1 "$conf" | grep -qx '# fleet: pi-017, garage' || fail "the upgrade replaced the edited configuration"
 [ ! -e "$conf.dpkg-new" ] && [ ! -e "$conf.dpkg-dist" ] || fail "dpkg set a new configuration beside it"
-ok "apt-get upgrade: ${version}-2, the edited configuration kept"
+ok "apt-get upgrade: ${VERSION}-2, the edited configuration kept"
 
 run after
 join "$work/before" "$work/after" | awk '

@@ -35,30 +35,15 @@ cd "$(dirname "$0")/.."
 # shellcheck source=packaging/roots.sh
 . packaging/roots.sh
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok: $*"; }
-[ "$(id -u)" = 0 ] || fail "run as root: it makes root file systems and registers qemu"
 need_debs qemu-arm-static:qemu-user-static debootstrap:debootstrap curl:curl openssl:openssl \
   unshare:util-linux
 
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(arm64 armhf armv6)
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  cleanup_roots
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # A password for basic auth in the TLS runs, and its bcrypt hash (cost 4).
 PASSWORD=s3cret
 HASH='$2b$04$tflqIr2YetQEDQnpN0oLZ.yjNmMx3haodJS75ZVZgMpm1HKS49UFW'
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # A Mosquitto on the host for the daemons to publish to, when the machine has one.
 mqtt_port=
@@ -115,7 +100,7 @@ scrape_until_sampled() {
 # check_metrics: what a scrape of the house must hold.
 check_metrics() {
   local m=$work/metrics
-  grep -q "^powermon_build_info{.*version=\"$version\"" "$m" || fail "no build_info for $version"
+  grep -q "^powermon_build_info{.*version=\"$VERSION\"" "$m" || fail "no build_info for $VERSION"
   for s in ac001 wm002 fr003 pi_5v battery; do
     grep -q "^powermon_energy_joules_total{sensor=\"$s\"}" "$m" || fail "no energy total for $s"
   done
@@ -137,7 +122,7 @@ installed_packages() {
 
 test_package() {
   local arch=$1 suite=$2 root=$work/root-$1
-  local deb=target/debs/power-monitord_${version}-1_${arch}.deb
+  local deb=target/debs/power-monitord_${VERSION}-1_${arch}.deb
   [ -f "$deb" ] || fail "$deb is missing: run packaging/build-debs.sh $arch"
   echo "== $arch on Debian $suite: $deb"
   root_make "$suite" "$arch" "$root"
@@ -149,7 +134,7 @@ test_package() {
   root_run "$root" apt-get install -y -q "/tmp/${deb##*/}" >"$work/apt.log" 2>&1 ||
     fail "apt-get install: $(tail -20 "$work/apt.log")"
   [ "$(root_run "$root" dpkg-query -W -f '${Status} ${Version}' power-monitord)" = \
-    "install ok installed ${version}-1" ] || fail "not installed: $(tail "$work/apt.log")"
+    "install ok installed ${VERSION}-1" ] || fail "not installed: $(tail "$work/apt.log")"
   root_run "$root" id -nG power-monitord | tr ' ' '\n' | grep -qx i2c ||
     fail "the user power-monitord is missing or not in group i2c"
   [ -d "$root/var/lib/power-monitord" ] || fail "no state directory"
@@ -260,7 +245,7 @@ not_armv6() {
 
 test_armv6() {
   echo "== ARMv6 (the Pi 1, Zero and Zero W)"
-  local deb=target/debs/power-monitord_${version}-1_armhf.deb root=$work/root-armv6
+  local deb=target/debs/power-monitord_${VERSION}-1_armhf.deb root=$work/root-armv6
   [ -f "$deb" ] || fail "$deb is missing: run packaging/build-debs.sh armhf"
   dpkg-deb -x "$deb" "$work/armhf"
   local bin=$work/armhf/usr/bin/power-monitord house=$work/armhf/usr/share/doc/power-monitord/examples/simulated.toml

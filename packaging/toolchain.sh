@@ -19,6 +19,9 @@ CARGO_ZIGBUILD_VERSION=0.24.1
 CARGO_DEB_VERSION=3.8.0
 # The oldest glibc the packages run on: Debian 11, Raspberry Pi OS bullseye, Ubuntu 22.04 (2.35).
 GLIBC_FLOOR=2.31
+# The package's version (the scripts run from the repository's top).
+# shellcheck disable=SC2034 # used by the scripts that source this
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Downloads and the test root file systems, kept between runs.
 CACHE=${POWER_MONITORD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/power-monitord}
 
