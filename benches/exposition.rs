@@ -4,20 +4,24 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use power_monitord::board::Board;
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
 use power_monitord::state::StoredSensor;
 
 fn metrics_of(config: &Config) -> (Metrics, Vec<SensorPipeline>) {
-    let metrics = Metrics::new("bench", "bench").expect("metrics");
-    let pipelines = config
+    let board = Board::new();
+    let metrics = Metrics::new("bench", "bench", Arc::clone(&board)).expect("metrics");
+    let (pipelines, statuses) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None).0)
-        .collect();
+        .map(|s| SensorPipeline::new(s, StoredSensor::default(), None))
+        .unzip();
+    board.replace(statuses);
     (metrics, pipelines)
 }
 

@@ -1,6 +1,6 @@
-//! The cost of a sample: the pipeline after the bus (energy, anomaly rules, battery, metrics,
-//! status), a virtual chip read through the real driver, and the two together for a bus of 16
-//! sensors.
+//! The cost of a sample: the pipeline after the bus (energy, anomaly rules, battery, the
+//! published snapshot), a virtual chip read through the real driver, and the two together for
+//! a bus of 16 sensors.
 
 mod common;
 
@@ -8,10 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use power_monitord::clock::Clock;
 use power_monitord::config::Config;
-use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
+use power_monitord::sensor::simulated::Clock;
 use power_monitord::sensor::{self, Reading};
 use power_monitord::state::{StoredBattery, StoredSensor};
 
@@ -42,9 +41,8 @@ min_time_to_go = "1h"
 
 fn pipeline(c: &mut Criterion) {
     let config = Config::from_toml(Path::new("bench.toml"), FULL).expect("valid");
-    let metrics = Metrics::new("bench", "bench").expect("metrics");
     let (mut pipeline, _status) =
-        SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default(), None);
+        SensorPipeline::new(&config.sensors[0], StoredSensor::default(), None);
     pipeline.resume_battery(StoredBattery::default(), None);
     let (start, wall) = (Instant::now(), SystemTime::now());
     let mut i = 0u64;
@@ -72,7 +70,7 @@ fn pipeline(c: &mut Criterion) {
 fn virtual_chip(c: &mut Criterion) {
     let config = common::sensors(1);
     let (clock, time) = Clock::manual();
-    let mut sensors = sensor::open_bus(&config.sensors, &clock);
+    let mut sensors = sensor::simulated::open_bus(&config.sensors, &clock);
     let mut group = c.benchmark_group("virtual_chip");
     group.throughput(Throughput::Elements(1));
     group.bench_function("read", |b| {
@@ -87,14 +85,13 @@ fn virtual_chip(c: &mut Criterion) {
 
 fn bus_of_16(c: &mut Criterion) {
     let config = common::sensors(16);
-    let metrics = Metrics::new("bench", "bench").expect("metrics");
     let mut pipelines: Vec<SensorPipeline> = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None).0)
+        .map(|s| SensorPipeline::new(s, StoredSensor::default(), None).0)
         .collect();
     let (clock, time) = Clock::manual();
-    let mut sensors = sensor::open_bus(&config.sensors, &clock);
+    let mut sensors = sensor::simulated::open_bus(&config.sensors, &clock);
     let (start, wall) = (Instant::now(), SystemTime::now());
     let mut i = 0u64;
     let mut group = c.benchmark_group("bus");

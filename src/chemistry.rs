@@ -6,7 +6,28 @@
 //! there says little, which is why the monitor counts coulombs. Lead-acid falls about evenly
 //! from 2.12 V (full) to 1.95 V (empty) per cell at rest.
 
-use crate::config::Chemistry;
+use serde::Deserialize;
+
+/// The cell chemistry: it sets the defaults and the voltage curve of a rested battery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chemistry {
+    /// Lithium iron phosphate, 3.2 V per cell.
+    #[default]
+    Lifepo4,
+    /// Flooded, gel or AGM lead-acid, 2 V per cell.
+    LeadAcid,
+}
+
+impl Chemistry {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Chemistry::Lifepo4 => "lifepo4",
+            Chemistry::LeadAcid => "lead_acid",
+        }
+    }
+}
 
 /// (state of charge, volts per cell), rising. LiFePO4 at rest, with the steep ends of a cell
 /// near empty and (while charging) near full.

@@ -31,9 +31,9 @@
 
 pub mod anomaly;
 pub mod battery;
+pub mod board;
 pub mod check;
 pub mod chemistry;
-pub mod clock;
 pub mod config;
 pub mod energy;
 pub mod http;
@@ -45,7 +45,8 @@ pub mod sampler;
 pub mod sensor;
 pub mod service;
 pub mod state;
-pub mod status;
+
+pub mod time;
 
 /// The package version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,14 +10,15 @@
 //! Whatever ends the process, the next start restores at least what was exported: a crash
 //! keeps the live file (newer than any save), a power cut keeps the last save (no older than
 //! any export).
+//!
+//! The sensors whose totals are saved are those on the board; a sensor taken off it (a
+//! reload) has its final totals saved once more and then kept as they are.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::metrics::{Metrics, SetCounter};
+use crate::board::{Board, SensorStatus};
+use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredState};
-use crate::status::SensorStatus;
 
 /// Somewhere totals are made durable.
 pub trait Durable: Send {
@@ -31,57 +32,36 @@ impl Durable for StateStore {
     }
 }
 
-/// A sensor whose totals are saved: where they come from and where they are exported.
-struct Tracked {
-    status: Arc<SensorStatus>,
-    forward: Arc<SetCounter>,
-    reverse: Arc<SetCounter>,
-    /// The battery it measures: its name and exported counters (in, out, full charges).
-    battery: Option<(String, [Arc<SetCounter>; 3])>,
+/// A sensor's battery and its state, if it measures one.
+fn battery_of(status: &SensorStatus) -> Option<(&str, StoredBattery)> {
+    let info = status.battery.as_ref()?;
+    Some((&info.name, status.snapshot().battery?.stored))
 }
 
-impl Tracked {
-    fn totals(&self) -> StoredSensor {
-        self.status.snapshot().totals()
-    }
-
-    /// The battery's name and state, if the sensor measures one.
-    fn battery(&self) -> Option<(&str, StoredBattery)> {
-        let (name, _) = self.battery.as_ref()?;
-        Some((name, self.status.snapshot().battery?.stored))
-    }
-}
-
-/// Saves the totals and exports them once saved.
+/// Saves the totals of the board's sensors and exports them once saved.
 pub struct Persister<D: Durable = StateStore> {
     disk: D,
     metrics: Arc<Metrics>,
+    board: Arc<Board>,
     /// The totals of the last save: on disk.
     saved: StoredState,
-    /// Totals newer than the last save of sensors not tracked (the live file's after a crash,
-    /// a sensor a reload removed), written by the next save.
+    /// Totals newer than the last save of sensors not on the board (the live file's after a
+    /// crash, sensors a reload removed), written by the next save.
     pending: StoredState,
-    tracked: BTreeMap<String, Tracked>,
     failing: bool,
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl<D: Durable> Persister<D> {
-    /// A persister that tracks no sensor yet. `durable` is what the state file held at start;
-    /// `newer` are totals that may be newer (the live file after a crash), saved by the first
-    /// [`save`](Self::save).
+    /// A persister of the sensors on the board `metrics` reports. `durable` is what the state
+    /// file held at start; `newer` are totals that may be newer (the live file after a crash),
+    /// saved by the first [`save`](Self::save).
     pub fn new(disk: D, metrics: Arc<Metrics>, durable: StoredState, newer: StoredState) -> Self {
         Persister {
             disk,
+            board: Arc::clone(metrics.board()),
             metrics,
             saved: durable,
             pending: newer,
-            tracked: BTreeMap::new(),
             failing: false,
         }
     }
@@ -91,10 +71,31 @@ impl<D: Durable> Persister<D> {
         &self.disk
     }
 
-    /// The latest totals of `name`: its live ones if tracked, else the newest known.
-    pub fn latest(&self, name: &str) -> StoredSensor {
-        if let Some(t) = self.tracked.get(name) {
-            return t.totals();
+    /// The final totals of sensors taken off the board, kept for the next save.
+    fn absorb_retired(&mut self) {
+        for status in self.board.take_retired() {
+            let totals = status.snapshot().totals();
+            let kept = match self.pending.sensors.get(&status.name) {
+                Some(p) => p.latest(totals),
+                None => totals,
+            };
+            self.pending.sensors.insert(status.name.clone(), kept);
+            if let Some((battery, stored)) = battery_of(&status) {
+                let kept = match self.pending.batteries.get(battery) {
+                    Some(p) => p.latest(stored),
+                    None => stored,
+                };
+                self.pending.batteries.insert(battery.to_string(), kept);
+            }
+        }
+    }
+
+    /// The latest totals of `name`: its live ones if it is on the board, else the newest
+    /// known.
+    pub fn latest(&mut self, name: &str) -> StoredSensor {
+        self.absorb_retired();
+        if let Some(status) = self.board.sensor(name) {
+            return status.snapshot().totals();
         }
         let saved = self.saved.sensors.get(name).copied().unwrap_or_default();
         match self.pending.sensors.get(name) {
@@ -103,13 +104,16 @@ impl<D: Durable> Persister<D> {
         }
     }
 
-    /// The latest state of battery `name`: its live one if tracked, else the newest known.
-    pub fn latest_battery(&self, name: &str) -> StoredBattery {
+    /// The latest state of battery `name`: its live one if its sensor is on the board, else
+    /// the newest known.
+    pub fn latest_battery(&mut self, name: &str) -> StoredBattery {
+        self.absorb_retired();
         if let Some(stored) = self
-            .tracked
-            .values()
-            .filter_map(Tracked::battery)
-            .find_map(|(n, b)| (n == name).then_some(b))
+            .board
+            .sensors()
+            .iter()
+            .filter_map(|s| battery_of(s).filter(|(n, _)| *n == name).map(|(_, b)| b))
+            .next()
         {
             return stored;
         }
@@ -120,83 +124,56 @@ impl<D: Durable> Persister<D> {
         }
     }
 
-    /// Save and export the totals of the sensor of `status` from now on, and of the battery
-    /// it measures. Its counters start at the last saved values.
-    pub fn track(&mut self, status: Arc<SensorStatus>) {
-        let name = status.name.clone();
-        let durable = self.saved.sensors.get(&name).copied().unwrap_or_default();
-        let (forward, reverse) = self.metrics.published_energy(&name, durable);
+    /// Set the exported counters of a new sensor's `status` to the last saved totals, before
+    /// it goes on the board.
+    pub fn export_saved(&self, status: &SensorStatus) {
+        let sensor = self
+            .saved
+            .sensors
+            .get(&status.name)
+            .copied()
+            .unwrap_or_default();
         let battery = status.battery.as_ref().map(|b| {
-            let durable = self
-                .saved
+            self.saved
                 .batteries
                 .get(&b.name)
                 .copied()
-                .unwrap_or_default();
-            (
-                b.name.clone(),
-                self.metrics.published_battery(&b.name, &durable),
-            )
+                .unwrap_or_default()
         });
-        self.tracked.insert(
-            name,
-            Tracked {
-                status,
-                forward,
-                reverse,
-                battery,
-            },
-        );
-    }
-
-    /// Stop tracking `name`; its totals so far (and its battery's) are kept for the next save.
-    pub fn untrack(&mut self, name: &str) {
-        if let Some(t) = self.tracked.remove(name) {
-            let totals = t.totals();
-            let kept = match self.pending.sensors.get(name) {
-                Some(p) => p.latest(totals),
-                None => totals,
-            };
-            self.pending.sensors.insert(name.to_string(), kept);
-            if let Some((battery, stored)) = t.battery() {
-                let kept = match self.pending.batteries.get(battery) {
-                    Some(p) => p.latest(stored),
-                    None => stored,
-                };
-                self.pending.batteries.insert(battery.to_string(), kept);
-            }
-        }
+        status.exported.raise_to(&sensor, battery.as_ref());
     }
 
     /// Save every sensor's current totals; export them once they are on disk. A failure is
     /// counted and logged once per episode; the exported totals then stay where they were.
     pub fn save(&mut self) -> Result<(), StateError> {
+        self.absorb_retired();
+        let metrics = Arc::clone(&self.metrics);
+        let metrics = &metrics.daemon;
+        let sensors = self.board.sensors();
         let mut state = self.saved.clone();
         state.merge_latest(&self.pending);
-        for (name, t) in &self.tracked {
-            state.sensors.insert(name.clone(), t.totals());
-            if let Some((battery, stored)) = t.battery() {
+        for status in sensors.iter() {
+            state
+                .sensors
+                .insert(status.name.clone(), status.snapshot().totals());
+            if let Some((battery, stored)) = battery_of(status) {
                 state.batteries.insert(battery.to_string(), stored);
             }
         }
         match self.disk.save(&state) {
             Ok(()) => {
-                for (name, t) in &self.tracked {
-                    if let Some(totals) = state.sensors.get(name) {
-                        t.forward.raise_to(totals.energy_joules);
-                        t.reverse.raise_to(totals.energy_reverse_joules);
-                    }
-                    if let Some((battery, [charge_in, charge_out, fulls])) = &t.battery {
-                        if let Some(stored) = state.batteries.get(battery) {
-                            charge_in.raise_to(stored.charge_in_coulombs);
-                            charge_out.raise_to(stored.charge_out_coulombs);
-                            fulls.raise_to(stored.full_charges as f64);
-                        }
+                for status in sensors.iter() {
+                    if let Some(totals) = state.sensors.get(&status.name) {
+                        let battery = status
+                            .battery
+                            .as_ref()
+                            .and_then(|b| state.batteries.get(&b.name));
+                        status.exported.raise_to(totals, battery);
                     }
                 }
                 self.saved = state;
                 self.pending = StoredState::default();
-                self.metrics.state_last_persist.set(unix_now());
+                metrics.state_last_persist.set(crate::time::unix_now());
                 if self.failing {
                     log::info!("saving the energy totals works again");
                     self.failing = false;
@@ -204,7 +181,7 @@ impl<D: Durable> Persister<D> {
                 Ok(())
             }
             Err(e) => {
-                self.metrics.state_persist_failures.inc();
+                metrics.state_persist_failures.inc();
                 if !self.failing {
                     log::error!(
                         "{e}; the exported energy counters stay at the last saved totals until a save succeeds"
@@ -220,8 +197,8 @@ impl<D: Durable> Persister<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::Snapshot;
     use crate::config::Config;
-    use crate::status::Snapshot;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
     use std::path::Path;
@@ -266,7 +243,8 @@ mod tests {
                 "[[sensor]]\nname = \"load\"\ndriver = \"simulated\"\n[[sensor]]\nname = \"charger\"\ndriver = \"simulated\"\n",
             )
             .unwrap();
-            let metrics = Arc::new(Metrics::new("0", "test").unwrap());
+            let board = Board::new();
+            let metrics = Arc::new(Metrics::new("0", "test", Arc::clone(&board)).unwrap());
             let durable = disk.durable.lock().unwrap().clone();
             let newer = live.cloned().unwrap_or_default();
             let mut persister = Persister::new(disk.clone(), Arc::clone(&metrics), durable, newer);
@@ -276,10 +254,11 @@ mod tests {
                 .map(|s| {
                     let t = persister.latest(&s.name);
                     let status = SensorStatus::new(s, Default::default(), t);
-                    persister.track(Arc::clone(&status));
+                    persister.export_saved(&status);
                     status
                 })
                 .collect();
+            board.replace(statuses.clone());
             let _ = persister.save();
             Process {
                 metrics,
@@ -292,9 +271,10 @@ mod tests {
         fn scrape(&self) -> Vec<f64> {
             SENSORS
                 .iter()
-                .flat_map(|s| {
-                    let (f, r) = self.metrics.published_energy(s, StoredSensor::default());
-                    [f.get(), r.get()]
+                .flat_map(|name| {
+                    let status = self.statuses.iter().find(|s| s.name == *name).unwrap();
+                    let e = &status.exported;
+                    [e.energy_joules.get(), e.energy_reverse_joules.get()]
                 })
                 .collect()
         }
@@ -387,11 +367,11 @@ mod tests {
         assert!(process.persister.save().is_err());
         assert!(process.persister.save().is_err());
         assert_eq!(process.scrape(), vec![0.0; 4]);
-        assert_eq!(process.metrics.state_persist_failures.get(), 2);
+        assert_eq!(process.metrics.daemon.state_persist_failures.get(), 2);
         *disk.fail.lock().unwrap() = false;
         process.persister.save().unwrap();
         let live = process.live();
         assert_eq!(process.scrape()[0], live.sensors["load"].energy_joules);
-        assert!(process.metrics.state_last_persist.get() > 1e9);
+        assert!(process.metrics.daemon.state_last_persist.get() > 1e9);
     }
 }

@@ -10,14 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::battery::BatterySnapshot;
-use crate::clock::Clock;
+use crate::board::{SensorStatus, Snapshot};
 use crate::config::Config;
 use crate::energy::JOULES_PER_WH;
-use crate::metrics::Metrics;
 use crate::sampler::{self, OnPanic, Sampler};
 use crate::sensor::ErrorKind;
-use crate::status::{SensorStatus, Snapshot};
-use crate::{REVISION, VERSION};
 
 /// Why `read` failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +22,6 @@ pub enum ReadError {
     /// Writing the readings failed (a closed pipe, a full disk).
     #[error("cannot write the readings: {0}")]
     Output(#[from] io::Error),
-    /// The metric families could not be registered.
-    #[error("cannot register the metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
     /// The sampling threads could not start.
     #[error("cannot start the sampling threads: {0}")]
     Threads(io::Error),
@@ -80,8 +74,7 @@ fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
 /// Sample every configured sensor for `duration` (or until Ctrl-C), writing to `out`; fails
 /// if a sensor gave no valid sample.
 pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<(), ReadError> {
-    let metrics = Metrics::new(VERSION, REVISION)?;
-    let (pipelines, statuses) = sampler::pipelines(config, &metrics);
+    let (pipelines, statuses) = sampler::pipelines(config);
     let width = config
         .sensors
         .iter()
@@ -103,8 +96,7 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
 
     let on_panic: OnPanic =
         Arc::new(|bus| log::error!("the sampling thread of bus {bus} panicked"));
-    let sampler =
-        Sampler::start(config, pipelines, &Clock::real(), on_panic).map_err(ReadError::Threads)?;
+    let sampler = Sampler::start(config, pipelines, on_panic).map_err(ReadError::Threads)?;
     let start = Instant::now();
     // Print a row per sensor every interval (at least a second), until the time is up.
     let every = config

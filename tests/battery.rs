@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use power_monitord::battery::BatterySnapshot;
-use power_monitord::clock::{Clock, ManualTime};
+use power_monitord::board::SensorStatus;
 use power_monitord::config::Config;
-use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
 use power_monitord::sensor::simulated::house::{lock, SharedHouse};
 use power_monitord::sensor::simulated::virtual_bus;
+use power_monitord::sensor::simulated::{Clock, ManualTime};
 use power_monitord::sensor::{sensors_on, Sensor, SensorError};
 use power_monitord::state::StoredSensor;
-use power_monitord::status::SensorStatus;
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
@@ -94,9 +93,8 @@ impl Bench {
         let bus = virtual_bus(&config.sensors, &clock);
         let house = bus.house().expect("a house");
         let sensor = sensors_on(bus, &config.sensors).remove(0);
-        let metrics = Metrics::new("0", "test").unwrap();
         let (pipeline, status) =
-            SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default(), None);
+            SensorPipeline::new(&config.sensors[0], StoredSensor::default(), None);
         Bench {
             sensor,
             pipeline,

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use power_monitord::board::Board;
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
@@ -142,17 +144,18 @@ fn same_exposition(metrics: &Metrics) -> usize {
 #[test]
 fn the_exposition_matches_the_crates_encoder_in_every_state() {
     let config = Config::from_toml(Path::new("t.toml"), CONFIG).unwrap();
-    let metrics = Metrics::new("0.0.0", "test\"rev").unwrap();
+    let board = Board::new();
+    let metrics = Metrics::new("0.0.0", "test\"rev", Arc::clone(&board)).unwrap();
     // No sensor at all yet: only the daemon's own families.
     same_exposition(&metrics);
 
     let (mut pipelines, statuses): (Vec<_>, Vec<_>) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
+        .map(|s| SensorPipeline::new(s, StoredSensor::default(), None))
         .unzip();
     pipelines[0].resume_battery(StoredBattery::default(), None);
-    metrics.set_statuses(statuses.clone());
+    board.replace(statuses.clone());
     let fresh = same_exposition(&metrics);
 
     let start = Instant::now();
@@ -179,7 +182,9 @@ fn the_exposition_matches_the_crates_encoder_in_every_state() {
         pipelines[1].process(pi, at, w);
         pipelines[2].process(Err(SensorError::Invalid("x".into())), at, w);
     }
-    metrics.published_energy("ac", StoredSensor::default());
+    statuses[0]
+        .exported
+        .raise_to(&StoredSensor::default(), None);
     assert_eq!(same_exposition(&metrics), fresh);
     // The states compared are the ones meant: episodes, errors of each kind, a saturation.
     let text = String::from_utf8(metrics.encode()).unwrap();
@@ -194,10 +199,10 @@ fn the_exposition_matches_the_crates_encoder_in_every_state() {
     }
 
     // MQTT's families appear; a sensor leaves but keeps its energy counters.
-    let mqtt = metrics.mqtt();
+    let mqtt = metrics.mqtt().unwrap();
     mqtt.sent.inc();
-    metrics.remove_sensor("gone", true);
+    board.replace(statuses[..2].to_vec());
     same_exposition(&metrics);
-    metrics.remove_sensor("pi", false);
+    board.replace(statuses[..1].to_vec());
     same_exposition(&metrics);
 }

@@ -4,13 +4,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use power_monitord::clock::Clock;
+use power_monitord::board::Board;
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
 use power_monitord::sensor;
+use power_monitord::sensor::simulated::Clock;
 use power_monitord::state::StoredSensor;
 
 struct Counting;
@@ -92,8 +94,8 @@ min_time_to_go = "1h"
 struct Run {
     sensors: Vec<Box<dyn sensor::Sensor>>,
     pipelines: Vec<SensorPipeline>,
-    statuses: Vec<std::sync::Arc<power_monitord::status::SensorStatus>>,
-    time: power_monitord::clock::ManualTime,
+    statuses: Vec<std::sync::Arc<power_monitord::board::SensorStatus>>,
+    time: power_monitord::sensor::simulated::ManualTime,
     start: Instant,
     wall: SystemTime,
     _metrics: Metrics,
@@ -102,14 +104,16 @@ struct Run {
 impl Run {
     fn new() -> Run {
         let config = house();
-        let metrics = Metrics::new("0", "test").unwrap();
+        let board = Board::new();
+        let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
         let (pipelines, statuses): (Vec<_>, Vec<_>) = config
             .sensors
             .iter()
-            .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None))
+            .map(|s| SensorPipeline::new(s, StoredSensor::default(), None))
             .unzip();
+        board.replace(statuses.clone());
         let (clock, time) = Clock::manual();
-        let sensors = sensor::open_bus(&config.sensors, &clock);
+        let sensors = sensor::simulated::open_bus(&config.sensors, &clock);
         Run {
             sensors,
             pipelines,
@@ -175,7 +179,7 @@ fn a_day_of_samples_keeps_the_history_within_its_bounds() {
         assert_eq!(status.history_footprint(), footprint);
         assert!(footprint < 16 * 1024, "{footprint} bytes");
         let (points, _) = status.history_since(0.0);
-        assert_eq!(points.len(), power_monitord::status::history::POINTS);
+        assert_eq!(points.len(), power_monitord::board::history::POINTS);
     }
 }
 
@@ -193,12 +197,14 @@ fn sensors_metrics(n: usize) -> (Metrics, Vec<SensorPipeline>) {
         );
     }
     let config = Config::from_toml(Path::new("t.toml"), &text).unwrap();
-    let metrics = Metrics::new("0", "test").unwrap();
-    let pipelines = config
+    let board = Board::new();
+    let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
+    let (pipelines, statuses) = config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, &metrics, StoredSensor::default(), None).0)
-        .collect();
+        .map(|s| SensorPipeline::new(s, StoredSensor::default(), None))
+        .unzip();
+    board.replace(statuses);
     (metrics, pipelines)
 }
 

@@ -5,9 +5,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{promtool, Daemon, Prometheus};
+use power_monitord::board::Board;
 use power_monitord::config::Config;
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
@@ -124,7 +126,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 fn exported_metric_names() -> BTreeSet<String> {
     let config = Config::load(Path::new(&path("config/simulated.toml"))).unwrap();
-    let metrics = Metrics::new("0", "test").unwrap();
+    let board = Board::new();
+    let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
     // Series exist once a sensor's pipeline creates them; a battery's, once it has been full.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -142,15 +145,17 @@ fn exported_metric_names() -> BTreeSet<String> {
         .sensors
         .iter()
         .map(|s| {
-            let (mut p, status) = SensorPipeline::new(s, &metrics, StoredSensor::default(), None);
+            let (mut p, status) = SensorPipeline::new(s, StoredSensor::default(), None);
             p.resume_battery(full, None);
             (p, status)
         })
         .unzip();
-    metrics.set_statuses(statuses);
-    for b in &config.batteries {
-        metrics.published_battery(&b.name, &full);
+    for status in &statuses {
+        status
+            .exported
+            .raise_to(&StoredSensor::default(), Some(&full));
     }
+    board.replace(statuses);
     let text = String::from_utf8(metrics.encode()).unwrap();
     let mut names: BTreeSet<String> = text
         .lines()

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use embedded_hal::i2c::{ErrorType, I2c, Operation};
-use power_monitord::clock::{Clock, ManualTime};
+use power_monitord::board::{Board, SensorStatus};
 use power_monitord::config::{Config, SensorConfig};
 use power_monitord::metrics::Metrics;
 use power_monitord::sampler::SensorPipeline;
 use power_monitord::sensor::simulated::{virtual_bus, VirtualBus};
+use power_monitord::sensor::simulated::{Clock, ManualTime};
 use power_monitord::sensor::{sensors_on, Reading, Sensor, SensorError};
 use power_monitord::state::StoredSensor;
-use power_monitord::status::SensorStatus;
 
 const CHIPS: [&str; 4] = ["ina219", "ina226", "ina260", "ina3221"];
 /// As the sampler: how often a chip with no new conversion is asked again before the read
@@ -68,10 +68,11 @@ impl Harness {
         I2C: I2c + 'static,
         I2C::Error: power_monitord::sensor::ClassifyError,
     {
-        let metrics = Metrics::new("0", "test").unwrap();
+        let board = Board::new();
+        let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
         let sensor = sensors_on(bus, configs).pop().unwrap();
-        let (pipeline, status) =
-            SensorPipeline::new(&configs[0], &metrics, StoredSensor::default(), None);
+        let (pipeline, status) = SensorPipeline::new(&configs[0], StoredSensor::default(), None);
+        board.replace(vec![Arc::clone(&status)]);
         Harness {
             sensor,
             pipeline,

@@ -9,32 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::diagnostic::{invalid, Check};
-use super::sensor::{valid_name, SensorConfig, MAX_NAME_LEN};
-use super::values::{duration, opt_duration};
+use super::values::{duration, opt_duration, valid_name, MAX_NAME_LEN};
+pub use crate::chemistry::Chemistry;
 
 /// The most batteries one daemon watches (one per sensor at most anyway).
 pub const MAX_BATTERIES: usize = 64;
-
-/// The cell chemistry: it sets the defaults and the voltage curve of a rested battery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Chemistry {
-    /// Lithium iron phosphate, 3.2 V per cell.
-    #[default]
-    Lifepo4,
-    /// Flooded, gel or AGM lead-acid, 2 V per cell.
-    LeadAcid,
-}
-
-impl Chemistry {
-    /// The name in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Chemistry::Lifepo4 => "lifepo4",
-            Chemistry::LeadAcid => "lead_acid",
-        }
-    }
-}
 
 /// Which sign the sensor's current has while the battery charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -334,8 +313,9 @@ impl BatteryAnomalyConfig {
     }
 }
 
-/// The checks across batteries and sensors; then each battery is attached to its sensor.
-pub fn check_and_attach(batteries: &[BatteryConfig], sensors: &mut [SensorConfig]) -> Check {
+/// The batteries on their own and against each other: at most [`MAX_BATTERIES`], each
+/// checked, unique names, one battery per sensor.
+pub fn check_all(batteries: &[BatteryConfig]) -> Check {
     if batteries.len() > MAX_BATTERIES {
         return Err(invalid(
             &format!("battery[{MAX_BATTERIES}]"),
@@ -363,19 +343,6 @@ pub fn check_and_attach(batteries: &[BatteryConfig], sensors: &mut [SensorConfig
                 ),
             ));
         }
-        let Some(sensor) = sensors.iter_mut().find(|s| s.name == b.sensor) else {
-            let names: Vec<&str> = sensors.iter().map(|s| s.name.as_str()).collect();
-            return Err(invalid(
-                &key("sensor"),
-                format!(
-                    "battery {:?}: no [[sensor]] is named {:?}; expected one of {}",
-                    b.name,
-                    b.sensor,
-                    names.join(", ")
-                ),
-            ));
-        };
-        sensor.battery = Some(b.clone());
     }
     Ok(())
 }

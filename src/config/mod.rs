@@ -193,12 +193,12 @@ impl Config {
         }
         for (i, sensor) in self.sensors.iter_mut().enumerate() {
             let name = sensor.name.clone();
-            if !sensor::valid_name(&name) {
+            if !values::valid_name(&name) {
                 return Err(invalid(
                     &format!("sensor[{i}].name"),
                     format!(
                         "{name:?} is not a valid sensor name; expected 1 to {} characters of a-z, 0-9 and _ (it becomes the `sensor` label)",
-                        sensor::MAX_NAME_LEN
+                        values::MAX_NAME_LEN
                     ),
                 ));
             }
@@ -210,7 +210,28 @@ impl Config {
         self.check_shared()?;
         self.check_ina3221_chips()?;
         self.check_simulated_batteries()?;
-        battery::check_and_attach(&self.batteries, &mut self.sensors)
+        battery::check_all(&self.batteries)?;
+        self.attach_batteries()
+    }
+
+    /// Each battery to the sensor on its shunt.
+    fn attach_batteries(&mut self) -> Check {
+        for (i, b) in self.batteries.iter().enumerate() {
+            let Some(sensor) = self.sensors.iter_mut().find(|s| s.name == b.sensor) else {
+                let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
+                return Err(invalid(
+                    &format!("battery[{i}].sensor"),
+                    format!(
+                        "battery {:?}: no [[sensor]] is named {:?}; expected one of {}",
+                        b.name,
+                        b.sensor,
+                        names.join(", ")
+                    ),
+                ));
+            };
+            sensor.battery = Some(b.clone());
+        }
+        Ok(())
     }
 
     /// Names, addresses and buses that sensors share.

@@ -18,8 +18,6 @@ use super::values::{duration, opt_duration};
 
 /// The addresses of the family: 0x40 to 0x4F (the INA3221 takes the first four).
 pub const ADDRESS_RANGE: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
-/// The longest sensor name (it becomes the `sensor` label).
-pub const MAX_NAME_LEN: usize = 64;
 /// The longest sampling interval.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// The INA260's shunt, inside the package (SBOS656 7.5).
@@ -477,13 +475,4 @@ impl SensorConfig {
         }
         Ok(())
     }
-}
-
-/// Whether `name` can be a sensor name (the `sensor` label).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }

@@ -60,3 +60,15 @@ where
         })
         .collect()
 }
+
+/// The longest sensor or battery name (it becomes a label value).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` can be a sensor name (the `sensor` label).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}

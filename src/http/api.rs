@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::App;
+use crate::board::SensorStatus;
 use crate::energy::JOULES_PER_KWH;
-use crate::status::SensorStatus;
 
 /// `/api/readings`: the status page's data.
 #[derive(Serialize)]
@@ -152,7 +152,7 @@ pub fn history<'a>(
         })
         .collect();
     Some(History {
-        points_per_sensor: crate::status::history::POINTS,
+        points_per_sensor: crate::board::history::POINTS,
         sensors,
     })
 }

@@ -37,9 +37,22 @@ use self::auth::Auth;
 use self::connections::{Connections, Place};
 use self::routes::Limiter;
 pub use self::web_config::WebSecurity;
+use crate::board::Sensors;
 use crate::metrics::Metrics;
 use crate::sampler::Health;
-use crate::status::SensorStatus;
+
+/// A mistake in the web configuration file ([`web_config`], [`tls`]) at `key`.
+pub(crate) struct Mistake {
+    pub(crate) key: String,
+    pub(crate) message: String,
+}
+
+pub(crate) fn mistake(key: impl Into<String>, message: impl Into<String>) -> Mistake {
+    Mistake {
+        key: key.into(),
+        message: message.into(),
+    }
+}
 
 /// A client must send its request headers within this time; a kept-alive connection waiting
 /// for its next request is closed after it too.
@@ -61,10 +74,8 @@ pub struct WebState {
 
 /// What the handlers serve.
 pub struct App {
-    /// The registry `/metrics` encodes.
+    /// The registry `/metrics` encodes, and the board of sensors it reports.
     pub metrics: Arc<Metrics>,
-    /// Every sensor's latest snapshot, for the page and the API; a reload replaces the list.
-    sensors: RwLock<Arc<Vec<Arc<SensorStatus>>>>,
     /// Whether sampling is alive (`/healthz`).
     pub health: Health,
     /// When the daemon started.
@@ -77,7 +88,7 @@ pub struct App {
 }
 
 impl App {
-    /// An app serving `metrics` and, once set, the sensors; `web` says how it is secured.
+    /// An app serving `metrics` and its board's sensors; `web` says how it is secured.
     pub fn new(
         metrics: Arc<Metrics>,
         health: Health,
@@ -86,7 +97,6 @@ impl App {
     ) -> App {
         App {
             metrics,
-            sensors: RwLock::default(),
             health,
             started: Instant::now(),
             version: crate::VERSION,
@@ -97,13 +107,8 @@ impl App {
     }
 
     /// The sensors as of now.
-    pub fn sensors(&self) -> Arc<Vec<Arc<SensorStatus>>> {
-        Arc::clone(&self.sensors.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Replace the sensors (a reload).
-    pub fn set_sensors(&self, sensors: Vec<Arc<SensorStatus>>) {
-        *self.sensors.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(sensors);
+    pub fn sensors(&self) -> Sensors {
+        self.metrics.board().sensors()
     }
 
     fn web(&self) -> Arc<WebState> {
@@ -129,7 +134,7 @@ impl App {
     #[cfg(test)]
     fn for_tests() -> App {
         App::new(
-            Arc::new(Metrics::new("0", "test").expect("metrics")),
+            Arc::new(Metrics::new("0", "test", crate::board::Board::new()).expect("metrics")),
             Health::default(),
             WebSecurity::default(),
             false,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::api::{history, readings, BatteryReading, SensorReading};
 use super::App;
-use crate::status::history::POINTS;
+use crate::board::history::POINTS;
 
 /// The page's template.
 const TEMPLATE: &str = include_str!("assets/page.html");
@@ -60,7 +60,7 @@ fn span(seconds: f64) -> String {
 /// A Unix time as the server's local time of day.
 fn clock(unix: f64) -> String {
     let seconds = unix.floor() as i64;
-    let midnight = crate::clock::local_day(unix).1 - 86_400.0;
+    let midnight = crate::time::local_day(unix).1 - 86_400.0;
     let of_day = (seconds as f64 - midnight).rem_euclid(86_400.0) as i64;
     format!(
         "{:02}:{:02}:{:02}",

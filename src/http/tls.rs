@@ -18,7 +18,7 @@ use rustls::{
 };
 use serde::Deserialize;
 
-use super::web_config::{mistake, Mistake};
+use super::{mistake, Mistake};
 
 /// `tls_server_config`, as written.
 #[derive(Deserialize, Default)]

@@ -38,7 +38,7 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::tls;
+use super::{mistake, tls, Mistake};
 
 /// A mistake in a web configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,19 +132,6 @@ struct RateLimitIn {
     burst: u32,
     #[serde(default)]
     interval: Option<String>,
-}
-
-/// A mistake at `key`, for the file being read.
-pub(super) struct Mistake {
-    pub(super) key: String,
-    pub(super) message: String,
-}
-
-pub(super) fn mistake(key: impl Into<String>, message: impl Into<String>) -> Mistake {
-    Mistake {
-        key: key.into(),
-        message: message.into(),
-    }
 }
 
 /// Headers the file may set, and the values they may take (any, when none are listed) — the

@@ -1,17 +1,27 @@
-//! The battery gauges, read from the battery monitors' snapshots at each scrape: a value that
-//! is not known (the state of charge before the first full charge, say) has no series, rather
-//! than a made-up number.
+//! The battery families, read from the board at each scrape: the counters as of the last
+//! save, and the gauges from the battery monitors' snapshots — a value that is not known (the
+//! state of charge before the first full charge, say) has no series, rather than a made-up
+//! number.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, Metric, MetricFamily, MetricType};
+use prometheus::proto::{MetricFamily, MetricType};
 
 use super::families::{family, label_pair};
+use super::sensor::metric;
 use super::text::{Family, Kind};
 use crate::battery::BatterySnapshot;
-use crate::status::SensorStatus;
+use crate::board::{BatteryInfo, SensorStatus, Snapshot};
+
+/// `powermon_battery_charge_coulombs_total`: name and help.
+const CHARGE: (&str, &str) = (
+    "powermon_battery_charge_coulombs_total",
+    "Charge through the battery's shunt by direction (in: charging, out: discharging), as measured, as of the last save of the state file.",
+);
+
+/// `powermon_battery_full_charges_total`: name and help.
+const FULL_CHARGES: (&str, &str) = (
+    "powermon_battery_full_charges_total",
+    "Full charges detected (charged voltage and tail current held for the detection time), as of the last save of the state file.",
+);
 
 /// The gauges: name, help.
 const GAUGES: [(&str, &str); 8] = [
@@ -24,48 +34,6 @@ const GAUGES: [(&str, &str); 8] = [
     ("powermon_battery_last_full_charge_timestamp_seconds", "Unix time of the last full charge; no series before the first."),
     ("powermon_battery_info", "A metric with a constant value of 1 per battery, labelled with the sensor that measures it and its chemistry."),
 ];
-
-/// The battery gauges of the sensors handed to it.
-#[derive(Clone)]
-pub struct BatteryGauges(Arc<Shared>);
-
-struct Shared {
-    descs: Vec<Desc>,
-    statuses: Mutex<Vec<Arc<SensorStatus>>>,
-}
-
-impl BatteryGauges {
-    /// The family, with no battery yet.
-    pub fn new() -> prometheus::Result<BatteryGauges> {
-        let descs = GAUGES
-            .iter()
-            .map(|(name, help)| {
-                let labels = if name.ends_with("_info") {
-                    vec!["battery".into(), "sensor".into(), "chemistry".into()]
-                } else {
-                    vec!["battery".into()]
-                };
-                Desc::new(name.to_string(), help.to_string(), labels, HashMap::new())
-            })
-            .collect::<prometheus::Result<_>>()?;
-        Ok(BatteryGauges(Arc::new(Shared {
-            descs,
-            statuses: Mutex::new(Vec::new()),
-        })))
-    }
-
-    /// Report on the batteries of these sensors from now on.
-    pub fn set_statuses(&self, statuses: Vec<Arc<SensorStatus>>) {
-        *self
-            .0
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = statuses
-            .into_iter()
-            .filter(|s| s.battery.is_some())
-            .collect();
-    }
-}
 
 /// The value of gauge `i` of a battery, if it has one.
 fn value(i: usize, b: &BatterySnapshot) -> Option<f64> {
@@ -81,73 +49,113 @@ fn value(i: usize, b: &BatterySnapshot) -> Option<f64> {
     }
 }
 
-impl BatteryGauges {
-    /// Write the families in the text format (those with no series not at all).
-    pub fn render(&self, out: &mut Vec<u8>) {
-        let batteries = self.batteries();
-        for (i, family) in GAUGES.iter().enumerate() {
-            let mut f = Family::new(out, *family, Kind::Gauge);
-            for (status, snapshot) in &batteries {
-                let (Some(info), Some(v)) = (status.battery.as_ref(), value(i, snapshot)) else {
-                    continue;
-                };
-                let pairs = [
-                    ("battery", info.name.as_str()),
-                    ("sensor", status.name.as_str()),
-                    ("chemistry", info.chemistry),
-                ];
-                let n = if i == GAUGES.len() - 1 { 3 } else { 1 };
-                f.sample_pairs(pairs.into_iter().take(n), v);
+/// The names and help of every battery family.
+pub(super) const NAMES: [(&str, &str); 10] = [
+    CHARGE,
+    FULL_CHARGES,
+    GAUGES[0],
+    GAUGES[1],
+    GAUGES[2],
+    GAUGES[3],
+    GAUGES[4],
+    GAUGES[5],
+    GAUGES[6],
+    GAUGES[7],
+];
+
+/// The sensors that measure a battery, with the battery's snapshot.
+fn batteries<'a>(
+    sensors: &'a [(&SensorStatus, Snapshot)],
+) -> impl Iterator<
+    Item = (
+        &'a SensorStatus,
+        &'a BatteryInfo,
+        Option<&'a BatterySnapshot>,
+    ),
+> {
+    sensors.iter().filter_map(|(status, snapshot)| {
+        Some((*status, status.battery.as_ref()?, snapshot.battery.as_ref()))
+    })
+}
+
+/// Write the families in the text format (those with no series not at all).
+pub(super) fn render(out: &mut Vec<u8>, sensors: &[(&SensorStatus, Snapshot)]) {
+    let mut f = Family::new(out, CHARGE, Kind::Counter);
+    for (status, info, _) in batteries(sensors) {
+        let battery = ("battery", info.name.as_str());
+        let exported = &status.exported;
+        f.sample_pairs(
+            [battery, ("direction", "in")],
+            exported.charge_in_coulombs.get(),
+        );
+        f.sample_pairs(
+            [battery, ("direction", "out")],
+            exported.charge_out_coulombs.get(),
+        );
+    }
+    let mut f = Family::new(out, FULL_CHARGES, Kind::Counter);
+    for (status, info, _) in batteries(sensors) {
+        f.sample_pairs(
+            [("battery", info.name.as_str())],
+            status.exported.full_charges.get(),
+        );
+    }
+    for (i, family) in GAUGES.iter().enumerate() {
+        let mut f = Family::new(out, *family, Kind::Gauge);
+        for (status, info, snapshot) in batteries(sensors) {
+            let Some(v) = snapshot.and_then(|b| value(i, b)) else {
+                continue;
+            };
+            let pairs = [
+                ("battery", info.name.as_str()),
+                ("chemistry", info.chemistry),
+                ("sensor", status.name.as_str()),
+            ];
+            if i == GAUGES.len() - 1 {
+                f.sample_pairs(pairs, v);
+            } else {
+                f.sample_pairs(pairs.into_iter().take(1), v);
             }
         }
     }
-
-    /// The sensors with a battery, and their batteries as they are now.
-    fn batteries(&self) -> Vec<(Arc<SensorStatus>, BatterySnapshot)> {
-        let statuses = self
-            .0
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        statuses
-            .iter()
-            .filter_map(|s| Some((Arc::clone(s), s.snapshot().battery?)))
-            .collect()
-    }
 }
 
-impl Collector for BatteryGauges {
-    fn desc(&self) -> Vec<&Desc> {
-        self.0.descs.iter().collect()
+/// The same families as protobuf messages, for the crate's encoder (the reference).
+pub(super) fn collect(sensors: &[(&SensorStatus, Snapshot)]) -> Vec<MetricFamily> {
+    let mut charge = Vec::new();
+    let mut fulls = Vec::new();
+    for (status, info, _) in batteries(sensors) {
+        let exported = &status.exported;
+        for (direction, value) in [
+            ("in", exported.charge_in_coulombs.get()),
+            ("out", exported.charge_out_coulombs.get()),
+        ] {
+            let labels = vec![
+                label_pair("battery", &info.name),
+                label_pair("direction", direction),
+            ];
+            charge.push(metric(labels, Kind::Counter, value));
+        }
+        let labels = vec![label_pair("battery", &info.name)];
+        fulls.push(metric(labels, Kind::Counter, exported.full_charges.get()));
     }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let batteries = self.batteries();
-        self.0
-            .descs
-            .iter()
-            .enumerate()
-            .map(|(i, desc)| {
-                let metrics = batteries
-                    .iter()
-                    .filter_map(|(status, snapshot)| {
-                        let info = status.battery.as_ref()?;
-                        let v = value(i, snapshot)?;
-                        let mut labels = vec![label_pair("battery", &info.name)];
-                        if i == GAUGES.len() - 1 {
-                            labels.push(label_pair("sensor", &status.name));
-                            labels.push(label_pair("chemistry", info.chemistry));
-                        }
-                        let mut metric = Metric::default();
-                        metric.set_label(labels);
-                        let mut gauge = Gauge::default();
-                        gauge.set_value(v);
-                        metric.set_gauge(gauge);
-                        Some(metric)
-                    })
-                    .collect();
-                family(desc, MetricType::GAUGE, metrics)
+    let mut families = vec![
+        family(CHARGE.0, CHARGE.1, MetricType::COUNTER, charge),
+        family(FULL_CHARGES.0, FULL_CHARGES.1, MetricType::COUNTER, fulls),
+    ];
+    for (i, (name, help)) in GAUGES.iter().enumerate() {
+        let metrics = batteries(sensors)
+            .filter_map(|(status, info, snapshot)| {
+                let v = value(i, snapshot?)?;
+                let mut labels = vec![label_pair("battery", &info.name)];
+                if i == GAUGES.len() - 1 {
+                    labels.push(label_pair("sensor", &status.name));
+                    labels.push(label_pair("chemistry", info.chemistry));
+                }
+                Some(metric(labels, Kind::Gauge, v))
             })
-            .collect()
+            .collect();
+        families.push(family(name, help, MetricType::GAUGE, metrics));
     }
+    families
 }

@@ -3,9 +3,9 @@
 //! The `prometheus` crate's `gather` copies every series into protobuf messages (label names
 //! and values as fresh strings) before its encoder formats them, a few hundred allocations
 //! for a node of 16 sensors and most of the cost of a scrape. The families with a series per
-//! sensor are written here instead, from handles resolved once and label sets escaped once;
-//! the parity test in `metrics` checks that the result parses to exactly what the crate's
-//! encoder writes.
+//! sensor or battery are written here instead, straight from the snapshots; the parity test
+//! (tests/exposition.rs) checks that the result is line for line what the crate's encoder
+//! writes.
 
 use std::io::Write;
 
@@ -47,12 +47,6 @@ impl<'a> Family<'a> {
         }
     }
 
-    /// A series with the escaped label set `labels`.
-    pub fn sample(&mut self, labels: &[u8], value: f64) {
-        self.start();
-        sample(self.out, self.name, labels, value);
-    }
-
     /// A series with label pairs given as names and values.
     pub fn sample_pairs<'p>(
         &mut self,
@@ -61,12 +55,6 @@ impl<'a> Family<'a> {
     ) {
         self.start();
         sample_pairs(self.out, self.name, pairs, value);
-    }
-
-    /// A series with the escaped label set `labels` and one more pair.
-    pub fn sample_with(&mut self, labels: &[u8], extra: (&str, &str), value: f64) {
-        self.start();
-        sample_with(self.out, self.name, labels, extra, value);
     }
 }
 
@@ -82,35 +70,6 @@ fn header(out: &mut Vec<u8>, name: &str, help: &str, kind: Kind) {
         Kind::Gauge => b" gauge\n",
         Kind::Counter => b" counter\n",
     });
-}
-
-/// One series: `name{labels} value`. `labels` is the inside of the braces, already escaped
-/// (see [`label`]); empty for none.
-fn sample(out: &mut Vec<u8>, name: &str, labels: &[u8], value: f64) {
-    out.extend_from_slice(name.as_bytes());
-    if !labels.is_empty() {
-        out.push(b'{');
-        out.extend_from_slice(labels);
-        out.push(b'}');
-    }
-    out.push(b' ');
-    number(out, value);
-    out.push(b'\n');
-}
-
-/// A series whose labels are one more pair and then `labels` (the crate's encoder sorts label
-/// names, and the extra ones, `action`, `kind` and `rule`, sort before `sensor`).
-fn sample_with(out: &mut Vec<u8>, name: &str, labels: &[u8], extra: (&str, &str), value: f64) {
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'{');
-    label(out, extra.0, extra.1);
-    if !labels.is_empty() {
-        out.push(b',');
-    }
-    out.extend_from_slice(labels);
-    out.extend_from_slice(b"} ");
-    number(out, value);
-    out.push(b'\n');
 }
 
 /// A series with label pairs given as names and values, escaped as they are written.
@@ -141,18 +100,6 @@ pub fn label(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"=\"");
     escape(out, value, true);
     out.push(b'"');
-}
-
-/// A label set, `a="1",b="2"`, ready to go between braces.
-pub fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in pairs {
-        if !out.is_empty() {
-            out.push(b',');
-        }
-        label(&mut out, name, value);
-    }
-    out
 }
 
 /// A sample value as the format spells it: `NaN`, `+Inf`, `-Inf`, else the shortest decimal
@@ -209,9 +156,8 @@ mod tests {
 
     #[test]
     fn label_values_and_help_are_escaped() {
-        let set = labels([("sensor", "a\"b\\c\nd")]);
         assert_eq!(
-            text(|o| sample(o, "m", &set, 1.0)),
+            text(|o| sample_pairs(o, "m", [("sensor", "a\"b\\c\nd")], 1.0)),
             "m{sensor=\"a\\\"b\\\\c\\nd\"} 1\n"
         );
         assert_eq!(
@@ -219,11 +165,11 @@ mod tests {
             "# HELP m say \"x\"\\\\\\n\n# TYPE m counter\n"
         );
         assert_eq!(
-            text(|o| sample_with(o, "m", b"", ("k", "v"), 2.0)),
+            text(|o| sample_pairs(o, "m", [("k", "v")], 2.0)),
             "m{k=\"v\"} 2\n"
         );
         assert_eq!(
-            text(|o| sample_with(o, "m", b"s=\"1\"", ("k", "v"), 2.0)),
+            text(|o| sample_pairs(o, "m", [("k", "v"), ("s", "1")], 2.0)),
             "m{k=\"v\",s=\"1\"} 2\n"
         );
     }

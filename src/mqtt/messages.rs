@@ -14,8 +14,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::anomaly::Rule;
+use crate::board::SensorStatus;
 use crate::energy::JOULES_PER_KWH;
-use crate::status::SensorStatus;
 
 /// What every message of one daemon shares.
 #[derive(Debug, Clone)]
@@ -257,9 +257,13 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Option<f64>, decimals: i3
     }
 }
 
-/// A sensor's state, with the exported (saved) energy totals `energy` (forward, reverse,
-/// joules): the same numbers Prometheus sees, never lower after a restart.
-pub fn sensor_state(status: &SensorStatus, energy: (f64, f64)) -> String {
+/// A sensor's state, with the exported (saved) energy totals: the same numbers Prometheus
+/// sees, never lower after a restart.
+pub fn sensor_state(status: &SensorStatus) -> String {
+    let energy = (
+        status.exported.energy_joules.get(),
+        status.exported.energy_reverse_joules.get(),
+    );
     let snap = status.snapshot();
     let r = snap.reading.filter(|_| snap.up);
     let mut map = Map::new();
@@ -388,7 +392,8 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), all.len());
         // A state before any reading: down, energy from the saved total, nothing made up.
-        let state: Value = serde_json::from_str(&sensor_state(&status, (3.6e6, 0.0))).unwrap();
+        status.exported.energy_joules.raise_to(3.6e6);
+        let state: Value = serde_json::from_str(&sensor_state(&status)).unwrap();
         assert_eq!(state["up"], "OFF");
         assert_eq!(state["energy"], 1.0);
         assert!(state.get("power").is_none());

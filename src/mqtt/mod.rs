@@ -18,7 +18,6 @@ pub mod messages;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntGauge};
 use rumqttc::{
     AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -27,25 +26,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use self::messages::Names;
+use crate::board::Board;
 use crate::config::MqttConfig;
-use crate::http::App;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MqttMetrics};
 
 /// State messages the client holds at most while the broker is away.
 const QUEUE: usize = 64;
 /// The longest pause between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// The MQTT metrics.
-#[derive(Clone)]
-pub struct MqttMetrics {
-    /// `powermon_mqtt_connected`.
-    pub connected: IntGauge,
-    /// `powermon_mqtt_messages_total{result="sent"}`.
-    pub sent: IntCounter,
-    /// `powermon_mqtt_messages_total{result="dropped"}`.
-    pub dropped: IntCounter,
-}
 
 /// What the connection tells the publisher.
 enum Notice {
@@ -63,12 +51,14 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    /// Start publishing `app`'s sensors as `config` says.
-    pub fn start(config: &MqttConfig, app: Arc<App>, metrics: &Metrics) -> Result<Mqtt, String> {
+    /// Start publishing the sensors `metrics` reports as `config` says.
+    pub fn start(config: &MqttConfig, metrics: &Metrics) -> Result<Mqtt, String> {
         let names = names(config);
         let options = options(config, &names)?;
         let (client, eventloop) = AsyncClient::new(options, QUEUE);
-        let m = metrics.mqtt();
+        let m = metrics
+            .mqtt()
+            .map_err(|e| format!("cannot register the MQTT metrics: {e}"))?;
         let (notices_tx, notices) = mpsc::channel(4);
         let (stop, stopped) = watch::channel(false);
         let broker = config.broker.clone();
@@ -86,7 +76,7 @@ impl Mqtt {
                 client,
                 names,
                 config.clone(),
-                app,
+                Arc::clone(metrics.board()),
                 m,
                 notices,
                 stopped,
@@ -282,7 +272,7 @@ async fn publisher(
     client: AsyncClient,
     names: Names,
     config: MqttConfig,
-    app: Arc<App>,
+    board: Arc<Board>,
     m: MqttMetrics,
     mut notices: mpsc::Receiver<Notice>,
     mut stopped: watch::Receiver<bool>,
@@ -298,15 +288,14 @@ async fn publisher(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let sensors = app.sensors();
+                let sensors = board.sensors();
                 let current: Vec<String> = sensors.iter().map(|s| s.name.clone()).collect();
                 if config.discovery && m.connected.get() == 1 && current != announced {
                     // A reload added or removed sensors.
-                    announced = discover(&client, &names, &app, &announced).await;
+                    announced = discover(&client, &names, &board, &announced).await;
                 }
                 for s in sensors.iter() {
-                    let energy = app.metrics.exported_energy(&s.name);
-                    let state = messages::sensor_state(s, energy);
+                    let state = messages::sensor_state(s);
                     count(client.try_publish(names.sensor_state(&s.name), qos, config.retain, state), &m);
                     if let Some((topic, payload)) = messages::battery_state(&names, s) {
                         count(client.try_publish(topic, qos, config.retain, payload), &m);
@@ -319,7 +308,7 @@ async fn publisher(
                     let _ = client.publish(names.availability(), QoS::AtLeastOnce, true, "online").await;
                 }
                 if config.discovery {
-                    announced = discover(&client, &names, &app, &[]).await;
+                    announced = discover(&client, &names, &board, &[]).await;
                 }
             }
             _ = stopped.changed() => {
@@ -342,10 +331,10 @@ fn count(result: Result<(), ClientError>, m: &MqttMetrics) {
 async fn discover(
     client: &AsyncClient,
     names: &Names,
-    app: &App,
+    board: &Board,
     previous: &[String],
 ) -> Vec<String> {
-    let sensors = app.sensors();
+    let sensors = board.sensors();
     for s in sensors.iter() {
         for d in messages::sensor_discovery(names, s) {
             let _ = client

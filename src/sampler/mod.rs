@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use self::pipeline::MAX_BACKOFF;
 pub use self::pipeline::{pipelines, SensorPipeline};
-use crate::clock::Clock;
 use crate::config::{Config, SensorConfig};
 use crate::sensor::{self, SensorError};
 
@@ -110,7 +109,6 @@ struct Worker {
 
 /// The running bus threads.
 pub struct Sampler {
-    clock: Clock,
     on_panic: OnPanic,
     workers: BTreeMap<String, Worker>,
     health: Health,
@@ -119,9 +117,8 @@ pub struct Sampler {
 
 impl Sampler {
     /// No threads yet; `on_panic` hears of a bus thread that died.
-    pub fn new(clock: &Clock, on_panic: OnPanic) -> Sampler {
+    pub fn new(on_panic: OnPanic) -> Sampler {
         Sampler {
-            clock: clock.clone(),
             on_panic,
             workers: BTreeMap::new(),
             health: Health::default(),
@@ -133,10 +130,9 @@ impl Sampler {
     pub fn start(
         config: &Config,
         pipelines: Vec<SensorPipeline>,
-        clock: &Clock,
         on_panic: OnPanic,
     ) -> std::io::Result<Sampler> {
-        let mut sampler = Sampler::new(clock, on_panic);
+        let mut sampler = Sampler::new(on_panic);
         let mut buses: BTreeMap<&str, Vec<Member>> = BTreeMap::new();
         for (config, pipeline) in config.sensors.iter().zip(pipelines) {
             buses
@@ -160,12 +156,8 @@ impl Sampler {
         });
         live.promise(Instant::now() + STALL_GRACE);
         let stop = Stop::default();
-        let (thread_stop, clock, thread_live, on_panic) = (
-            stop.clone(),
-            self.clock.clone(),
-            Arc::clone(&live),
-            Arc::clone(&self.on_panic),
-        );
+        let (thread_stop, thread_live, on_panic) =
+            (stop.clone(), Arc::clone(&live), Arc::clone(&self.on_panic));
         let name = bus.to_string();
         // Thread names are at most 15 bytes, and a NUL would make spawn fail.
         let thread_name: String = format!("bus {bus}")
@@ -176,9 +168,8 @@ impl Sampler {
         let handle = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| {
-                    run_bus(members, &clock, &thread_stop, &thread_live)
-                });
+                let run =
+                    std::panic::AssertUnwindSafe(|| run_bus(members, &thread_stop, &thread_live));
                 std::panic::catch_unwind(run).unwrap_or_else(|_| {
                     thread_live.running.store(false, Ordering::Relaxed);
                     on_panic(name);
@@ -237,9 +228,9 @@ impl Sampler {
 
 /// One bus's loop: read whatever is due, sleep until the next is; hand the members back when
 /// told to stop.
-fn run_bus(members: Vec<Member>, clock: &Clock, stop: &Stop, live: &Liveness) -> Vec<Member> {
+fn run_bus(members: Vec<Member>, stop: &Stop, live: &Liveness) -> Vec<Member> {
     let (configs, mut pipelines): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-    let mut sensors = sensor::open_bus(&configs, clock);
+    let mut sensors = sensor::open_bus(&configs);
     let start = Instant::now();
     let mut tick = vec![start; sensors.len()];
     let mut due = vec![start; sensors.len()];

@@ -1,19 +1,19 @@
-//! One sensor's pipeline: a read's result goes through energy integration, the anomaly rules,
-//! the metrics, the status snapshot and the live file, in that order, without allocating.
+//! One sensor's pipeline: a read's result goes through energy integration, the anomaly rules
+//! and the battery monitor into the sensor's snapshot, which it publishes on the board (the
+//! metrics, the page and MQTT read it there), and into the live file, without allocating.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::anomaly::{AnomalyDetector, Rule, Transition};
 use crate::battery::BatteryMonitor;
+use crate::board::{SensorStatus, Snapshot};
 use crate::config::{Config, SensorConfig};
 use crate::energy::EnergyIntegrator;
-use crate::metrics::{Metrics, SensorMetrics};
 use crate::sensor::ladder::OUTAGE_GRACE;
 use crate::sensor::{ErrorKind, Events, Reading, SensorError};
 use crate::state::live::LiveSlot;
 use crate::state::{StoredBattery, StoredSensor};
-use crate::status::{SensorStatus, Snapshot};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -29,7 +29,6 @@ pub struct SensorPipeline {
     retry_delay: Duration,
     integrator: EnergyIntegrator,
     detector: AnomalyDetector,
-    metrics: SensorMetrics,
     status: Arc<SensorStatus>,
     snapshot: Snapshot,
     /// Where the totals go after every sample, to survive a crash.
@@ -55,7 +54,6 @@ impl SensorPipeline {
     /// `live` slot, the totals are stored there after every sample.
     pub fn new(
         config: &SensorConfig,
-        metrics: &Metrics,
         stored: StoredSensor,
         live: Option<LiveSlot>,
     ) -> (SensorPipeline, Arc<SensorStatus>) {
@@ -67,9 +65,8 @@ impl SensorPipeline {
         let rules = detector
             .rules()
             .union(battery.as_ref().map(|b| b.rules()).unwrap_or_default());
-        let handles = metrics.sensor(config, rules);
         // Energy "today" continues if the saved day is today; else today starts now.
-        let (today, next_midnight) = crate::clock::local_day(unix_now());
+        let (today, next_midnight) = crate::time::local_day(crate::time::unix_now());
         let mut stored = stored;
         if stored.day != today {
             stored.day = today;
@@ -87,7 +84,6 @@ impl SensorPipeline {
                 stored.energy_reverse_joules,
             ),
             detector,
-            metrics: handles,
             snapshot: status.snapshot(),
             status: Arc::clone(&status),
             live,
@@ -121,17 +117,20 @@ impl SensorPipeline {
     /// Count what happened on the bus during a read: each failed transfer under its kind,
     /// each retry and reprogramming.
     pub fn record(&mut self, events: &Events) {
-        for (kind, &n) in ErrorKind::ALL.iter().zip(&events.failed_transfers) {
+        let s = &mut self.snapshot;
+        for (i, (kind, &n)) in ErrorKind::ALL
+            .iter()
+            .zip(&events.failed_transfers)
+            .enumerate()
+        {
             if n > 0 {
-                self.metrics.read_error(*kind).inc_by(u64::from(n));
-                self.snapshot.read_errors += u64::from(n);
-                self.snapshot.last_error = Some(*kind);
+                s.errors_by_kind[i] += u64::from(n);
+                s.read_errors += u64::from(n);
+                s.last_error = Some(*kind);
             }
         }
-        self.metrics.retries.inc_by(u64::from(events.retries));
-        self.metrics
-            .reprograms
-            .inc_by(u64::from(events.reprogrammed));
+        s.retries += u64::from(events.retries);
+        s.reprograms += u64::from(events.reprogrammed);
     }
 
     /// Take one read's result through energy, anomalies, metrics and status.
@@ -144,9 +143,7 @@ impl SensorPipeline {
     }
 
     fn on_reading(&mut self, reading: Reading, at: Instant, wall: SystemTime) {
-        let unix = wall
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let unix = crate::time::unix(wall);
         if self.logged_down {
             log::info!(
                 sensor = self.name.as_str();
@@ -163,29 +160,19 @@ impl SensorPipeline {
             self.logged_down = false;
             self.status.set_down_reason(None);
         }
-        let m = &self.metrics;
         let s = &mut self.snapshot;
-        m.up.set(1.0);
-        m.bus_voltage.set(reading.bus_voltage_volts);
-        m.shunt_voltage.set(reading.shunt_voltage_volts);
-        m.current.set(reading.current_amperes);
-        m.power.set(reading.power_watts);
         s.up = true;
         s.reading = Some(reading);
         self.status.record_power(unix, reading.power_watts);
         if reading.power_watts.is_nan() {
             // The shunt saturated: no value, so no sample.
-            m.read_error(ErrorKind::Overflow).inc();
-            s.read_errors += 1;
-            s.last_error = Some(ErrorKind::Overflow);
+            s.count_error(ErrorKind::Overflow);
         } else {
             let step = self.integrator.add(reading.power_watts, at);
             if step.gap {
-                m.gaps.inc();
+                s.gaps += 1;
                 self.detector.reset_pending();
             }
-            m.samples.inc();
-            m.last_sample.set(unix);
             s.samples += 1;
             s.last_sample_unix = Some(unix);
             s.last_sample_at = Some(at);
@@ -193,7 +180,7 @@ impl SensorPipeline {
             s.energy_joules = self.integrator.forward_joules();
             s.energy_reverse_joules = self.integrator.reverse_joules();
             if unix >= self.next_midnight {
-                let (day, next) = crate::clock::local_day(unix);
+                let (day, next) = crate::time::local_day(unix);
                 s.day = day;
                 s.day_start_joules = s.energy_joules;
                 self.next_midnight = next;
@@ -203,11 +190,9 @@ impl SensorPipeline {
             }
         }
         let name = self.name.as_str();
-        let since = &mut s.anomaly_since;
         self.detector
             .observe(at, &reading, self.integrator.forward_joules(), |t| {
-                m.anomaly(t.rule, t.started);
-                mark(since, &t, unix);
+                mark(s, &t, unix);
                 log_transition(name, &t);
             });
         s.active = self.detector.active();
@@ -219,12 +204,10 @@ impl SensorPipeline {
         let Some(monitor) = &mut self.battery else {
             return;
         };
-        let (m, s, name) = (&self.metrics, &mut self.snapshot, self.name.as_str());
+        let (s, name) = (&mut self.snapshot, self.name.as_str());
         let (amps, volts) = (reading.current_amperes, reading.bus_voltage_volts);
-        let since = &mut s.anomaly_since;
         monitor.observe(amps, volts, at, unix, |t| {
-            m.anomaly(t.rule, t.started);
-            mark(since, &t, unix);
+            mark(s, &t, unix);
             log_transition(name, &t);
         });
         s.battery = Some(monitor.snapshot());
@@ -238,10 +221,8 @@ impl SensorPipeline {
         let kind = error.kind();
         // A bus error's transfers were counted one by one (`record`).
         if !matches!(error, SensorError::Bus { .. }) {
-            self.metrics.read_error(kind).inc();
-            self.snapshot.read_errors += 1;
+            self.snapshot.count_error(kind);
         }
-        self.metrics.up.set(0.0);
         self.snapshot.up = false;
         self.snapshot.last_error = Some(kind);
         self.failures = self.failures.saturating_add(1);
@@ -316,28 +297,22 @@ impl SensorPipeline {
 
 /// The pipeline of every configured sensor, in config order, starting from zero and without a
 /// live file (`read`); and the statuses they publish to.
-pub fn pipelines(
-    config: &Config,
-    metrics: &Metrics,
-) -> (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) {
+pub fn pipelines(config: &Config) -> (Vec<SensorPipeline>, Vec<Arc<SensorStatus>>) {
     config
         .sensors
         .iter()
-        .map(|s| SensorPipeline::new(s, metrics, StoredSensor::default(), None))
+        .map(|s| SensorPipeline::new(s, StoredSensor::default(), None))
         .unzip()
 }
 
-/// Note when a rule's episode started (NaN once it clears).
-fn mark(since: &mut [f64; Rule::ALL.len()], t: &Transition, unix: f64) {
+/// Note when a rule's episode started (NaN once it clears), and count its start.
+fn mark(s: &mut Snapshot, t: &Transition, unix: f64) {
     if let Some(i) = Rule::ALL.iter().position(|r| *r == t.rule) {
-        since[i] = if t.started { unix } else { f64::NAN };
+        s.anomaly_since[i] = if t.started { unix } else { f64::NAN };
+        if t.started {
+            s.episodes[i] += 1;
+        }
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn log_transition(sensor: &str, t: &Transition) {
@@ -367,13 +342,15 @@ fn log_transition(sensor: &str, t: &Transition) {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::metrics::Metrics;
     use std::path::Path;
 
     fn pipeline(text: &str) -> (SensorPipeline, Arc<SensorStatus>, Metrics) {
         let config = Config::from_toml(Path::new("t.toml"), text).unwrap();
-        let metrics = Metrics::new("0", "test").unwrap();
-        let (p, s) =
-            SensorPipeline::new(&config.sensors[0], &metrics, StoredSensor::default(), None);
+        let board = crate::board::Board::new();
+        let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
+        let (p, s) = SensorPipeline::new(&config.sensors[0], StoredSensor::default(), None);
+        board.replace(vec![Arc::clone(&s)]);
         (p, s, metrics)
     }
 
@@ -479,13 +456,12 @@ mod tests {
     fn every_sample_reaches_the_live_file() {
         use crate::state::live::{self, Kind, LiveFile};
         let config = Config::from_toml(Path::new("t.toml"), "[[sensor]]\nname = \"a\"\n").unwrap();
-        let metrics = Metrics::new("0", "test").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.bin");
         let file = LiveFile::create(&path, 1).unwrap();
         let slot = file.claim(Kind::Sensor, "a", &[0.0]);
         let stored = StoredSensor::totals(1000.0, 5.0);
-        let (mut p, _) = SensorPipeline::new(&config.sensors[0], &metrics, stored, slot);
+        let (mut p, _) = SensorPipeline::new(&config.sensors[0], stored, slot);
         let t0 = Instant::now();
         p.process(Ok(reading(100.0)), t0, SystemTime::now());
         p.process(

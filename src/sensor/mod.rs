@@ -24,7 +24,6 @@ use embedded_hal::i2c::I2c;
 
 pub use self::ladder::Events;
 use self::ladder::{ChipDriver, Recovering};
-use crate::clock::Clock;
 use crate::config::{Chip, Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
@@ -281,13 +280,14 @@ where
 
 /// The sensors of one bus, in the order given, sharing that bus in turn.
 ///
-/// Built on the thread that will drive them: the shared bus handle is not `Send`.
-pub fn open_bus(sensors: &[SensorConfig], clock: &Clock) -> Vec<Box<dyn Sensor>> {
+/// Built on the thread that will drive them: the shared bus handle is not `Send`. A simulated
+/// bus runs on real time.
+pub fn open_bus(sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
     let Some(first) = sensors.first() else {
         return Vec::new();
     };
     match first.driver {
-        Driver::Simulated => simulated::open_bus(sensors, clock),
+        Driver::Simulated => simulated::open_bus(sensors, &simulated::Clock::real()),
         _ => linux::open_bus(&first.bus, sensors),
     }
 }
@@ -334,7 +334,7 @@ pub fn scan_bus(
         })
         .unwrap_or_default();
     if !simulated.is_empty() {
-        let mut virtual_bus = simulated::virtual_bus(&simulated, &Clock::real());
+        let mut virtual_bus = simulated::virtual_bus(&simulated, &simulated::Clock::real());
         return Ok((true, scan::scan(&mut virtual_bus)?));
     }
     if let (false, Some(config)) = (bus.starts_with("/dev/"), config) {

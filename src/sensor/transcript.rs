@@ -11,7 +11,7 @@ use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
 
 use super::ladder::{ChipDriver, Recovering};
 use super::simulated::VirtualBus;
-use crate::clock::ManualTime;
+use crate::sensor::simulated::ManualTime;
 
 /// One step of a transcript.
 #[derive(Debug, Clone, Copy, PartialEq)]

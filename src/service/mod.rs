@@ -4,18 +4,18 @@
 //!
 //! # Layout
 //! - this module: [`run`], start and stop, the signal loop;
-//! - [`core`](self::core): the sensors' side — pipelines, bus threads, live file, persister —
-//!   which a reload changes;
-//! - [`reload`]: re-reading the file and applying the difference;
+//! - [`sampling`]: the sensors' pipelines, bus threads and live file, which a reload changes
+//!   ([`Sampling::apply`](sampling::Sampling::apply));
+//! - [`reload`]: re-reading the files on SIGHUP and applying them;
 //! - [`notify`]: systemd notifications: READY, RELOADING, STATUS, the watchdog;
 //! - [`logging`]: journald or stderr, at syslog priorities;
 //! - [`paths`]: the state and runtime directories, loading the totals.
 
-mod core;
 mod logging;
 mod notify;
 mod paths;
 mod reload;
+mod sampling;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,11 +29,11 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use self::core::Core;
 pub use self::logging::{init as init_logging, set_level as set_log_level};
 use self::notify::Notifier;
 pub use self::paths::state_dir;
-use crate::clock::Clock;
+use self::sampling::Sampling;
+use crate::board::Board;
 use crate::config::Config;
 use crate::http::web_config::WebConfigError;
 use crate::http::{self, App, WebSecurity};
@@ -204,7 +204,7 @@ struct Daemon {
     config_path: PathBuf,
     /// The command line's settings.
     options: Options,
-    core: Arc<Mutex<Core>>,
+    sampling: Arc<Mutex<Sampling>>,
     persister: Arc<Mutex<Persister>>,
     metrics: Arc<Metrics>,
     servers: Servers,
@@ -229,8 +229,12 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         .iter()
         .map(|&addr| bind(addr).map(|l| (addr, l)))
         .collect::<Result<Vec<_>, _>>()?;
-    let metrics = Arc::new(Metrics::new(VERSION, REVISION)?);
-    metrics.reload_success_time.set(notify::unix_now());
+    let board = Board::new();
+    let metrics = Arc::new(Metrics::new(VERSION, REVISION, Arc::clone(&board))?);
+    metrics
+        .daemon
+        .reload_success_time
+        .set(crate::time::unix_now());
     let persister = Arc::new(Mutex::new(Persister::new(
         store,
         Arc::clone(&metrics),
@@ -241,15 +245,13 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
     // Before anything samples: a SIGTERM from here on ends in an orderly stop and a save.
     let mut signals = runtime.block_on(async { Signals::install() })?;
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<String>();
-    let sampler = Sampler::new(
-        &Clock::real(),
-        Arc::new(move |bus| {
-            let _ = fatal_tx.send(bus);
-        }),
-    );
+    let sampler = Sampler::new(Arc::new(move |bus| {
+        let _ = fatal_tx.send(bus);
+    }));
+    let health = sampler.health();
     let app = Arc::new(App::new(
         Arc::clone(&metrics),
-        sampler.health(),
+        health.clone(),
         web,
         config.daemon.public_healthz,
     ));
@@ -258,27 +260,27 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         app.connections().cap()
     );
     let persist_interval = config.daemon.persist_interval;
-    let core = Core::start(
+    let sampling = Sampling::start(
         config,
         sampler,
         Arc::clone(&persister),
         paths::create_live(&live_path),
-        Arc::clone(&app),
+        Arc::clone(&board),
     )?;
     // At once, so that a new install has its totals on disk and a restart after a crash
     // exports what the live file held. A failure is logged; the loop retries.
     let _ = lock(&persister).save();
     let mut daemon = Daemon {
-        config_path: core.config().path.clone(),
+        config_path: sampling.config().path.clone(),
         options,
-        core: Arc::new(Mutex::new(core)),
+        sampling: Arc::new(Mutex::new(sampling)),
         persister,
         metrics,
         servers: Servers {
             app: Arc::clone(&app),
             running: BTreeMap::new(),
         },
-        notifier: Notifier::new(app),
+        notifier: Notifier::new(board, health),
         persist_interval: watch::channel(persist_interval).0,
         mqtt: None,
     };
@@ -331,7 +333,7 @@ impl Daemon {
             shutdown.clone(),
         ));
         let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
-        let mqtt = lock(&self.core).config().mqtt.clone();
+        let mqtt = lock(&self.sampling).config().mqtt.clone();
         self.restart_mqtt(mqtt.as_ref()).await;
         self.notifier.ready();
 
@@ -363,7 +365,7 @@ impl Daemon {
             old.stop().await;
         }
         let Some(config) = config else { return };
-        match crate::mqtt::Mqtt::start(config, Arc::clone(&self.servers.app), &self.metrics) {
+        match crate::mqtt::Mqtt::start(config, &self.metrics) {
             Ok(mqtt) => self.mqtt = Some(mqtt),
             Err(e) => log::error!("MQTT: {e}; running without it"),
         }
@@ -371,13 +373,13 @@ impl Daemon {
 
     /// Stop sampling, save the final totals, and remove the live file once they are saved.
     fn stop(self) {
-        let core = Arc::try_unwrap(self.core)
+        let sampling = Arc::try_unwrap(self.sampling)
             .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner));
-        let Ok(core) = core else {
+        let Ok(sampling) = sampling else {
             log::error!("the sampling threads are still in use; the totals since the last save stay in the live file");
             return;
         };
-        let live = core.stop();
+        let live = sampling.stop();
         let mut persister = lock(&self.persister);
         match persister.save() {
             Ok(()) => {

@@ -4,23 +4,17 @@
 //! are down, and how the last reload went.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sd_notify::NotifyState;
 use tokio::sync::watch;
 
 use super::lock;
-use crate::http::App;
+use crate::board::Board;
+use crate::sampler::Health;
 
 /// How often the STATUS line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
-
-/// Unix time now.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -30,7 +24,8 @@ fn send(states: &[NotifyState<'_>]) {
 
 /// The notifications of one daemon.
 pub struct Notifier {
-    app: Arc<App>,
+    board: Arc<Board>,
+    health: Health,
     /// The last reload: whether it applied, and the wall time it happened.
     last_reload: Arc<Mutex<Option<(bool, SystemTime)>>>,
     /// The STATUS line last sent.
@@ -38,10 +33,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Notifications about the daemon serving `app`.
-    pub fn new(app: Arc<App>) -> Notifier {
+    /// Notifications about the sensors on `board`, sampled as `health` says.
+    pub fn new(board: Arc<Board>, health: Health) -> Notifier {
         Notifier {
-            app,
+            board,
+            health,
             last_reload: Arc::new(Mutex::new(None)),
             sent: Arc::new(Mutex::new(String::new())),
         }
@@ -49,8 +45,8 @@ impl Notifier {
 
     /// The STATUS line: "4 of 4 sensors up", which are down and why, which have not read
     /// yet; how the last reload went.
-    pub fn status_line(app: &App, last_reload: Option<(bool, SystemTime)>) -> String {
-        let sensors = app.sensors();
+    pub fn status_line(board: &Board, last_reload: Option<(bool, SystemTime)>) -> String {
+        let sensors = board.sensors();
         let (mut up, mut down, mut starting) = (0, Vec::new(), Vec::new());
         for s in sensors.iter() {
             let snapshot = s.snapshot();
@@ -82,7 +78,7 @@ impl Notifier {
     }
 
     fn status(&self) -> String {
-        Notifier::status_line(&self.app, *lock(&self.last_reload))
+        Notifier::status_line(&self.board, *lock(&self.last_reload))
     }
 
     /// Serving.
@@ -122,8 +118,9 @@ impl Notifier {
         &self,
         mut shutdown: watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (app, last_reload, sent) = (
-            Arc::clone(&self.app),
+        let (board, health, last_reload, sent) = (
+            Arc::clone(&self.board),
+            self.health.clone(),
             Arc::clone(&self.last_reload),
             Arc::clone(&self.sent),
         );
@@ -141,7 +138,7 @@ impl Notifier {
                     _ = shutdown.changed() => return,
                 }
                 if watchdog.is_some() {
-                    if app.health.healthy() {
+                    if health.healthy() {
                         send(&[NotifyState::Watchdog]);
                         withheld = false;
                     } else if !withheld {
@@ -149,7 +146,7 @@ impl Notifier {
                         withheld = true;
                     }
                 }
-                let status = Notifier::status_line(&app, *lock(&last_reload));
+                let status = Notifier::status_line(&board, *lock(&last_reload));
                 let mut last = lock(&sent);
                 if *last != status {
                     send(&[NotifyState::Status(&status)]);

@@ -19,7 +19,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Parsed, FORMAT_VERSION};
 use super::StoredState;
@@ -177,12 +176,6 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl StateStore {
     /// Create (if needed) and lock `dir`. The directory itself may be a link (a state
     /// directory moved off the SD card); nothing inside it is followed.
@@ -268,7 +261,7 @@ impl StateStore {
 
     /// Move `state.json` to a name of its own, and keep only the newest few moved files.
     fn set_aside(&self) -> Result<PathBuf, StateError> {
-        let stamp = unix_now() as u64;
+        let stamp = crate::time::unix_now() as u64;
         // Numbered after the newest of this second, so the order of the names is the order of
         // the events even after the oldest were deleted.
         let mut n = self
@@ -329,7 +322,8 @@ impl StateStore {
             path: path.clone(),
             source,
         };
-        let bytes = format::encode(state, unix_now()).map_err(|e| write_error(e.into()))?;
+        let bytes =
+            format::encode(state, crate::time::unix_now()).map_err(|e| write_error(e.into()))?;
         // O_CREAT | O_EXCL under a random name, mode 0600; deleted again if anything fails.
         let mut tmp = tempfile::Builder::new()
             .prefix(".state.json.")

@@ -213,9 +213,9 @@ impl ChipDriver for Ina226 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use crate::config::Config;
     use crate::sensor::simulated::virtual_bus;
+    use crate::sensor::simulated::Clock;
     use crate::sensor::transcript::{on_mock, replay, Step, Step::*};
     use crate::sensor::ErrorKind;
 

@@ -223,9 +223,9 @@ impl ChipDriver for Ina3221 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use crate::config::{Config, SensorConfig};
     use crate::sensor::simulated::virtual_bus;
+    use crate::sensor::simulated::Clock;
     use crate::sensor::transcript::{on_mock, replay, Step, Step::*};
 
     const ADDR: u8 = 0x41;

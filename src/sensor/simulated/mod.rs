@@ -5,6 +5,7 @@
 //! configuration, the conversion-ready flags, overflow and brown-outs all go through the
 //! driver and the chip model, register by register.
 
+pub mod clock;
 mod faults;
 pub mod house;
 mod ina219;
@@ -19,6 +20,7 @@ use embedded_hal::i2c::{ErrorType, I2c, NoAcknowledgeSource, Operation};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+pub use self::clock::{Clock, ManualTime};
 pub use self::faults::FaultSchedule;
 use self::house::{House, SharedHouse};
 pub use self::ina219::{Registers, VirtualIna219};
@@ -26,7 +28,6 @@ pub use self::ina226::VirtualIna226;
 pub use self::ina3221::VirtualIna3221;
 pub use self::load::Load;
 use super::{sensors_on, ClassifyError, ErrorKind, Sensor};
-use crate::clock::Clock;
 use crate::config::{Chip, SensorConfig, SimulationConfig};
 
 /// A chip model on the virtual bus.
@@ -323,7 +324,7 @@ fn house_of(sensors: &[SensorConfig]) -> Option<(SharedHouse, Vec<&str>)> {
         .collect();
     let day_offset = battery
         .time_of_day
-        .map_or_else(crate::clock::local_time_of_day, |t| t.0);
+        .map_or_else(crate::time::local_time_of_day, |t| t.0);
     let house = House::new(battery, loads, seed_for(&battery_sensor.name), day_offset);
     let names = members.iter().map(|s| s.name.as_str()).collect();
     Some((std::sync::Arc::new(std::sync::Mutex::new(house)), names))

@@ -1,10 +1,9 @@
-//! What the sampler publishes about each sensor for the status page, `/api/readings` and the
-//! state file: a small `Copy` snapshot behind a mutex held only for the copy; and the recent
-//! power for the sparklines ([`history`]).
-
-pub mod history;
+//! What a sensor's pipeline publishes for everyone else — the metrics, the status page,
+//! `/api/readings`, MQTT and the state file: a `Copy` snapshot behind a mutex held only for
+//! the copy, the recent power for the sparklines, and the totals exported so far.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -13,9 +12,9 @@ use crate::battery::BatterySnapshot;
 use crate::config::SensorConfig;
 use crate::energy::Step;
 use crate::sensor::{ErrorKind, Reading};
-use crate::state::StoredSensor;
+use crate::state::{StoredBattery, StoredSensor};
 
-use self::history::{History, Point};
+use super::history::{History, Point};
 
 /// Power statistics since the daemon started.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -57,6 +56,15 @@ pub struct Snapshot {
     pub samples: u64,
     /// Failed reads since start.
     pub read_errors: u64,
+    /// Failed transfers and samples without a valid value since start, by kind (in
+    /// [`ErrorKind::ALL`] order).
+    pub errors_by_kind: [u64; ErrorKind::ALL.len()],
+    /// Failed transfers tried again at once.
+    pub retries: u64,
+    /// Times the chip was programmed again (a brown-out, failures in a row).
+    pub reprograms: u64,
+    /// Pauses between samples too long for energy integration to bridge.
+    pub gaps: u64,
     /// Unix time of the last valid sample.
     pub last_sample_unix: Option<f64>,
     /// Monotonic time of the last valid sample.
@@ -77,6 +85,8 @@ pub struct Snapshot {
     pub day_start_joules: f64,
     /// Unix time each active rule's episode started, in [`Rule::ALL`] order (NaN: inactive).
     pub anomaly_since: [f64; Rule::ALL.len()],
+    /// Episodes started since start, by rule (in [`Rule::ALL`] order).
+    pub episodes: [u64; Rule::ALL.len()],
 }
 
 impl Snapshot {
@@ -93,6 +103,15 @@ impl Snapshot {
     /// Forward energy since local midnight (or since the daemon started today).
     pub fn energy_today_joules(&self) -> f64 {
         (self.energy_joules - self.day_start_joules).max(0.0)
+    }
+
+    /// Count a failed read or a sample without a valid value.
+    pub fn count_error(&mut self, kind: ErrorKind) {
+        if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.errors_by_kind[i] += 1;
+        }
+        self.read_errors += 1;
+        self.last_error = Some(kind);
     }
 
     /// When the episode of `rule` started, if it is active.
@@ -120,6 +139,8 @@ pub struct SensorStatus {
     pub name: String,
     /// The driver's name.
     pub driver: &'static str,
+    /// The chip's name.
+    pub chip: &'static str,
     /// The bus.
     pub bus: String,
     /// The chip's address.
@@ -132,6 +153,8 @@ pub struct SensorStatus {
     pub battery: Option<BatteryInfo>,
     /// The sampling interval.
     pub interval: std::time::Duration,
+    /// The totals as of the last save of the state file: what `/metrics` exports.
+    pub exported: Exported,
     snapshot: Mutex<Snapshot>,
     history: Mutex<History>,
     /// Why it is down, in a few words, while it is.
@@ -144,6 +167,7 @@ impl SensorStatus {
         Arc::new(SensorStatus {
             name: config.name.clone(),
             driver: config.driver.as_str(),
+            chip: config.chip().as_str(),
             bus: config.bus.clone(),
             address: config.address,
             labels: config.labels.clone(),
@@ -154,6 +178,7 @@ impl SensorStatus {
                 capacity_ah: b.capacity_ah,
             }),
             interval: config.interval,
+            exported: Exported::default(),
             snapshot: Mutex::new(Snapshot {
                 energy_joules: totals.energy_joules,
                 energy_reverse_joules: totals.energy_reverse_joules,
@@ -214,5 +239,77 @@ impl SensorStatus {
             .down_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+}
+
+/// A counter whose value is set from a total kept elsewhere (the state file) instead of being
+/// added to: setting the total itself keeps it bit for bit equal to what a restart restores,
+/// where adding the difference could land one ulp above it and read as a reset.
+///
+/// It only ever rises: a lower value is ignored.
+#[derive(Debug, Default)]
+pub struct SetCounter(AtomicU64);
+
+impl SetCounter {
+    /// Raise the counter to `value`, if that is higher.
+    pub fn raise_to(&self, value: f64) {
+        // For finite non-negative floats the order of the bit patterns is the numeric order.
+        // (Zero needs nothing: the counter starts there; and -0.0 would compare high.)
+        if value.is_finite() && value > 0.0 {
+            self.0.fetch_max(value.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A sensor's totals as the counters on `/metrics` give them: those of the last save of the
+/// state file, raised by the persister after each save (see `persist`).
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// `powermon_energy_joules_total`.
+    pub energy_joules: SetCounter,
+    /// `powermon_energy_reverse_joules_total`.
+    pub energy_reverse_joules: SetCounter,
+    /// `powermon_battery_charge_coulombs_total{direction="in"}`.
+    pub charge_in_coulombs: SetCounter,
+    /// `powermon_battery_charge_coulombs_total{direction="out"}`.
+    pub charge_out_coulombs: SetCounter,
+    /// `powermon_battery_full_charges_total`.
+    pub full_charges: SetCounter,
+}
+
+impl Exported {
+    /// Raise the counters to saved totals.
+    pub fn raise_to(&self, sensor: &StoredSensor, battery: Option<&StoredBattery>) {
+        self.energy_joules.raise_to(sensor.energy_joules);
+        self.energy_reverse_joules
+            .raise_to(sensor.energy_reverse_joules);
+        if let Some(b) = battery {
+            self.charge_in_coulombs.raise_to(b.charge_in_coulombs);
+            self.charge_out_coulombs.raise_to(b.charge_out_coulombs);
+            self.full_charges.raise_to(b.full_charges as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_counter_never_goes_down() {
+        let c = SetCounter::default();
+        c.raise_to(5.5);
+        c.raise_to(2.0);
+        c.raise_to(f64::NAN);
+        c.raise_to(-0.0);
+        c.raise_to(-7.0);
+        assert_eq!(c.get(), 5.5);
+        c.raise_to(5.500_000_000_000_001);
+        assert_eq!(c.get(), 5.500_000_000_000_001);
     }
 }

@@ -1,50 +1,17 @@
-//! Time for the simulator's virtual chips: monotonic time since a start, real or moved by hand.
-//!
-//! The daemon hands [`Clock::real`] to the sensors it opens; only the simulated ones read it.
-//! Tests move a [`Clock::manual`] to step through conversions and load cycles without waiting.
+//! Wall-clock time: Unix time now, and the local calendar (days for "energy today", the time
+//! of day for the simulated house's loads).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Time since the simulation started; the same clock for every chip.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> Duration + Send + Sync>);
-
-impl Clock {
-    /// Monotonic wall time from now.
-    pub fn real() -> Clock {
-        let start = Instant::now();
-        Clock(Arc::new(move || start.elapsed()))
-    }
-
-    /// A clock that moves only when told to, for tests.
-    pub fn manual() -> (Clock, ManualTime) {
-        let nanos = Arc::new(AtomicU64::new(0));
-        let reader = Arc::clone(&nanos);
-        (
-            Clock(Arc::new(move || {
-                Duration::from_nanos(reader.load(Ordering::SeqCst))
-            })),
-            ManualTime(nanos),
-        )
-    }
-
-    /// Time since the start.
-    pub fn now(&self) -> Duration {
-        (self.0)()
-    }
+/// Unix time now, in seconds (0 before 1970, which no running system has).
+pub fn unix_now() -> f64 {
+    unix(SystemTime::now())
 }
 
-/// The hand that moves a [`Clock::manual`].
-#[derive(Clone)]
-pub struct ManualTime(Arc<AtomicU64>);
-
-impl ManualTime {
-    /// Move the clock forward.
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
+/// A wall-clock time as Unix seconds.
+pub fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Local calendar time, from the C library (it knows the zone and its daylight saving).
@@ -84,9 +51,7 @@ pub fn local_day(unix: f64) -> (i64, f64) {
 
 /// The local time of day now, as a duration since midnight.
 pub fn local_time_of_day() -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now().floor() as i64;
     let seconds = local(now).map_or(now.rem_euclid(86_400), |tm| {
         i64::from(tm.tm_hour) * 3600 + i64::from(tm.tm_min) * 60 + i64::from(tm.tm_sec)
     });

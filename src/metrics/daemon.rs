@@ -1,0 +1,43 @@
+//! The daemon's own families: its build, the saves of the state file, reloads.
+
+use prometheus::{Gauge, GaugeVec, IntCounter, Opts, Registry};
+
+/// The daemon's own metrics.
+pub struct DaemonMetrics {
+    /// Unix time of the last save of the state file.
+    pub state_last_persist: Gauge,
+    /// Saves of the state file that failed.
+    pub state_persist_failures: IntCounter,
+    /// 1 if the last reload applied the configuration file.
+    pub reload_successful: Gauge,
+    /// Unix time of the last successful reload (or of the start).
+    pub reload_success_time: Gauge,
+}
+
+impl DaemonMetrics {
+    /// The families, registered in `registries`; `powermon_build_info` set from `version` and
+    /// `revision`.
+    pub(super) fn new(
+        registries: [&Registry; 2],
+        version: &str,
+        revision: &str,
+    ) -> prometheus::Result<DaemonMetrics> {
+        let build_info = GaugeVec::new(Opts::new("powermon_build_info", "A metric with a constant value of 1, labelled with the version and git revision of power-monitord."), &["version", "revision"])?;
+        build_info.with_label_values(&[version, revision]).set(1.0);
+        let metrics = DaemonMetrics {
+            state_last_persist: Gauge::new("powermon_state_last_persist_timestamp_seconds", "Unix time of the last successful save of the energy totals to the state file; the energy counters hold the values of that save.")?,
+            state_persist_failures: IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed.")?,
+            reload_successful: Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one).")?,
+            reload_success_time: Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload).")?,
+        };
+        metrics.reload_successful.set(1.0);
+        for registry in registries {
+            registry.register(Box::new(build_info.clone()))?;
+            registry.register(Box::new(metrics.state_last_persist.clone()))?;
+            registry.register(Box::new(metrics.state_persist_failures.clone()))?;
+            registry.register(Box::new(metrics.reload_successful.clone()))?;
+            registry.register(Box::new(metrics.reload_success_time.clone()))?;
+        }
+        Ok(metrics)
+    }
+}
