@@ -44,7 +44,7 @@ pub fn describe(s: &SensorConfig, config: &Config) -> String {
         rules.push(format!("bus {lo}–{hi} V"));
     }
     rules.push("overrange".into());
-    let load = match s.simulation().and_then(|sim| sim.load) {
+    let load = match s.simulation().and_then(|sim| sim.load.as_ref()) {
         Some(load) => format!("; load {load}"),
         None => String::new(),
     };

@@ -339,24 +339,68 @@ pub struct Ina219Setup {
     pub bus_range: BusRange,
 }
 
-/// What an INA226, INA260 or INA3221 is programmed with.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ina2xxSetup {
-    /// Conversions averaged.
-    pub averaging: Averaging,
-    /// Conversion time of each ADC.
-    pub conversion: ConversionTime,
-    /// The INA3221's channel (1 to 3).
-    pub channel: Option<u8>,
+/// The INA226 family's averaging: one of the counts its AVG bits offer (SBOS547A Table 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ina226Averaging(u16);
+
+impl Ina226Averaging {
+    /// The count, if the INA226 family offers it.
+    pub fn of(samples: Averaging) -> Option<Ina226Averaging> {
+        samples.ina226_code().map(Ina226Averaging)
+    }
+
+    /// The AVG code (0 to 7).
+    pub fn code(self) -> u16 {
+        self.0
+    }
+
+    /// The number of conversions averaged.
+    pub fn samples(self) -> u16 {
+        Averaging::INA226_COUNTS[usize::from(self.0)]
+    }
 }
 
-/// What a sensor's chip is programmed with.
+/// What an INA226 or INA260, or the ADC of an INA3221, is programmed with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ina226Setup {
+    /// Conversions averaged.
+    pub averaging: Ina226Averaging,
+    /// Conversion time of each ADC.
+    pub conversion: ConversionTime,
+}
+
+/// An INA3221 channel: 1, 2 or 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Channel(u8);
+
+impl Channel {
+    /// The channel numbered `n`, if the INA3221 has one.
+    pub fn of(n: u8) -> Option<Channel> {
+        (1..=3).contains(&n).then_some(Channel(n))
+    }
+
+    /// Its number, 1 to 3.
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    /// Its place in per-channel arrays, 0 to 2.
+    pub fn index(self) -> usize {
+        usize::from(self.0 - 1)
+    }
+}
+
+/// What a sensor's chip is programmed with: one variant per chip.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ChipSetup {
     /// An INA219.
     Ina219(Ina219Setup),
-    /// An INA226, INA260 or INA3221.
-    Ina2xx(Chip, Ina2xxSetup),
+    /// An INA226.
+    Ina226(Ina226Setup),
+    /// An INA260.
+    Ina260(Ina226Setup),
+    /// One channel of an INA3221.
+    Ina3221(Ina226Setup, Channel),
 }
 
 impl Default for Ina219Setup {
@@ -370,9 +414,22 @@ impl Default for Ina219Setup {
     }
 }
 
-impl Default for ChipSetup {
-    fn default() -> Self {
-        ChipSetup::Ina219(Ina219Setup::default())
+impl Ina219Setup {
+    /// The ADC resolution in bits and the conversions averaged.
+    pub fn bits_and_samples(&self) -> (u8, u16) {
+        match self.resolution {
+            Resolution::Res9Bit => (9, 1),
+            Resolution::Res10Bit => (10, 1),
+            Resolution::Res11Bit => (11, 1),
+            Resolution::Res12Bit => (12, 1),
+            Resolution::Avg2 => (12, 2),
+            Resolution::Avg4 => (12, 4),
+            Resolution::Avg8 => (12, 8),
+            Resolution::Avg16 => (12, 16),
+            Resolution::Avg32 => (12, 32),
+            Resolution::Avg64 => (12, 64),
+            Resolution::Avg128 => (12, 128),
+        }
     }
 }
 
@@ -381,7 +438,9 @@ impl ChipSetup {
     pub fn chip(&self) -> Chip {
         match self {
             ChipSetup::Ina219(_) => Chip::Ina219,
-            ChipSetup::Ina2xx(chip, _) => *chip,
+            ChipSetup::Ina226(_) => Chip::Ina226,
+            ChipSetup::Ina260(_) => Chip::Ina260,
+            ChipSetup::Ina3221(..) => Chip::Ina3221,
         }
     }
 
@@ -393,7 +452,7 @@ impl ChipSetup {
             ChipSetup::Ina219(s) => {
                 Duration::from_micros(2 * u64::from(s.resolution.conversion_time_us()))
             }
-            ChipSetup::Ina2xx(_, s) => {
+            ChipSetup::Ina226(s) | ChipSetup::Ina260(s) | ChipSetup::Ina3221(s, _) => {
                 s.conversion.duration() * 2 * u32::from(s.averaging.samples())
             }
         }

@@ -44,14 +44,14 @@ pub use self::battery::{
     BatteryAnomalyConfig, BatteryConfig, ChargingCurrent, Chemistry, InitialSoc,
 };
 pub use self::chip::{
-    AdcBits, AdcConfig, Averaging, BusRange, Chip, ChipSetup, ConversionTime, Ina219Setup,
-    Ina2xxSetup, ShuntRange,
+    AdcBits, AdcConfig, Averaging, BusRange, Channel, Chip, ChipSetup, ConversionTime, Ina219Setup,
+    Ina226Averaging, Ina226Setup, ShuntRange,
 };
 pub use self::daemon::{DaemonConfig, LogLevel};
 use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
 pub use self::diagnostic::{ConfigError, Diagnostic};
-pub use self::mqtt::MqttConfig;
-pub use self::sensor::{Driver, SensorConfig, ADDRESS_RANGE};
+pub use self::mqtt::{MqttConfig, MqttFile, Qos};
+pub use self::sensor::{Driver, SensorConfig, SensorFile, ADDRESS_RANGE};
 pub use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, SimulationConfig};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
@@ -86,11 +86,11 @@ struct FileConfig {
     #[serde(default)]
     daemon: DaemonConfig,
     #[serde(default, rename = "sensor")]
-    sensors: Vec<SensorConfig>,
+    sensors: Vec<SensorFile>,
     #[serde(default, rename = "battery")]
     batteries: Vec<BatteryConfig>,
     #[serde(default)]
-    mqtt: Option<MqttConfig>,
+    mqtt: Option<MqttFile>,
 }
 
 impl Config {
@@ -155,63 +155,34 @@ impl Config {
             located(span, key, diagnostic::explain_serde_message(&message))
         })?;
 
+        Config::check(path, file).map_err(|Invalid { key, message }| {
+            located(locate(&doc, &key), key.to_string(), message)
+        })
+    }
+
+    /// Every section's checks, then what spans sensors (unique names, one chip per address
+    /// on a bus, a bus either real or simulated) and batteries: the checked configuration.
+    fn check(path: &Path, file: FileConfig) -> Result<Config, Invalid> {
+        file.daemon.check().map_err(|e| e.within("daemon"))?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mqtt = match file.mqtt {
+            Some(mqtt) => Some(mqtt.check(&base).map_err(|e| e.within("mqtt"))?),
+            None => None,
+        };
+        let sensors = check_sensors(file.sensors)?;
         let mut config = Config {
             path: path.to_path_buf(),
             daemon: file.daemon,
-            sensors: file.sensors,
+            sensors,
             batteries: file.batteries,
-            mqtt: file.mqtt,
+            mqtt,
         };
-        config.check().map_err(|Invalid { key, message }| {
-            located(locate(&doc, &key), key.to_string(), message)
-        })?;
+        config.check_shared()?;
+        config.check_ina3221_chips()?;
+        config.check_simulated_batteries()?;
+        battery::check_all(&config.batteries)?;
+        config.attach_batteries()?;
         Ok(config)
-    }
-
-    /// Every section's checks, then what spans sensors: unique names, one chip per address
-    /// on a bus, a bus either real or simulated.
-    fn check(&mut self) -> Check {
-        self.daemon.check().map_err(|e| e.within("daemon"))?;
-        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if let Some(mqtt) = &mut self.mqtt {
-            mqtt.check(&base).map_err(|e| e.within("mqtt"))?;
-        }
-        if self.sensors.is_empty() {
-            return Err(invalid(
-                "sensor",
-                "no [[sensor]] is configured; expected at least one (see the annotated example in /usr/share/doc/power-monitord/examples/)",
-            ));
-        }
-        if self.sensors.len() > MAX_SENSORS {
-            return Err(invalid(
-                &format!("sensor[{MAX_SENSORS}]"),
-                format!(
-                    "{} sensors; expected at most {MAX_SENSORS} per daemon",
-                    self.sensors.len()
-                ),
-            ));
-        }
-        for (i, sensor) in self.sensors.iter_mut().enumerate() {
-            let name = sensor.name.clone();
-            if !values::valid_name(&name) {
-                return Err(invalid(
-                    &format!("sensor[{i}].name"),
-                    format!(
-                        "{name:?} is not a valid sensor name; expected 1 to {} characters of a-z, 0-9 and _ (it becomes the `sensor` label)",
-                        values::MAX_NAME_LEN
-                    ),
-                ));
-            }
-            sensor.check().map_err(|e| {
-                e.within(&format!("sensor[{i}]"))
-                    .said_of(&format!("sensor {name:?}"))
-            })?;
-        }
-        self.check_shared()?;
-        self.check_ina3221_chips()?;
-        self.check_simulated_batteries()?;
-        battery::check_all(&self.batteries)?;
-        self.attach_batteries()
     }
 
     /// Each battery to the sensor on its shunt.
@@ -251,7 +222,7 @@ impl Config {
                 ));
             }
             // The channels of an INA3221 share its address; every other chip has its own.
-            let channel = (s.chip() == Chip::Ina3221).then_some(s.channel).flatten();
+            let channel = s.channel().map(Channel::number);
             if let Some(first) = addresses.insert((&s.bus, s.address, channel), i) {
                 let what = match channel {
                     Some(c) => format!("channel {c} of the INA3221 at {:#04x}", s.address),
@@ -301,9 +272,9 @@ impl Config {
     /// One simulated battery per bus; its loads on its bus.
     fn check_simulated_batteries(&self) -> Check {
         for (i, s) in self.sensors.iter().enumerate() {
-            let Some(sim) = &s.simulation else { continue };
+            let Some(sim) = s.simulation() else { continue };
             let on_bus = |o: &&SensorConfig| {
-                o.bus == s.bus && o.simulation.as_ref().is_some_and(|x| x.battery.is_some())
+                o.bus == s.bus && o.simulation().is_some_and(|x| x.battery.is_some())
             };
             if sim.battery.is_some() {
                 if let Some(first) = self.sensors[..i].iter().position(|o| on_bus(&o)) {
@@ -335,7 +306,11 @@ impl Config {
                 .iter()
                 .filter(|o| o.bus == s.bus && o.address == s.address && o.chip() == Chip::Ina3221)
                 .collect();
-            if let Some(first) = same_chip.iter().find(|o| o.adc != s.adc) {
+            let adc = |c: &SensorConfig| match c.setup() {
+                ChipSetup::Ina3221(adc, _) => Some(*adc),
+                _ => None,
+            };
+            if let Some(first) = same_chip.iter().find(|o| adc(o) != adc(s)) {
                 return Err(invalid(
                     &format!("sensor[{i}].adc"),
                     format!(
@@ -359,4 +334,44 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Every `[[sensor]]` on its own, in file order: at least one, at most [`MAX_SENSORS`], each
+/// with a valid name.
+fn check_sensors(files: Vec<SensorFile>) -> Result<Vec<SensorConfig>, Invalid> {
+    if files.is_empty() {
+        return Err(invalid(
+            "sensor",
+            "no [[sensor]] is configured; expected at least one (see the annotated example in /usr/share/doc/power-monitord/examples/)",
+        ));
+    }
+    if files.len() > MAX_SENSORS {
+        return Err(invalid(
+            &format!("sensor[{MAX_SENSORS}]"),
+            format!(
+                "{} sensors; expected at most {MAX_SENSORS} per daemon",
+                files.len()
+            ),
+        ));
+    }
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, sensor)| {
+            let name = sensor.name.clone();
+            if !values::valid_name(&name) {
+                return Err(invalid(
+                    &format!("sensor[{i}].name"),
+                    format!(
+                        "{name:?} is not a valid sensor name; expected 1 to {} characters of a-z, 0-9 and _ (it becomes the `sensor` label)",
+                        values::MAX_NAME_LEN
+                    ),
+                ));
+            }
+            sensor.check().map_err(|e| {
+                e.within(&format!("sensor[{i}]"))
+                    .said_of(&format!("sensor {name:?}"))
+            })
+        })
+        .collect()
 }

@@ -8,61 +8,109 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::diagnostic::{invalid, Check};
+use super::diagnostic::{invalid, Check, Invalid};
 use super::values::duration;
 
-/// `[mqtt]`.
+/// `[mqtt]` as the file has it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttConfig {
+pub struct MqttFile {
     /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
-    pub broker: String,
+    broker: String,
     /// The CA that signed the broker's certificate (mqtts; default the system's CAs).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     /// A client certificate for the broker (mqtts; with `client_key_file`).
     #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
     /// Its key.
     #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
     /// The user name.
     #[serde(default)]
-    pub username: Option<String>,
+    username: Option<String>,
     /// Refused: the password goes in `password_file`.
     #[serde(default)]
     password: Option<String>,
     /// A file holding the password (its first line), readable by the daemon and not by
     /// everyone.
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
     /// The client id (default `power-monitord-<hostname>`).
     #[serde(default)]
-    pub client_id: Option<String>,
+    client_id: Option<String>,
     /// Where states and availability go (default `power-monitord/<hostname>`).
     #[serde(default)]
-    pub topic_prefix: Option<String>,
+    topic_prefix: Option<String>,
     /// Publish Home Assistant discovery configurations.
-    #[serde(default = "MqttConfig::default_true")]
-    pub discovery: bool,
+    #[serde(default = "MqttFile::default_true")]
+    discovery: bool,
     /// Home Assistant's discovery prefix.
-    #[serde(default = "MqttConfig::default_discovery_prefix")]
-    pub discovery_prefix: String,
+    #[serde(default = "MqttFile::default_discovery_prefix")]
+    discovery_prefix: String,
     /// How often each sensor's state is published.
-    #[serde(
-        default = "MqttConfig::default_interval",
-        deserialize_with = "duration"
-    )]
-    pub interval: Duration,
+    #[serde(default = "MqttFile::default_interval", deserialize_with = "duration")]
+    interval: Duration,
     /// The QoS of state messages (0 or 1; discovery and availability are always 1).
     #[serde(default)]
-    pub qos: u8,
+    qos: Qos,
     /// Retain state messages (discovery and availability are always retained).
     #[serde(default)]
+    retain: bool,
+}
+
+/// `[mqtt]`, checked: the broker parsed, files relative to the configuration's directory,
+/// the password read, the defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// The broker as configured (for messages).
+    pub broker: String,
+    /// Its host, port and scheme.
+    pub endpoint: Broker,
+    /// The CA that signed the broker's certificate (default the system's CAs).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate for the broker, and its key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The user name.
+    pub username: Option<String>,
+    /// The password, read from `password_file`.
+    pub password: Option<Secret>,
+    /// The client id.
+    pub client_id: String,
+    /// Where states and availability go.
+    pub topic_prefix: String,
+    /// Publish Home Assistant discovery configurations.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// How often each sensor's state is published.
+    pub interval: Duration,
+    /// The QoS of state messages.
+    pub qos: Qos,
+    /// Retain state messages.
     pub retain: bool,
-    /// The password read from `password_file` by the checks.
-    #[serde(skip)]
-    pub password_text: Option<Secret>,
+}
+
+/// `mqtt.qos`: what the broker promises for state messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum Qos {
+    /// 0: at most once.
+    #[default]
+    AtMostOnce,
+    /// 1: at least once.
+    AtLeastOnce,
+}
+
+impl TryFrom<u8> for Qos {
+    type Error = String;
+    fn try_from(qos: u8) -> Result<Self, String> {
+        match qos {
+            0 => Ok(Qos::AtMostOnce),
+            1 => Ok(Qos::AtLeastOnce),
+            _ => Err(format!("{qos} is not a QoS; expected 0 or 1")),
+        }
+    }
 }
 
 /// A password: compared, never printed.
@@ -86,7 +134,7 @@ pub struct Broker {
     pub tls: bool,
 }
 
-impl MqttConfig {
+impl MqttFile {
     fn default_true() -> bool {
         true
     }
@@ -98,7 +146,7 @@ impl MqttConfig {
     }
 
     /// The broker's host, port and scheme.
-    pub fn broker(&self) -> Result<Broker, String> {
+    fn broker(&self) -> Result<Broker, String> {
         let expected = "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]";
         let (tls, rest) = if let Some(rest) = self.broker.strip_prefix("mqtts://") {
             (true, rest)
@@ -129,23 +177,9 @@ impl MqttConfig {
         })
     }
 
-    /// The client id in force.
-    pub fn client_id(&self) -> String {
-        self.client_id
-            .clone()
-            .unwrap_or_else(|| format!("power-monitord-{}", hostname()))
-    }
-
-    /// The topic prefix in force.
-    pub fn topic_prefix(&self) -> String {
-        self.topic_prefix
-            .clone()
-            .unwrap_or_else(|| format!("power-monitord/{}", hostname()))
-    }
-
     /// Checks of `[mqtt]`, with files relative to `base`; the password is read here.
-    pub fn check(&mut self, base: &Path) -> Check {
-        self.broker().map_err(|e| invalid("broker", e))?;
+    pub fn check(self, base: &Path) -> Result<MqttConfig, Invalid> {
+        let endpoint = self.broker().map_err(|e| invalid("broker", e))?;
         if self.password.is_some() {
             return Err(invalid(
                 "password",
@@ -155,27 +189,21 @@ impl MqttConfig {
         if self.password_file.is_some() && self.username.is_none() {
             return Err(invalid("username", "a password_file needs a username"));
         }
-        if let Some(file) = &self.password_file {
-            self.password_text = Some(read_password(&base.join(file))?);
-        }
+        let password = match &self.password_file {
+            Some(file) => Some(read_password(&base.join(file))?),
+            None => None,
+        };
         self.check_topics()?;
-        if self.qos > 1 {
-            return Err(invalid(
-                "qos",
-                format!("{} is not a QoS; expected 0 or 1", self.qos),
-            ));
-        }
         if self.interval < Duration::from_secs(1) || self.interval > Duration::from_secs(3600) {
             return Err(invalid("interval", "expected 1 s to 1 h"));
         }
-        let tls = self.broker().map(|b| b.tls).unwrap_or(false);
         for (key, file) in [
             ("ca_file", &self.ca_file),
             ("client_cert_file", &self.client_cert_file),
             ("client_key_file", &self.client_key_file),
         ] {
             let Some(file) = file else { continue };
-            if !tls {
+            if !endpoint.tls {
                 return Err(invalid(key, "applies to mqtts:// brokers only"));
             }
             std::fs::metadata(base.join(file)).map_err(|e| {
@@ -185,13 +213,35 @@ impl MqttConfig {
                 )
             })?;
         }
-        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
-            return Err(invalid(
-                "client_key_file",
-                "expected client_cert_file and client_key_file together",
-            ));
-        }
-        Ok(())
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "client_key_file",
+                    "expected client_cert_file and client_key_file together",
+                ))
+            }
+        };
+        Ok(MqttConfig {
+            endpoint,
+            ca_file: self.ca_file.map(|f| base.join(f)),
+            client_cert,
+            username: self.username,
+            password,
+            client_id: self
+                .client_id
+                .unwrap_or_else(|| format!("power-monitord-{}", hostname())),
+            topic_prefix: self
+                .topic_prefix
+                .unwrap_or_else(|| format!("power-monitord/{}", hostname())),
+            discovery: self.discovery,
+            discovery_prefix: self.discovery_prefix,
+            interval: self.interval,
+            qos: self.qos,
+            retain: self.retain,
+            broker: self.broker,
+        })
     }
 
     fn check_topics(&self) -> Check {
@@ -222,7 +272,7 @@ impl MqttConfig {
 }
 
 /// The password in `path`: its first line. The file must not be readable by everyone.
-fn read_password(path: &Path) -> Result<Secret, super::diagnostic::Invalid> {
+fn read_password(path: &Path) -> Result<Secret, Invalid> {
     let key = "password_file";
     let meta = std::fs::metadata(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
@@ -276,7 +326,7 @@ pub fn hostname() -> String {
 mod tests {
     use super::*;
 
-    fn config(broker: &str) -> MqttConfig {
+    fn config(broker: &str) -> MqttFile {
         toml::from_str(&format!("broker = \"{broker}\"")).unwrap()
     }
 

@@ -1,6 +1,8 @@
 //! `[[sensor]]`: one chip (or one channel of an INA3221), where it sits, what it measures and
-//! how often, with the checks of one sensor on its own (the checks across sensors are in the
-//! parent module). The chips and their typed settings are in [`super::chip`].
+//! how often. [`SensorFile`] is the section as the file has it; its checks (of one sensor on
+//! its own: those across sensors are in the parent module) turn it into a [`SensorConfig`],
+//! whose every value is resolved and whose chip setup cannot disagree with its chip. The chips
+//! and their typed settings are in [`super::chip`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,11 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::anomaly::AnomalyConfig;
+use super::battery::BatteryConfig;
 use super::chip::{
-    ina219_resolution, AdcBits, AdcConfig, BusRange, Chip, ChipSetup, ConversionTime, Ina219Setup,
-    Ina2xxSetup, ShuntRange,
+    ina219_resolution, AdcBits, AdcConfig, BusRange, Channel, Chip, ChipSetup, ConversionTime,
+    Ina219Setup, Ina226Averaging, Ina226Setup, ShuntRange,
 };
-use super::diagnostic::{invalid, Check};
+use super::diagnostic::{invalid, Check, Invalid};
 use super::simulation::SimulationConfig;
 use super::values::{duration, opt_duration};
 
@@ -67,66 +70,153 @@ impl Driver {
     }
 }
 
-/// One `[[sensor]]`.
+/// One `[[sensor]]` as the file has it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct SensorFile {
+    /// The `sensor` label: `[a-z0-9_]+`, unique.
+    pub name: String,
+    /// What reads it.
+    #[serde(default = "SensorFile::default_driver")]
+    driver: Driver,
+    /// `/dev/i2c-N` for hardware; any name for a virtual bus.
+    #[serde(default)]
+    bus: Option<String>,
+    /// The chip's 7-bit address.
+    #[serde(default = "SensorFile::default_address")]
+    address: u8,
+    /// The INA3221's channel, 1 to 3.
+    #[serde(default)]
+    channel: Option<u8>,
+    /// The shunt's resistance (default 0.1 Ω; none on the INA260).
+    #[serde(default)]
+    shunt_ohms: Option<f64>,
+    /// The largest current expected: sets Current_LSB and the calibration (default 3.2 A).
+    #[serde(default)]
+    max_current_amps: Option<f64>,
+    /// INA219 PGA range; by default the smallest that holds `max_current_amps × shunt_ohms`.
+    #[serde(default)]
+    shunt_range_mv: Option<ShuntRange>,
+    /// INA219 bus voltage range (default 32).
+    #[serde(default)]
+    bus_voltage_range: Option<BusRange>,
+    /// Resolution or conversion time, and averaging.
+    #[serde(default)]
+    adc: AdcConfig,
+    /// Sampling interval.
+    #[serde(
+        default = "SensorFile::default_interval",
+        deserialize_with = "duration"
+    )]
+    interval: Duration,
+    /// Longest pause between samples that energy integration bridges; default 5 × interval.
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_gap: Option<Duration>,
+    /// Extra labels of `powermon_sensor_info`.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// Anomaly rules.
+    #[serde(default)]
+    anomaly: AnomalyConfig,
+    /// Load model, chip and faults of a simulated sensor.
+    #[serde(default)]
+    simulation: Option<SimulationConfig>,
+}
+
+/// One sensor, checked: where its chip is, what it is programmed with, how often it is read.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SensorConfig {
     /// The `sensor` label: `[a-z0-9_]+`, unique.
     pub name: String,
     /// What reads it.
-    #[serde(default = "SensorConfig::default_driver")]
     pub driver: Driver,
-    /// `/dev/i2c-N` for hardware; any name for a virtual bus. Filled in by the checks.
-    #[serde(default)]
+    /// `/dev/i2c-N` for hardware; any name for a virtual bus.
     pub bus: String,
     /// The chip's 7-bit address.
-    #[serde(default = "SensorConfig::default_address")]
     pub address: u8,
-    /// The INA3221's channel, 1 to 3.
-    #[serde(default)]
-    pub channel: Option<u8>,
-    /// The shunt's resistance (default 0.1 Ω; none on the INA260).
-    #[serde(default, rename = "shunt_ohms")]
-    pub shunt_ohms_key: Option<f64>,
-    /// The largest current expected: sets Current_LSB and the calibration (default 3.2 A).
-    #[serde(default, rename = "max_current_amps")]
-    pub max_current_key: Option<f64>,
-    /// INA219 PGA range; by default the smallest that holds `max_current_amps × shunt_ohms`.
-    #[serde(default)]
-    pub shunt_range_mv: Option<ShuntRange>,
-    /// INA219 bus voltage range (default 32).
-    #[serde(default)]
-    pub bus_voltage_range: Option<BusRange>,
-    /// Resolution or conversion time, and averaging.
-    #[serde(default)]
-    pub adc: AdcConfig,
     /// Sampling interval.
-    #[serde(
-        default = "SensorConfig::default_interval",
-        deserialize_with = "duration"
-    )]
     pub interval: Duration,
-    /// Longest pause between samples that energy integration bridges; default 5 × interval.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub max_gap: Option<Duration>,
     /// Extra labels of `powermon_sensor_info`.
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Anomaly rules.
-    #[serde(default)]
     pub anomaly: AnomalyConfig,
-    /// Load model, chip and faults of a simulated sensor.
-    #[serde(default)]
-    pub simulation: Option<SimulationConfig>,
-    /// The chip settings the keys above come to; worked out by [`SensorConfig::check`].
-    #[serde(skip)]
+    /// The `[[battery]]` whose current this sensor's shunt carries.
+    pub battery: Option<BatteryConfig>,
     setup: ChipSetup,
-    /// The `[[battery]]` whose current this sensor's shunt carries; attached by the checks.
-    #[serde(skip)]
-    pub battery: Option<super::battery::BatteryConfig>,
+    shunt_ohms: f64,
+    max_current_amps: f64,
+    max_gap: Duration,
+    simulation: Option<SimulationConfig>,
 }
 
 impl SensorConfig {
+    /// The chip: the driver's, or the one a simulated sensor simulates.
+    pub fn chip(&self) -> Chip {
+        self.setup.chip()
+    }
+
+    /// What the chip is programmed with.
+    pub fn setup(&self) -> &ChipSetup {
+        &self.setup
+    }
+
+    /// The INA3221's channel.
+    pub fn channel(&self) -> Option<Channel> {
+        match self.setup {
+            ChipSetup::Ina3221(_, channel) => Some(channel),
+            _ => None,
+        }
+    }
+
+    /// The shunt's resistance.
+    pub fn shunt_ohms(&self) -> f64 {
+        self.shunt_ohms
+    }
+
+    /// The largest current expected.
+    pub fn max_current_amps(&self) -> f64 {
+        self.max_current_amps
+    }
+
+    /// One conversion of the shunt and the bus: the shortest useful interval (an INA3221
+    /// needs one per enabled channel; see the checks across sensors).
+    pub fn conversion_time(&self) -> Duration {
+        self.setup.conversion_time()
+    }
+
+    /// The longest gap energy integration bridges.
+    pub fn max_gap(&self) -> Duration {
+        self.max_gap
+    }
+
+    /// The shunt voltage at `max_current_amps`.
+    pub fn full_scale_shunt_volts(&self) -> f64 {
+        self.max_current_amps * self.shunt_ohms
+    }
+
+    /// What the bus input reads at most.
+    pub fn readable_bus_volts(&self) -> f64 {
+        match self.setup {
+            ChipSetup::Ina219(s) => {
+                f64::from(s.bus_range.volts()).min(Chip::Ina219.bus_input_volts())
+            }
+            other => other.chip().bus_input_volts(),
+        }
+    }
+
+    /// The simulation settings, with defaults filled in (simulated sensors only).
+    pub fn simulation(&self) -> Option<&SimulationConfig> {
+        self.simulation.as_ref()
+    }
+
+    /// The simulation settings, for tests that add what the file cannot say.
+    #[cfg(test)]
+    pub(crate) fn simulation_mut(&mut self) -> Option<&mut SimulationConfig> {
+        self.simulation.as_mut()
+    }
+}
+
+impl SensorFile {
     fn default_driver() -> Driver {
         Driver::Ina219
     }
@@ -138,7 +228,7 @@ impl SensorConfig {
     }
 
     /// The chip: the driver's, or the one a simulated sensor simulates.
-    pub fn chip(&self) -> Chip {
+    pub(super) fn chip(&self) -> Chip {
         self.driver.chip().unwrap_or_else(|| {
             self.simulation
                 .as_ref()
@@ -147,23 +237,18 @@ impl SensorConfig {
         })
     }
 
-    /// What the chip is programmed with.
-    pub fn setup(&self) -> &ChipSetup {
-        &self.setup
-    }
-
-    /// The shunt's resistance.
-    pub fn shunt_ohms(&self) -> f64 {
+    /// The shunt's resistance: as configured, 0.1 Ω by default, the INA260's own.
+    fn shunt_ohms(&self) -> f64 {
         match self.chip() {
             Chip::Ina260 => INA260_SHUNT_OHMS,
-            _ => self.shunt_ohms_key.unwrap_or(0.1),
+            _ => self.shunt_ohms.unwrap_or(0.1),
         }
     }
 
     /// The largest current expected: as configured; else what a stock INA219 breakout reads
     /// (3.2 A), or all that the shunt input of an INA226 or INA3221 reads through the shunt.
-    pub fn max_current_amps(&self) -> f64 {
-        match (self.chip(), self.max_current_key) {
+    fn max_current_amps(&self) -> f64 {
+        match (self.chip(), self.max_current_amps) {
             (Chip::Ina260, _) => INA260_MAX_AMPS,
             (_, Some(amps)) => amps,
             (Chip::Ina219, None) => 3.2,
@@ -173,55 +258,22 @@ impl SensorConfig {
         }
     }
 
-    /// One conversion of the shunt and the bus: the shortest useful interval (an INA3221
-    /// needs one per enabled channel; see the checks across sensors).
-    pub fn conversion_time(&self) -> Duration {
-        self.setup.conversion_time()
-    }
-
-    /// The longest gap energy integration bridges.
-    pub fn max_gap(&self) -> Duration {
-        self.max_gap.unwrap_or(self.interval * 5)
-    }
-
     /// The shunt voltage at `max_current_amps`.
-    pub fn full_scale_shunt_volts(&self) -> f64 {
+    fn full_scale_shunt_volts(&self) -> f64 {
         self.max_current_amps() * self.shunt_ohms()
     }
 
-    /// What the bus input reads at most.
-    pub fn readable_bus_volts(&self) -> f64 {
-        match self.setup {
-            ChipSetup::Ina219(s) => {
-                f64::from(s.bus_range.volts()).min(Chip::Ina219.bus_input_volts())
-            }
-            ChipSetup::Ina2xx(chip, _) => chip.bus_input_volts(),
-        }
-    }
-
-    /// The simulation settings, with defaults filled in (simulated sensors only).
-    pub fn simulation(&self) -> Option<SimulationConfig> {
-        match self.driver {
-            Driver::Simulated => Some(match &self.simulation {
-                Some(sim) => sim.clone().with_default_load(self.max_current_amps()),
-                None => SimulationConfig::default_for(self.max_current_amps()),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Fill in what depends on other keys (the bus, the chip setup) and check this sensor on
-    /// its own; keys relative to it.
-    pub fn check(&mut self) -> Check {
+    /// Check this sensor on its own, with its keys relative to it, and resolve what depends on
+    /// other keys (the bus, the chip's setup, the defaults).
+    pub fn check(self) -> Result<SensorConfig, Invalid> {
         let chip = self.chip();
-        if self.bus.is_empty() {
-            self.bus = match self.driver {
-                // Each simulated sensor gets its own virtual bus unless the file puts several on one.
-                Driver::Simulated => format!("virtual:{}", self.name),
-                _ => "/dev/i2c-1".to_string(),
-            };
-        }
-        if self.bus.contains('\0') {
+        let bus = match &self.bus {
+            Some(bus) if !bus.is_empty() => bus.clone(),
+            // Each simulated sensor gets its own virtual bus unless the file puts several on one.
+            _ if self.driver == Driver::Simulated => format!("virtual:{}", self.name),
+            _ => "/dev/i2c-1".to_string(),
+        };
+        if bus.contains('\0') {
             return Err(invalid(
                 "bus",
                 "expected a path or a name without NUL characters",
@@ -240,26 +292,49 @@ impl SensorConfig {
                 ).replace("0X", "0x"),
             ));
         }
-        self.setup = match chip {
+        let setup = match chip {
             Chip::Ina219 => self.check_ina219()?,
             _ => self.check_ina2xx(chip)?,
         };
-        self.check_timing()?;
+        let max_gap = self.check_timing(setup.conversion_time())?;
         self.check_labels()?;
-        self.anomaly
-            .check(self.interval, self.readable_bus_volts())
-            .map_err(|e| e.within("anomaly"))?;
-        if let Some(sim) = &self.simulation {
-            if self.driver != Driver::Simulated {
+        let simulation = match (&self.simulation, self.driver) {
+            (Some(_), driver) if driver != Driver::Simulated => {
                 return Err(invalid(
                     "simulation",
                     "[sensor.simulation] applies only to driver = \"simulated\"",
-                ));
+                ))
             }
+            (Some(sim), _) => Some(sim.clone().with_default_load(self.max_current_amps())),
+            (None, Driver::Simulated) => {
+                Some(SimulationConfig::default_for(self.max_current_amps()))
+            }
+            (None, _) => None,
+        };
+        let checked = SensorConfig {
+            name: self.name.clone(),
+            driver: self.driver,
+            bus,
+            address: self.address,
+            interval: self.interval,
+            labels: self.labels.clone(),
+            anomaly: self.anomaly.clone(),
+            battery: None,
+            setup,
+            shunt_ohms: self.shunt_ohms(),
+            max_current_amps: self.max_current_amps(),
+            max_gap,
+            simulation,
+        };
+        checked
+            .anomaly
+            .check(checked.interval, checked.readable_bus_volts())
+            .map_err(|e| e.within("anomaly"))?;
+        if let Some(sim) = &self.simulation {
             sim.check(chip.bus_input_volts())
                 .map_err(|e| e.within("simulation"))?;
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Keys that belong to other chips.
@@ -293,12 +368,12 @@ impl SensorConfig {
             ),
             (
                 "shunt_ohms",
-                self.shunt_ohms_key.is_some() && chip == Chip::Ina260,
+                self.shunt_ohms.is_some() && chip == Chip::Ina260,
                 "chips with an external shunt: the INA260's 2 mΩ shunt is inside it",
             ),
             (
                 "max_current_amps",
-                self.max_current_key.is_some() && chip == Chip::Ina260,
+                self.max_current_amps.is_some() && chip == Chip::Ina260,
                 "chips with an external shunt: the INA260 measures up to 15 A",
             ),
         ];
@@ -311,7 +386,7 @@ impl SensorConfig {
         }
     }
 
-    fn check_ina219(&mut self) -> Result<ChipSetup, super::diagnostic::Invalid> {
+    fn check_ina219(&self) -> Result<ChipSetup, Invalid> {
         self.refuse_foreign_keys(Chip::Ina219)?;
         self.check_shunt(Chip::Ina219)?;
         let full_scale = self.full_scale_shunt_volts();
@@ -338,19 +413,18 @@ impl SensorConfig {
         }))
     }
 
-    fn check_ina2xx(&mut self, chip: Chip) -> Result<ChipSetup, super::diagnostic::Invalid> {
+    fn check_ina2xx(&self, chip: Chip) -> Result<ChipSetup, Invalid> {
         self.refuse_foreign_keys(chip)?;
         if chip != Chip::Ina260 {
             self.check_shunt(chip)?;
         }
         let channel = match (chip, self.channel) {
-            (Chip::Ina3221, Some(c @ 1..=3)) => Some(c),
-            (Chip::Ina3221, Some(c)) => {
-                return Err(invalid(
+            (Chip::Ina3221, Some(c)) => Some(Channel::of(c).ok_or_else(|| {
+                invalid(
                     "channel",
                     format!("{c} is not a channel of the INA3221; expected 1, 2 or 3"),
-                ))
-            }
+                )
+            })?),
             (Chip::Ina3221, None) => {
                 return Err(invalid(
                     "channel",
@@ -359,7 +433,7 @@ impl SensorConfig {
             }
             _ => None,
         };
-        if self.adc.samples.ina226_code().is_none() {
+        let Some(averaging) = Ina226Averaging::of(self.adc.samples) else {
             return Err(invalid(
                 "adc.samples",
                 format!(
@@ -368,15 +442,16 @@ impl SensorConfig {
                     self.adc.samples.samples()
                 ),
             ));
-        }
-        Ok(ChipSetup::Ina2xx(
-            chip,
-            Ina2xxSetup {
-                averaging: self.adc.samples,
-                conversion: self.adc.conversion_time.unwrap_or(ConversionTime::DEFAULT),
-                channel,
-            },
-        ))
+        };
+        let adc = Ina226Setup {
+            averaging,
+            conversion: self.adc.conversion_time.unwrap_or(ConversionTime::DEFAULT),
+        };
+        Ok(match (chip, channel) {
+            (_, Some(channel)) => ChipSetup::Ina3221(adc, channel),
+            (Chip::Ina260, _) => ChipSetup::Ina260(adc),
+            _ => ChipSetup::Ina226(adc),
+        })
     }
 
     /// The shunt and the largest current, against what the chip's shunt input reads.
@@ -416,9 +491,9 @@ impl SensorConfig {
         Ok(())
     }
 
-    /// The interval against the conversion time, and the gap against the interval.
-    fn check_timing(&self) -> Check {
-        let conversion = self.conversion_time();
+    /// The interval against `conversion` (the chip's conversion time), and the gap against
+    /// the interval; the gap in force.
+    fn check_timing(&self, conversion: Duration) -> Result<Duration, Invalid> {
         if self.interval < conversion {
             return Err(invalid(
                 "interval",
@@ -442,7 +517,8 @@ impl SensorConfig {
                 ),
             )),
             Some(gap) if gap > MAX_INTERVAL * 24 => Err(invalid("max_gap", "expected at most 24h")),
-            _ => Ok(()),
+            Some(gap) => Ok(gap),
+            None => Ok(self.interval * 5),
         }
     }
 

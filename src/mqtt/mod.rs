@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use self::messages::Names;
 use crate::board::Board;
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, Qos};
 use crate::metrics::{Metrics, MqttMetrics};
 
 /// State messages the client holds at most while the broker is away.
@@ -85,7 +85,7 @@ impl Mqtt {
         log::info!(
             "publishing to MQTT broker {} under {}",
             config.broker,
-            config.topic_prefix()
+            config.topic_prefix.clone()
         );
         Ok(Mqtt {
             config: config.clone(),
@@ -116,7 +116,7 @@ impl Mqtt {
 fn names(config: &MqttConfig) -> Names {
     let host = crate::config::mqtt::hostname();
     let node: String = config
-        .client_id()
+        .client_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -127,7 +127,7 @@ fn names(config: &MqttConfig) -> Names {
         })
         .collect();
     Names {
-        prefix: config.topic_prefix(),
+        prefix: config.topic_prefix.clone(),
         discovery_prefix: config.discovery_prefix.clone(),
         node,
         device_name: format!("power-monitord {host}"),
@@ -137,8 +137,8 @@ fn names(config: &MqttConfig) -> Names {
 
 /// The client's options: broker, credentials, TLS, the last will.
 fn options(config: &MqttConfig, names: &Names) -> Result<MqttOptions, String> {
-    let broker = config.broker()?;
-    let mut options = MqttOptions::new(config.client_id(), broker.host.clone(), broker.port);
+    let broker = &config.endpoint;
+    let mut options = MqttOptions::new(&config.client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
     options.set_max_packet_size(256 * 1024, 256 * 1024);
@@ -148,7 +148,7 @@ fn options(config: &MqttConfig, names: &Names) -> Result<MqttOptions, String> {
         QoS::AtLeastOnce,
         true,
     ));
-    if let (Some(user), Some(password)) = (&config.username, &config.password_text) {
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.0.clone());
     } else if let Some(user) = &config.username {
         options.set_credentials(user.clone(), "");
@@ -189,8 +189,8 @@ fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert), Some(key)) => {
+    match &config.client_cert {
+        Some((cert, key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(Iterator::collect)
                 .map_err(|e| format!("{}: {e}", cert.display()))?;
@@ -277,10 +277,9 @@ async fn publisher(
     mut notices: mpsc::Receiver<Notice>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let qos = if config.qos == 1 {
-        QoS::AtLeastOnce
-    } else {
-        QoS::AtMostOnce
+    let qos = match config.qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
     };
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

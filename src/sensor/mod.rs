@@ -24,7 +24,7 @@ use embedded_hal::i2c::I2c;
 
 pub use self::ladder::Events;
 use self::ladder::{ChipDriver, Recovering};
-use crate::config::{Chip, Config, Driver, SensorConfig};
+use crate::config::{Channel, ChipSetup, Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -244,24 +244,24 @@ where
         .iter()
         .map(|s| -> Box<dyn Sensor> {
             let shared = Rc::clone(&bus);
-            match s.chip() {
-                Chip::Ina219 => Box::new(ChipSensor(Recovering::new(
-                    ina219::Ina219::new(ina219::ChipSettings::from_config(s)),
+            let ina226 = |settings| {
+                Box::new(ChipSensor(Recovering::new(
+                    ina226::Ina226::new(settings),
+                    Rc::clone(&bus),
+                    s.address,
+                )))
+            };
+            match *s.setup() {
+                ChipSetup::Ina219(setup) => Box::new(ChipSensor(Recovering::new(
+                    ina219::Ina219::new(ina219::ChipSettings::new(s, setup)),
                     shared,
                     s.address,
                 ))),
-                Chip::Ina226 | Chip::Ina260 => Box::new(ChipSensor(Recovering::new(
-                    ina226::Ina226::new(ina226::Settings::from_config(s)),
-                    shared,
-                    s.address,
-                ))),
-                Chip::Ina3221 => {
+                ChipSetup::Ina226(adc) => ina226(ina226::Settings::ina226(s, adc)),
+                ChipSetup::Ina260(adc) => ina226(ina226::Settings::ina260(s, adc)),
+                ChipSetup::Ina3221(adc, channel) => {
                     let chip = ina3221s.entry(s.address).or_insert_with(|| {
-                        let channels: Vec<&SensorConfig> = sensors
-                            .iter()
-                            .filter(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
-                            .collect();
-                        let settings = ina3221::Settings::from_configs(&channels);
+                        let settings = ina3221::Settings::new(adc, &ina3221_channels(sensors, s));
                         Rc::new(RefCell::new(Recovering::new(
                             ina3221::Ina3221::new(settings),
                             shared,
@@ -270,7 +270,7 @@ where
                     });
                     Box::new(ChannelSensor {
                         chip: Rc::clone(chip),
-                        channel: s.channel.unwrap_or(1),
+                        channel: channel.number(),
                     })
                 }
             }
@@ -299,21 +299,25 @@ pub(crate) fn short(x: f64) -> String {
     text.to_string()
 }
 
+/// The channels of the INA3221 of `sensor` among `sensors` (those of one bus), with their
+/// shunts.
+fn ina3221_channels(sensors: &[SensorConfig], sensor: &SensorConfig) -> Vec<(Channel, f64)> {
+    sensors
+        .iter()
+        .filter(|o| o.bus == sensor.bus && o.address == sensor.address)
+        .filter_map(|o| Some((o.channel()?, o.shunt_ohms())))
+        .collect()
+}
+
 /// What the chip of `sensor` is programmed with, in words (`check-config`); `config` holds
 /// the other channels of an INA3221.
 pub fn describe_programming(sensor: &SensorConfig, config: &Config) -> String {
-    match sensor.chip() {
-        Chip::Ina219 => ina219::ChipSettings::from_config(sensor).describe(sensor),
-        Chip::Ina226 | Chip::Ina260 => ina226::Settings::from_config(sensor).describe(sensor),
-        Chip::Ina3221 => {
-            let channels: Vec<&SensorConfig> = config
-                .sensors
-                .iter()
-                .filter(|o| {
-                    o.chip() == Chip::Ina3221 && o.bus == sensor.bus && o.address == sensor.address
-                })
-                .collect();
-            ina3221::Settings::from_configs(&channels).describe(sensor)
+    match *sensor.setup() {
+        ChipSetup::Ina219(setup) => ina219::ChipSettings::new(sensor, setup).describe(sensor),
+        ChipSetup::Ina226(adc) => ina226::Settings::ina226(sensor, adc).describe(sensor),
+        ChipSetup::Ina260(adc) => ina226::Settings::ina260(sensor, adc).describe(sensor),
+        ChipSetup::Ina3221(adc, _) => {
+            ina3221::Settings::new(adc, &ina3221_channels(&config.sensors, sensor)).describe(sensor)
         }
     }
 }

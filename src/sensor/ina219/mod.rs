@@ -46,7 +46,7 @@ use ina219::SyncIna219;
 use self::registers::*;
 use super::ladder::{bus_error, ChipDriver, Registers, Sample};
 use super::{ClassifyError, Reading, SensorError};
-use crate::config::{ChipSetup, Ina219Setup, SensorConfig};
+use crate::config::{Ina219Setup, SensorConfig};
 
 /// Samples in a row without current after which configuration and calibration are read back.
 pub const VERIFY_AFTER: u32 = 16;
@@ -65,17 +65,15 @@ pub struct ChipSettings {
     pub calibration: Calibration,
     /// The shunt, for current from shunt voltage.
     pub shunt_ohms: f64,
+    /// What they come from.
+    pub setup: Ina219Setup,
 }
 
 impl ChipSettings {
-    /// The settings a (checked) INA219 sensor config asks for.
-    pub fn from_config(sensor: &SensorConfig) -> ChipSettings {
-        // Not an INA219: the checks never make such a setup for one; the defaults then.
-        let setup = match sensor.setup() {
-            ChipSetup::Ina219(setup) => *setup,
-            ChipSetup::Ina2xx(..) => Ina219Setup::default(),
-        };
+    /// The settings for `sensor`, an INA219 programmed with `setup`.
+    pub fn new(sensor: &SensorConfig, setup: Ina219Setup) -> ChipSettings {
         ChipSettings {
+            setup,
             address: sensor.address,
             configuration: Configuration {
                 reset: Reset::Run,
@@ -92,18 +90,19 @@ impl ChipSettings {
 
     /// What the chip is programmed with, in words, for `check-config`.
     pub fn describe(&self, sensor: &SensorConfig) -> String {
-        let (pga, range) = match sensor.setup() {
-            ChipSetup::Ina219(s) => (s.shunt_range.millivolts(), s.bus_range.volts()),
-            ChipSetup::Ina2xx(..) => (0, 0),
-        };
+        let (pga, range) = (
+            self.setup.shunt_range.millivolts(),
+            self.setup.bus_range.volts(),
+        );
+        let (bits, samples) = self.setup.bits_and_samples();
         format!(
             "shunt {shunt} Ω, up to {imax} A (±{pga} mV range, Current_LSB {lsb:.3} mA, Cal {reg}), bus {range} V, ADC {bits}-bit ×{samples} ({conv:.2} ms)",
             shunt = self.shunt_ohms,
             imax = sensor.max_current_amps(),
             lsb = self.calibration.current_lsb_amps * 1000.0,
             reg = self.calibration.register,
-            bits = sensor.adc.bits.map_or(12, |b| b.bits()),
-            samples = sensor.adc.samples.samples(),
+            bits = bits,
+            samples = samples,
             conv = self.conversion_time().as_secs_f64() * 1000.0,
         )
     }
@@ -316,6 +315,14 @@ mod tests {
     use super::*;
     use crate::sensor::ladder::{Events, Recovering, REPROGRAM_AFTER};
     use crate::sensor::{ErrorKind, SensorError};
+
+    /// The settings of an INA219 sensor.
+    fn settings_of(sensor: &SensorConfig) -> ChipSettings {
+        match sensor.setup() {
+            crate::config::ChipSetup::Ina219(setup) => ChipSettings::new(sensor, *setup),
+            other => panic!("not an INA219: {other:?}"),
+        }
+    }
     use embedded_hal::i2c::ErrorKind as HalErrorKind;
     use embedded_hal::i2c::NoAcknowledgeSource;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
@@ -333,6 +340,11 @@ mod tests {
             configuration: Configuration::from_bits(0x019F),
             calibration: Calibration::from_register(0x5000, 0.002),
             shunt_ohms: 0.002,
+            setup: Ina219Setup {
+                resolution: ina219::configuration::Resolution::Res12Bit,
+                shunt_range: crate::config::ShuntRange::Mv40,
+                bus_range: crate::config::BusRange::V16,
+            },
         }
     }
 
@@ -417,7 +429,7 @@ mod tests {
             let text = format!("[[sensor]]\nname = \"a\"\n{keys}\n");
             let config =
                 crate::config::Config::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
-            let settings = ChipSettings::from_config(&config.sensors[0]);
+            let settings = settings_of(&config.sensors[0]);
             assert_eq!(settings.configuration.as_bits(), config_word, "{keys}");
             assert_eq!(settings.calibration.register, calibration, "{keys}");
             let mut expected = init(config_word, calibration);

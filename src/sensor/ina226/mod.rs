@@ -31,7 +31,7 @@ use embedded_hal::i2c::I2c;
 use self::registers::*;
 use super::ladder::{ChipDriver, Registers, Sample};
 use super::{ClassifyError, Reading, SensorError};
-use crate::config::{Chip, ChipSetup, ConversionTime, SensorConfig};
+use crate::config::{Chip, Ina226Setup, SensorConfig};
 
 /// Conversions faster than this finish during any read sequence; two adjacent ones differ by
 /// less than the noise, so they are taken without a second try.
@@ -50,27 +50,44 @@ pub struct Settings {
     pub shunt_ohms: f64,
     /// One shunt and one bus conversion, averaged.
     pub conversion_time: Duration,
+    /// What the ADCs are programmed with.
+    pub adc: Ina226Setup,
 }
 
 impl Settings {
-    /// The settings a (checked) INA226 or INA260 sensor config asks for.
-    pub fn from_config(sensor: &SensorConfig) -> Settings {
-        let chip = sensor.chip();
-        let (averaging, conversion) = match sensor.setup() {
-            ChipSetup::Ina2xx(_, s) => (s.averaging.ina226_code().unwrap_or(0), s.conversion),
-            ChipSetup::Ina219(_) => (0, ConversionTime::DEFAULT),
-        };
-        let reset = match chip {
-            Chip::Ina260 => INA260_CONFIG_RESET,
-            _ => INA226_CONFIG_RESET,
-        };
+    /// The settings for `sensor`, an INA226 whose ADCs are programmed with `adc`.
+    pub fn ina226(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
         Settings {
-            chip,
-            configuration: config_word(reset, averaging, conversion.code()),
-            calibration: (chip == Chip::Ina226)
-                .then(|| Calibration::for_shunt(sensor.shunt_ohms(), sensor.max_current_amps())),
+            chip: Chip::Ina226,
+            configuration: config_word(
+                INA226_CONFIG_RESET,
+                adc.averaging.code(),
+                adc.conversion.code(),
+            ),
+            calibration: Some(Calibration::for_shunt(
+                sensor.shunt_ohms(),
+                sensor.max_current_amps(),
+            )),
             shunt_ohms: sensor.shunt_ohms(),
             conversion_time: sensor.conversion_time(),
+            adc,
+        }
+    }
+
+    /// The settings for `sensor`, an INA260 (its shunt inside) whose ADCs are programmed
+    /// with `adc`.
+    pub fn ina260(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
+        Settings {
+            chip: Chip::Ina260,
+            configuration: config_word(
+                INA260_CONFIG_RESET,
+                adc.averaging.code(),
+                adc.conversion.code(),
+            ),
+            calibration: None,
+            shunt_ohms: sensor.shunt_ohms(),
+            conversion_time: sensor.conversion_time(),
+            adc,
         }
     }
 
@@ -78,11 +95,8 @@ impl Settings {
     pub fn describe(&self, sensor: &SensorConfig) -> String {
         let adc = format!(
             "ADC {} µs ×{} ({:.2} ms)",
-            match sensor.setup() {
-                ChipSetup::Ina2xx(_, s) => s.conversion.duration().as_micros(),
-                ChipSetup::Ina219(_) => 0,
-            },
-            sensor.adc.samples.samples(),
+            self.adc.conversion.duration().as_micros(),
+            self.adc.averaging.samples(),
             self.conversion_time.as_secs_f64() * 1000.0
         );
         match self.calibration {
@@ -213,6 +227,15 @@ impl ChipDriver for Ina226 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings of an INA226 or INA260 sensor.
+    fn settings_of(sensor: &SensorConfig) -> Settings {
+        match sensor.setup() {
+            crate::config::ChipSetup::Ina226(adc) => Settings::ina226(sensor, *adc),
+            crate::config::ChipSetup::Ina260(adc) => Settings::ina260(sensor, *adc),
+            other => panic!("not an INA226 or INA260: {other:?}"),
+        }
+    }
     use crate::config::Config;
     use crate::sensor::simulated::virtual_bus;
     use crate::sensor::simulated::Clock;
@@ -267,7 +290,7 @@ mod tests {
 
     /// Program through the mock, then read once; the reading, with the mock checked.
     fn run(config: &crate::config::SensorConfig, steps: &[Step]) -> Reading {
-        let (mut chip, mut mock) = on_mock(Ina226::new(Settings::from_config(config)), ADDR, steps);
+        let (mut chip, mut mock) = on_mock(Ina226::new(settings_of(config)), ADDR, steps);
         assert!(matches!(chip.read(0), Err(SensorError::NotReady)));
         let reading = chip.read(0).unwrap();
         mock.done();
@@ -285,7 +308,7 @@ mod tests {
     fn the_ina226_programs_and_converts_the_datasheet_example() {
         // Current_LSB 1 mA: Cal = 0.00512 / (1 mA × 2 mΩ) = 2560 (A00h), as in Table 1.
         let config = sensor("ina226", "shunt_ohms = 0.002\nmax_current_amps = 32.768");
-        let settings = Settings::from_config(&config);
+        let settings = settings_of(&config);
         assert_eq!(settings.calibration.unwrap().register, 0x0A00);
         assert_eq!(settings.configuration, INA226_CONFIG_RESET);
         let mut steps = init(DIE_INA226, Some(0x0A00), 0x4127);
@@ -329,7 +352,7 @@ mod tests {
             "ina226",
             "shunt_ohms = 0.002\nmax_current_amps = 32.768\nadc = { samples = 64, conversion_time = \"588us\" }",
         );
-        let settings = Settings::from_config(&config);
+        let settings = settings_of(&config);
         assert_eq!(settings.configuration, 0x46DF);
         assert_eq!(
             settings.conversion_time,
@@ -377,8 +400,7 @@ mod tests {
             Write(REG_MASK_ENABLE, ME_LEN),
         ]);
         steps.extend(sample(0x1F40, 0x2570));
-        let (mut chip, mut mock) =
-            on_mock(Ina226::new(Settings::from_config(&config)), ADDR, &steps);
+        let (mut chip, mut mock) = on_mock(Ina226::new(settings_of(&config)), ADDR, &steps);
         assert!(matches!(chip.read(0), Err(SensorError::NotReady)));
         assert!(matches!(chip.read(0), Err(SensorError::NotReady)));
         assert_eq!(chip.take_events().reprogrammed, 1);
@@ -393,8 +415,7 @@ mod tests {
             Read(REG_MANUFACTURER_ID, MANUFACTURER_TI),
             Read(REG_DIE_ID, DIE_INA260),
         ];
-        let (mut chip, mut mock) =
-            on_mock(Ina226::new(Settings::from_config(&config)), ADDR, &steps);
+        let (mut chip, mut mock) = on_mock(Ina226::new(settings_of(&config)), ADDR, &steps);
         let err = chip.read(0).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Invalid);
         assert!(err.to_string().contains("not an INA226"), "{err}");

@@ -25,7 +25,7 @@ use embedded_hal::i2c::I2c;
 use self::registers::*;
 use super::ladder::{ChipDriver, Registers, Sample};
 use super::{ClassifyError, Reading, SensorError};
-use crate::config::{ChipSetup, ConversionTime, SensorConfig};
+use crate::config::{Channel, Ina226Setup, SensorConfig};
 
 /// Cycles faster than this finish during any read sequence; two adjacent ones differ by less
 /// than the noise, so they are taken without a second try.
@@ -40,29 +40,26 @@ pub struct Settings {
     pub shunts: [Option<f64>; 3],
     /// One cycle over every enabled channel.
     pub cycle: Duration,
+    /// What the ADCs are programmed with.
+    pub adc: Ina226Setup,
 }
 
 impl Settings {
-    /// The settings for the (checked) sensors of the channels of one chip.
-    pub fn from_configs(sensors: &[&SensorConfig]) -> Settings {
+    /// The settings for one chip whose ADCs are programmed with `adc`, with its enabled
+    /// channels and their shunts.
+    pub fn new(adc: Ina226Setup, channels: &[(Channel, f64)]) -> Settings {
         let mut shunts = [None; 3];
-        let mut channels = Vec::new();
-        let (mut avg, mut ct, mut conversion) = (0, 4, Duration::ZERO);
-        for s in sensors {
-            if let ChipSetup::Ina2xx(_, setup) = s.setup() {
-                if let Some(c @ 1..=3) = setup.channel {
-                    shunts[usize::from(c - 1)] = Some(s.shunt_ohms());
-                    channels.push(c);
-                }
-                avg = setup.averaging.ina226_code().unwrap_or(0);
-                ct = setup.conversion.code();
-                conversion = s.conversion_time();
-            }
+        let mut numbers = Vec::new();
+        for (channel, shunt_ohms) in channels {
+            shunts[channel.index()] = Some(*shunt_ohms);
+            numbers.push(channel.number());
         }
+        let conversion = adc.conversion.duration() * 2 * u32::from(adc.averaging.samples());
         Settings {
-            configuration: config_word(&channels, avg, ct),
-            cycle: conversion * channels.len() as u32,
+            configuration: config_word(&numbers, adc.averaging.code(), adc.conversion.code()),
+            cycle: conversion * numbers.len() as u32,
             shunts,
+            adc,
         }
     }
 
@@ -74,12 +71,12 @@ impl Settings {
             .collect();
         format!(
             "channel {} (enabled channels: {}), shunt {} Ω, up to {} A (±163.8 mV range), bus 26 V, ADC {} µs ×{} ({:.2} ms per cycle), configuration {:#06x}",
-            sensor.channel.unwrap_or(0),
+            sensor.channel().map_or(0, Channel::number),
             enabled.join(", "),
             sensor.shunt_ohms(),
             super::short(sensor.max_current_amps()),
-            sensor.adc.conversion_time.unwrap_or(ConversionTime::DEFAULT).duration().as_micros(),
-            sensor.adc.samples.samples(),
+            self.adc.conversion.duration().as_micros(),
+            self.adc.averaging.samples(),
             self.cycle.as_secs_f64() * 1000.0,
             self.configuration
         )
@@ -223,6 +220,18 @@ impl ChipDriver for Ina3221 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings of one chip from the sensors of its channels.
+    fn settings_of(sensors: &[SensorConfig]) -> Settings {
+        let channels: Vec<(Channel, f64)> = sensors
+            .iter()
+            .map(|s| (s.channel().expect("an INA3221 channel"), s.shunt_ohms()))
+            .collect();
+        match sensors[0].setup() {
+            crate::config::ChipSetup::Ina3221(adc, _) => Settings::new(*adc, &channels),
+            other => panic!("not an INA3221: {other:?}"),
+        }
+    }
     use crate::config::{Config, SensorConfig};
     use crate::sensor::simulated::virtual_bus;
     use crate::sensor::simulated::Clock;
@@ -264,7 +273,7 @@ mod tests {
         // 0.2 A through 0.1 Ω: 20 mV = 500 × 40 µV (0FA0h); 12 V − 0.2 A × 0.12 Ω = 11.976 V
         // = 1497 × 8 mV (2EC8h). 2.3952 W at the load.
         let configs = channels(&[(1, 12.0, 11.976 * 0.2)]);
-        let settings = Settings::from_configs(&configs.iter().collect::<Vec<_>>());
+        let settings = settings_of(&configs);
         // Channel 1 only, AVG 1, 1.1 ms, continuous.
         assert_eq!(settings.configuration, 0x4127);
         let mut steps = init(0x4127);
@@ -290,7 +299,7 @@ mod tests {
     fn one_cycle_serves_every_channel_and_is_handed_out_once() {
         // Channels 1 and 3 enabled (bits 14 and 12): 5127h.
         let configs = channels(&[(1, 12.0, 11.976 * 0.2), (3, 5.0, 0.0)]);
-        let settings = Settings::from_configs(&configs.iter().collect::<Vec<_>>());
+        let settings = settings_of(&configs);
         assert_eq!(settings.configuration, 0x5127);
         let mut steps = init(0x5127);
         steps.extend([
@@ -319,7 +328,7 @@ mod tests {
     #[test]
     fn a_cleared_warning_latch_is_a_brown_out() {
         let configs = channels(&[(2, 12.0, 1.0)]);
-        let settings = Settings::from_configs(&configs.iter().collect::<Vec<_>>());
+        let settings = settings_of(&configs);
         let mut steps = init(0x2127);
         steps.extend([
             // Power-on Mask/Enable: WEN clear.

@@ -308,17 +308,15 @@ pub fn seed_for(name: &str) -> u64 {
 fn house_of(sensors: &[SensorConfig]) -> Option<(SharedHouse, Vec<&str>)> {
     let (battery_sensor, battery) = sensors
         .iter()
-        .find_map(|s| Some((s, s.simulation.as_ref()?.battery?)))?;
+        .find_map(|s| Some((s, s.simulation()?.battery?)))?;
     let members: Vec<&SensorConfig> = sensors
         .iter()
-        .filter(|s| s.simulation.as_ref().is_some_and(|x| x.from_battery))
+        .filter(|s| s.simulation().is_some_and(|x| x.from_battery))
         .collect();
     let loads = members
         .iter()
         .map(|s| {
-            let config = s
-                .simulation()
-                .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()));
+            let config = simulation_config(s);
             load_of(&config, config.seed.unwrap_or_else(|| seed_for(&s.name)))
         })
         .collect();
@@ -330,11 +328,17 @@ fn house_of(sensors: &[SensorConfig]) -> Option<(SharedHouse, Vec<&str>)> {
     Some((std::sync::Arc::new(std::sync::Mutex::new(house)), names))
 }
 
+/// What a sensor simulates: its `[sensor.simulation]`; the default load for a sensor of
+/// another driver that a test puts on a virtual bus.
+fn simulation_config(s: &SensorConfig) -> SimulationConfig {
+    s.simulation()
+        .cloned()
+        .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()))
+}
+
 /// The simulation of a sensor, seeded by its name; a part of `house` if it is one.
 fn simulation_of(s: &SensorConfig, house: Option<&(SharedHouse, Vec<&str>)>) -> Simulation {
-    let config = s
-        .simulation()
-        .unwrap_or_else(|| SimulationConfig::default_for(s.max_current_amps()));
+    let config = simulation_config(s);
     let seed = config.seed.unwrap_or_else(|| seed_for(&s.name));
     let source = match house {
         Some((house, _)) if config.battery.is_some() => Source::Battery {
@@ -377,13 +381,13 @@ pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
                 }
                 let channels = sensors
                     .iter()
-                    .filter(|o| o.chip() == Chip::Ina3221 && o.address == s.address)
-                    .map(|o| {
-                        (
-                            o.channel.unwrap_or(1),
+                    .filter(|o| o.address == s.address)
+                    .filter_map(|o| {
+                        Some((
+                            o.channel()?.number(),
                             o.shunt_ohms(),
                             simulation_of(o, house),
-                        )
+                        ))
                     })
                     .collect();
                 Box::new(VirtualIna3221::new(channels))
@@ -507,7 +511,7 @@ mod tests {
         let mut configs = sensor_config(
             "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\nload = { model = \"constant\", watts = 10.0 }\n",
         );
-        let sim = configs[0].simulation.as_mut().unwrap();
+        let sim = configs[0].simulation_mut().unwrap();
         sim.faults.push(FaultConfig::Overload {
             start: Duration::from_secs(1),
             duration: Duration::from_secs(1),
