@@ -152,6 +152,27 @@ pub fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> 
     out
 }
 
+/// The discovery topics a sensor can have announced (its quantities, its `up`, every rule's
+/// flag), for emptying them when it goes: Home Assistant removes an entity whose config is
+/// emptied.
+pub fn sensor_discovery_topics(names: &Names, sensor: &str) -> Vec<String> {
+    let topic = |component: &str, key: &str| {
+        format!(
+            "{}/{component}/{}/{sensor}_{key}/config",
+            names.discovery_prefix, names.node
+        )
+    };
+    let flags = ["up"]
+        .into_iter()
+        .chain(crate::anomaly::Rule::ALL.map(|r| r.as_str()));
+    SENSOR_QUANTITIES
+        .iter()
+        .chain([&RETURNED])
+        .map(|q| topic("sensor", q.0))
+        .chain(flags.map(|key| topic("binary_sensor", key)))
+        .collect()
+}
+
 /// A measured quantity: its key in the state message, its name, device class, state class,
 /// unit and display precision.
 type Quantity = (
@@ -397,5 +418,29 @@ mod tests {
         assert_eq!(state["up"], "OFF");
         assert_eq!(state["energy"], 1.0);
         assert!(state.get("power").is_none());
+    }
+
+    #[test]
+    fn a_gone_sensors_cleanup_empties_every_config_it_announced() {
+        let config = Config::from_toml(
+            Path::new("t.toml"),
+            "[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n[[battery]]\nname = \"house\"\nsensor = \"bank\"\ncapacity_ah = 100.0\n",
+        )
+        .unwrap();
+        let mut rules = crate::anomaly::RuleSet::default();
+        for rule in crate::anomaly::Rule::ALL {
+            rules.insert_if(rule, true);
+        }
+        let status = SensorStatus::new(&config.sensors[0], rules, Default::default());
+        let cleanup = sensor_discovery_topics(&names(), "bank");
+        let announced: Vec<String> = sensor_discovery(&names(), &status)
+            .into_iter()
+            .map(|d| d.topic)
+            .filter(|t| !t.contains("/battery_"))
+            .collect();
+        assert!(announced.len() > 6, "{announced:?}");
+        for topic in &announced {
+            assert!(cleanup.contains(topic), "{topic} is not cleaned up");
+        }
     }
 }

@@ -343,25 +343,8 @@ async fn discover(
     }
     let current: Vec<String> = sensors.iter().map(|s| s.name.clone()).collect();
     for gone in previous.iter().filter(|n| !current.contains(n)) {
-        for component in ["sensor", "binary_sensor"] {
-            // Home Assistant removes an entity whose config is emptied; the objects of a gone
-            // sensor all begin with its name.
-            let rules = crate::anomaly::Rule::ALL.map(|r| r.as_str());
-            let quantities = [
-                "power",
-                "energy",
-                "voltage",
-                "current",
-                "energy_returned",
-                "up",
-            ];
-            for key in quantities.iter().chain(rules.iter()) {
-                let topic = format!(
-                    "{}/{component}/{}/{gone}_{key}/config",
-                    names.discovery_prefix, names.node
-                );
-                let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
-            }
+        for topic in messages::sensor_discovery_topics(names, gone) {
+            let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
         }
     }
     current

@@ -172,29 +172,23 @@ pub enum Sample {
     LostSettings,
 }
 
+/// A bus the chips are read over: an `embedded-hal` bus whose errors say their kind.
+pub trait ChipBus: I2c<Error: ClassifyError> {}
+
+impl<T: I2c<Error: ClassifyError>> ChipBus for T {}
+
 /// A chip's own part: identify and program it, and read one sample.
 pub trait ChipDriver {
     /// Program the chip; `first` on first contact, when it is also identified (and may be
     /// reset) — later, after a brown-out, its settings are simply written again.
-    fn program<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        first: bool,
-    ) -> Result<(), SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError;
+    fn program<B: ChipBus>(&mut self, bus: &mut Registers<B>, first: bool) -> Outcome<()>;
 
     /// One sample of `part` (the channel of a multi-channel chip; 0 otherwise).
-    fn sample<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        part: u8,
-    ) -> Result<Sample, SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError;
+    fn sample<B: ChipBus>(&mut self, bus: &mut Registers<B>, part: u8) -> Outcome<Sample>;
 }
+
+/// What a driver's step came to.
+pub type Outcome<T> = Result<T, SensorError>;
 
 /// A chip on a shared bus, read through its driver, with the recovery ladder around it.
 pub struct Recovering<D, I2C> {

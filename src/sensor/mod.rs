@@ -5,6 +5,7 @@
 //! ([`ladder`]); what differs is the bus under it: a Linux `/dev/i2c-N` ([`linux`]) or a
 //! virtual bus carrying virtual chips ([`simulated`]), read through the same code.
 
+pub mod family;
 pub mod ina219;
 pub mod ina226;
 pub mod ina3221;

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use embedded_hal::i2c::I2c;
 use ina219::configuration::{Configuration, OperatingMode};
 
+use super::family::{chip_of_die, ConfigFields, MANUFACTURER_TI, REG_DIE_ID, REG_MANUFACTURER_ID};
 use super::ina219::registers::{
     bus_counts, decode_bus, CONFIG_RESET_VALUE, REG_BUS_VOLTAGE, REG_CALIBRATION, REG_CONFIG,
 };
@@ -27,13 +28,6 @@ use crate::config::{Chip, ADDRESS_RANGE};
 const CONFIG_UNUSED_BIT: u16 = 1 << 14;
 /// Bus voltage register bit 2 is unused and reads 0 (Figure 20).
 const BUS_UNUSED_BIT: u16 = 1 << 2;
-/// Manufacturer ID register of the chips that have one.
-const REG_MANUFACTURER_ID: u8 = 0xFE;
-/// Die ID register.
-const REG_DIE_ID: u8 = 0xFF;
-/// "TI".
-const MANUFACTURER_TI: u16 = 0x5449;
-
 /// What answered at one address.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Found {
@@ -132,16 +126,6 @@ fn read_register<I2C: I2c>(bus: &mut I2C, address: u8, register: u8) -> Result<u
     let mut word = [0u8; 2];
     bus.write_read(address, &[register], &mut word)?;
     Ok(u16::from_be_bytes(word))
-}
-
-/// The chip a TI die ID names, without its revision.
-fn chip_of_die(die: u16) -> Option<Chip> {
-    match die & 0xFFF0 {
-        ina226::registers::DIE_INA226 => Some(Chip::Ina226),
-        ina226::registers::DIE_INA260 => Some(Chip::Ina260),
-        ina3221::registers::DIE_INA3221 => Some(Chip::Ina3221),
-        _ => None,
-    }
 }
 
 /// Read the IDs, else the INA219's tell-tale registers, at `address`, and judge what answered.
@@ -252,9 +236,10 @@ pub fn describe_configuration(word: u16) -> String {
 /// A configuration register of the INA226 family in words: "averaging ×16, 1.1 ms,
 /// continuous" (SBOS547A Tables 6 and 7; the INA260 and INA3221 share the layout).
 pub fn describe_ina2xx_configuration(word: u16) -> String {
-    let samples = crate::config::Averaging::INA226_COUNTS[usize::from((word >> 9) & 7)];
-    let micros = crate::config::ConversionTime::MICROS[usize::from((word >> 3) & 7)];
-    let mode = match word & 7 {
+    let fields = ConfigFields::decode(word);
+    let samples = crate::config::Averaging::INA226_COUNTS[usize::from(fields.avg_code)];
+    let micros = crate::config::ConversionTime::MICROS[usize::from(fields.shunt_ct_code)];
+    let mode = match fields.mode {
         0 | 4 => "powered down",
         7 => "continuous",
         _ => "triggered",

@@ -35,7 +35,6 @@ pub mod registers;
 
 use std::time::Duration;
 
-use embedded_hal::i2c::I2c;
 use ina219::address::Address;
 use ina219::calibration::Calibration as CrateCalibration;
 use ina219::configuration::{Configuration, MeasuredSignals, OperatingMode, Reset};
@@ -44,8 +43,8 @@ use ina219::measurements::{CurrentRegister, PowerRegister};
 use ina219::SyncIna219;
 
 use self::registers::*;
-use super::ladder::{bus_error, ChipDriver, Registers, Sample};
-use super::{ClassifyError, Reading, SensorError};
+use super::ladder::{bus_error, ChipBus, ChipDriver, Outcome, Registers, Sample};
+use super::{Reading, SensorError};
 use crate::config::{Ina219Setup, SensorConfig};
 
 /// Samples in a row without current after which configuration and calibration are read back.
@@ -115,18 +114,12 @@ impl ChipSettings {
     }
 
     /// A reading from the two voltage registers and the OVF flag.
-    pub fn reading(&self, bus_voltage_volts: f64, shunt: u16, ovf: bool) -> Reading {
-        let shunt_voltage_volts = decode_shunt(shunt);
+    pub fn reading(&self, bus_volts: f64, shunt: u16, ovf: bool) -> Reading {
+        let shunt_volts = decode_shunt(shunt);
         let full_scale = shunt_full_scale_counts(self.configuration.shunt_voltage_range);
         let saturated = i32::from(shunt as i16).abs() >= full_scale;
-        let current = shunt_voltage_volts / self.shunt_ohms;
-        Reading::measured(
-            bus_voltage_volts,
-            shunt_voltage_volts,
-            current,
-            saturated,
-            ovf,
-        )
+        let amps = shunt_volts / self.shunt_ohms;
+        Reading::measured(bus_volts, shunt_volts, amps, saturated, ovf)
     }
 }
 
@@ -205,11 +198,7 @@ impl Ina219 {
 
     /// Power (clearing CNVR), shunt and bus registers: one conversion if the bus register's
     /// CNVR is clear.
-    fn read_conversion<I2C>(regs: &mut Registers<'_, I2C>) -> Result<(u16, u16, u16), SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn read_conversion<B: ChipBus>(regs: &mut Registers<B>) -> Outcome<(u16, u16, u16)> {
         let power = regs.read(REG_POWER)?;
         let shunt = regs.read(REG_SHUNT_VOLTAGE)?;
         let bus = regs.read(REG_BUS_VOLTAGE)?;
@@ -217,11 +206,7 @@ impl Ina219 {
     }
 
     /// Whether the chip still holds its configuration and calibration.
-    fn holds_settings<I2C>(&self, regs: &mut Registers<'_, I2C>) -> Result<bool, SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn holds_settings<B: ChipBus>(&self, regs: &mut Registers<B>) -> Outcome<bool> {
         Ok(
             regs.read(REG_CONFIG)? == self.settings.configuration.as_bits()
                 && regs.read(REG_CALIBRATION)? == self.settings.calibration.register,
@@ -230,15 +215,7 @@ impl Ina219 {
 }
 
 impl ChipDriver for Ina219 {
-    fn program<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        first: bool,
-    ) -> Result<(), SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn program<B: ChipBus>(&mut self, regs: &mut Registers<B>, first: bool) -> Outcome<()> {
         let settings = self.settings;
         if !first {
             // It is an INA219 and answers: its settings are all it lost.
@@ -265,11 +242,7 @@ impl ChipDriver for Ina219 {
             .map_err(|e| bus_error(&e))
     }
 
-    fn sample<I2C>(&mut self, regs: &mut Registers<'_, I2C>, _: u8) -> Result<Sample, SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn sample<B: ChipBus>(&mut self, regs: &mut Registers<B>, _: u8) -> Outcome<Sample> {
         if regs.read(REG_BUS_VOLTAGE)? & BUS_CNVR == 0 {
             return Ok(Sample::NotReady);
         }

@@ -6,8 +6,8 @@
 
 use ina219::configuration::{BusVoltageRange, ShuntVoltageRange};
 
-/// Register pointers (Table 2).
-pub const REG_CONFIG: u8 = 0x00;
+/// Register pointers (Table 2); configuration at 00h, as on every chip of the family.
+pub use crate::sensor::family::{CONFIG_RST, REG_CONFIG};
 /// Shunt voltage (read-only).
 pub const REG_SHUNT_VOLTAGE: u8 = 0x01;
 /// Bus voltage with CNVR and OVF (read-only).
@@ -21,8 +21,6 @@ pub const REG_CALIBRATION: u8 = 0x05;
 
 /// Configuration register power-on value (8.6.2.1): 32 V, PGA /8, 12-bit, continuous.
 pub const CONFIG_RESET_VALUE: u16 = 0x399F;
-/// Configuration bit 15: writing 1 resets every register (8.6.2.1).
-pub const CONFIG_RST: u16 = 1 << 15;
 
 /// Shunt voltage LSB, whatever the PGA setting (8.6.3.1).
 pub const SHUNT_LSB_VOLTS: f64 = 10e-6;
@@ -105,15 +103,9 @@ pub fn power_register(current: u16, bus: u16) -> u16 {
     (magnitude * u32::from(bus_counts(bus)) / POWER_DIVISOR) as u16
 }
 
-/// The calibration of one chip: the register value and the LSBs it implies.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
-    /// What goes into register 05h.
-    pub register: u16,
-    /// Amperes per count of the current register, as the truncated `register` really gives.
-    pub current_lsb_amps: f64,
-}
+pub use crate::sensor::family::Calibration;
 
+/// The INA219's equations for its calibration.
 impl Calibration {
     /// Calibration for a shunt and the largest current expected through it (8.5.1).
     ///

@@ -26,11 +26,10 @@ pub mod registers;
 
 use std::time::Duration;
 
-use embedded_hal::i2c::I2c;
-
 use self::registers::*;
-use super::ladder::{ChipDriver, Registers, Sample};
-use super::{ClassifyError, Reading, SensorError};
+use super::family::{self, Programming};
+use super::ladder::{ChipBus, ChipDriver, Outcome, Registers, Sample};
+use super::Reading;
 use crate::config::{Chip, Ina226Setup, SensorConfig};
 
 /// Conversions faster than this finish during any read sequence; two adjacent ones differ by
@@ -64,10 +63,7 @@ impl Settings {
                 adc.averaging.code(),
                 adc.conversion.code(),
             ),
-            calibration: Some(Calibration::for_shunt(
-                sensor.shunt_ohms(),
-                sensor.max_current_amps(),
-            )),
+            calibration: Some(calibration(sensor.shunt_ohms(), sensor.max_current_amps())),
             shunt_ohms: sensor.shunt_ohms(),
             conversion_time: sensor.conversion_time(),
             adc,
@@ -129,9 +125,9 @@ impl Ina226 {
     }
 
     fn reading(&self, [first, bus]: [u16; 2], ovf: bool) -> Reading {
-        let bus_voltage_volts = decode_bus(bus);
+        let bus_volts = decode_bus(bus);
         let saturated = saturated(first);
-        let (shunt_voltage_volts, current) = match self.settings.chip {
+        let (shunt_volts, amps) = match self.settings.chip {
             Chip::Ina260 => {
                 let amps = f64::from(first as i16) * INA260_CURRENT_LSB_AMPS;
                 (amps * self.settings.shunt_ohms, amps)
@@ -141,62 +137,23 @@ impl Ina226 {
                 (volts, volts / self.settings.shunt_ohms)
             }
         };
-        Reading::measured(
-            bus_voltage_volts,
-            shunt_voltage_volts,
-            current,
-            saturated,
-            ovf,
-        )
+        Reading::measured(bus_volts, shunt_volts, amps, saturated, ovf)
     }
 }
 
 impl ChipDriver for Ina226 {
-    fn program<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        first: bool,
-    ) -> Result<(), SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn program<B: ChipBus>(&mut self, bus: &mut Registers<B>, first: bool) -> Outcome<()> {
         let s = self.settings;
-        if first {
-            let (want, title) = match s.chip {
-                Chip::Ina260 => (DIE_INA260, "INA260"),
-                _ => (DIE_INA226, "INA226"),
-            };
-            let manufacturer = regs.read(REG_MANUFACTURER_ID)?;
-            let die = regs.read(REG_DIE_ID)?;
-            // The low four bits are the die revision.
-            if manufacturer != MANUFACTURER_TI || die & 0xFFF0 != want {
-                return Err(SensorError::Invalid(format!(
-                    "manufacturer {manufacturer:#06x}, die {die:#06x} at {:#04x}: not an {title} (it says {MANUFACTURER_TI:#06x}, {want:#06x}); `power-monitord scan` tells what it is",
-                    regs.address()
-                )));
-            }
-            regs.write(REG_CONFIG, CONFIG_RST)?;
-        }
-        if let Some(cal) = s.calibration {
-            regs.write(REG_CALIBRATION, cal.register)?;
-        }
-        regs.write(REG_CONFIG, s.configuration)?;
-        regs.write(REG_MASK_ENABLE, ME_LEN)?;
-        if first && regs.read(REG_CONFIG)? != s.configuration {
-            return Err(SensorError::Invalid(format!(
-                "the configuration does not read back as written ({:#06x})",
-                s.configuration
-            )));
-        }
-        Ok(())
+        let programming = Programming {
+            chip: s.chip,
+            calibration: s.calibration.map(|cal| (REG_CALIBRATION, cal.register)),
+            configuration: s.configuration,
+            canary: (REG_MASK_ENABLE, ME_LEN),
+        };
+        family::program(bus, &programming, first)
     }
 
-    fn sample<I2C>(&mut self, regs: &mut Registers<'_, I2C>, _: u8) -> Result<Sample, SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn sample<B: ChipBus>(&mut self, regs: &mut Registers<B>, _: u8) -> Outcome<Sample> {
         let mut flags = regs.read(REG_MASK_ENABLE)?;
         if flags & ME_LEN == 0 {
             return Ok(Sample::LostSettings);
@@ -227,6 +184,7 @@ impl ChipDriver for Ina226 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensor::SensorError;
 
     /// The settings of an INA226 or INA260 sensor.
     fn settings_of(sensor: &SensorConfig) -> Settings {

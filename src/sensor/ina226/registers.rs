@@ -2,8 +2,11 @@
 //! units; pure functions shared by the driver and the virtual chips. Sections and equations
 //! refer to TI's datasheets SBOS547A (INA226) and SBOS656C (INA260).
 
-/// Configuration (7.6.1 / 8.6.1).
-pub const REG_CONFIG: u8 = 0x00;
+pub use crate::sensor::family::{
+    ConfigFields, CONFIG_RST, DIE_INA226, DIE_INA260, MANUFACTURER_TI, MODE_CONTINUOUS, REG_CONFIG,
+    REG_DIE_ID, REG_MANUFACTURER_ID,
+};
+
 /// INA226: shunt voltage. INA260: current.
 pub const REG_SHUNT_OR_CURRENT: u8 = 0x01;
 /// Bus voltage.
@@ -16,26 +19,12 @@ pub const REG_CURRENT: u8 = 0x04;
 pub const REG_CALIBRATION: u8 = 0x05;
 /// Mask/Enable: alert functions and flags; reading it clears CVRF (7.6.6).
 pub const REG_MASK_ENABLE: u8 = 0x06;
-/// Manufacturer ID.
-pub const REG_MANUFACTURER_ID: u8 = 0xFE;
-/// Die ID.
-pub const REG_DIE_ID: u8 = 0xFF;
-
-/// Texas Instruments, in ASCII: "TI".
-pub const MANUFACTURER_TI: u16 = 0x5449;
-/// INA226 die ID (DID 226h, revision 0).
-pub const DIE_INA226: u16 = 0x2260;
-/// INA260 die ID (DID 227h, revision 0).
-pub const DIE_INA260: u16 = 0x2270;
-
-/// Configuration bit 15: reset every register.
-pub const CONFIG_RST: u16 = 1 << 15;
+/// Alert limit, compared with the value the alert function selects (7.6.7).
+pub const REG_ALERT_LIMIT: u8 = 0x07;
 /// INA226 power-on configuration: AVG 1, 1.1 ms conversions, shunt and bus continuous.
 pub const INA226_CONFIG_RESET: u16 = 0x4127;
 /// INA260 power-on configuration (its bits 14–12 read 110).
 pub const INA260_CONFIG_RESET: u16 = 0x6127;
-/// MODE: shunt (current) and bus voltage, continuous.
-pub const MODE_CONTINUOUS: u16 = 0b111;
 
 /// Mask/Enable bit 3: a conversion finished since the register was last read.
 pub const ME_CVRF: u16 = 1 << 3;
@@ -65,7 +54,7 @@ pub const POWER_DIVISOR: u32 = 20_000;
 /// The configuration word: averaging and conversion-time codes, continuous mode, and the
 /// bits 14–12 the chip reads back as its own (`fixed`, from its power-on value).
 pub fn config_word(fixed: u16, avg_code: u16, ct_code: u16) -> u16 {
-    (fixed & 0x7000) | (avg_code << 9) | (ct_code << 6) | (ct_code << 3) | MODE_CONTINUOUS
+    (fixed & 0x7000) | ConfigFields::continuous(avg_code, ct_code).encode()
 }
 
 /// A signed result register for a value in units of `lsb`, rounded, saturating at full scale.
@@ -111,26 +100,18 @@ pub fn ina260_power(current: u16, bus: u16) -> u16 {
     (magnitude * u64::from(bus) / 6400).min(u64::from(u16::MAX)) as u16
 }
 
-/// An INA226 calibration: the register and the current LSB it really gives.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
-    /// What goes into register 05h (bit 15 is reserved: at most 7FFFh).
-    pub register: u16,
-    /// Amperes per count of the current register.
-    pub current_lsb_amps: f64,
-}
+pub use crate::sensor::family::Calibration;
 
-impl Calibration {
-    /// Current_LSB = max current / 2^15 (Equation 2), raised if CAL would not fit 15 bits.
-    pub fn for_shunt(shunt_ohms: f64, max_current_amps: f64) -> Calibration {
-        let minimum_lsb = CAL_SCALE / (32_767.0 * shunt_ohms);
-        let lsb = (max_current_amps / 32_768.0).max(minimum_lsb);
-        let exact = CAL_SCALE / (lsb * shunt_ohms) * (1.0 + 1e-12);
-        let register = (exact.trunc() as u32).clamp(1, 32_767) as u16;
-        Calibration {
-            register,
-            current_lsb_amps: CAL_SCALE / (f64::from(register) * shunt_ohms),
-        }
+/// An INA226 calibration: Current_LSB = max current / 2^15 (Equation 2), raised if CAL would
+/// not fit its 15 bits (bit 15 is reserved: at most 7FFFh).
+pub fn calibration(shunt_ohms: f64, max_current_amps: f64) -> Calibration {
+    let minimum_lsb = CAL_SCALE / (32_767.0 * shunt_ohms);
+    let lsb = (max_current_amps / 32_768.0).max(minimum_lsb);
+    let exact = CAL_SCALE / (lsb * shunt_ohms) * (1.0 + 1e-12);
+    let register = (exact.trunc() as u32).clamp(1, 32_767) as u16;
+    Calibration {
+        register,
+        current_lsb_amps: CAL_SCALE / (f64::from(register) * shunt_ohms),
     }
 }
 
@@ -156,7 +137,7 @@ mod tests {
         assert_eq!(bus, 9600);
         assert_eq!(ina226_power(current, bus), 4800);
         // Equation 2 from 10 A: 305.2 µA LSB, CAL trunc(8388.6) = 8388.
-        assert_eq!(Calibration::for_shunt(0.002, 10.0).register, 8388);
+        assert_eq!(calibration(0.002, 10.0).register, 8388);
     }
 
     #[test]

@@ -20,12 +20,11 @@ pub mod registers;
 
 use std::time::Duration;
 
-use embedded_hal::i2c::I2c;
-
 use self::registers::*;
-use super::ladder::{ChipDriver, Registers, Sample};
-use super::{ClassifyError, Reading, SensorError};
-use crate::config::{Channel, Ina226Setup, SensorConfig};
+use super::family::{self, Programming};
+use super::ladder::{ChipBus, ChipDriver, Outcome, Registers, Sample};
+use super::Reading;
+use crate::config::{Channel, Chip, Ina226Setup, SensorConfig};
 
 /// Cycles faster than this finish during any read sequence; two adjacent ones differ by less
 /// than the noise, so they are taken without a second try.
@@ -106,14 +105,10 @@ impl Ina3221 {
     }
 
     /// Every enabled channel's shunt and bus registers.
-    fn read_channels<I2C>(
+    fn read_channels<B: ChipBus>(
         &self,
-        regs: &mut Registers<'_, I2C>,
-    ) -> Result<[Option<(u16, u16)>; 3], SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+        regs: &mut Registers<B>,
+    ) -> Outcome<[Option<(u16, u16)>; 3]> {
         let mut words = [None; 3];
         for channel in 1..=3u8 {
             if self.settings.shunts[usize::from(channel - 1)].is_some() {
@@ -128,60 +123,25 @@ impl Ina3221 {
     fn reading(shunt_ohms: f64, shunt: u16, bus: u16) -> Reading {
         let shunt_counts = counts(shunt);
         let saturated = shunt_counts.abs() >= FULL_SCALE_COUNTS;
-        let shunt_voltage_volts = f64::from(shunt_counts) * SHUNT_LSB_VOLTS;
-        let bus_voltage_volts = f64::from(counts(bus).max(0)) * BUS_LSB_VOLTS;
-        let current = shunt_voltage_volts / shunt_ohms;
-        Reading::measured(
-            bus_voltage_volts,
-            shunt_voltage_volts,
-            current,
-            saturated,
-            false,
-        )
+        let shunt_volts = f64::from(shunt_counts) * SHUNT_LSB_VOLTS;
+        let bus_volts = f64::from(counts(bus).max(0)) * BUS_LSB_VOLTS;
+        let amps = shunt_volts / shunt_ohms;
+        Reading::measured(bus_volts, shunt_volts, amps, saturated, false)
     }
 }
 
 impl ChipDriver for Ina3221 {
-    fn program<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        first: bool,
-    ) -> Result<(), SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
-        if first {
-            let manufacturer = regs.read(REG_MANUFACTURER_ID)?;
-            let die = regs.read(REG_DIE_ID)?;
-            if manufacturer != MANUFACTURER_TI || die != DIE_INA3221 {
-                return Err(SensorError::Invalid(format!(
-                    "manufacturer {manufacturer:#06x}, die {die:#06x} at {:#04x}: not an INA3221 (it says {MANUFACTURER_TI:#06x}, {DIE_INA3221:#06x}); `power-monitord scan` tells what it is",
-                    regs.address()
-                )));
-            }
-            regs.write(REG_CONFIG, CONFIG_RST)?;
-        }
-        regs.write(REG_CONFIG, self.settings.configuration)?;
-        regs.write(REG_MASK_ENABLE, ME_WEN)?;
-        if first && regs.read(REG_CONFIG)? != self.settings.configuration {
-            return Err(SensorError::Invalid(format!(
-                "the configuration does not read back as written ({:#06x})",
-                self.settings.configuration
-            )));
-        }
-        Ok(())
+    fn program<B: ChipBus>(&mut self, bus: &mut Registers<B>, first: bool) -> Outcome<()> {
+        let programming = Programming {
+            chip: Chip::Ina3221,
+            calibration: None,
+            configuration: self.settings.configuration,
+            canary: (REG_MASK_ENABLE, ME_WEN),
+        };
+        family::program(bus, &programming, first)
     }
 
-    fn sample<I2C>(
-        &mut self,
-        regs: &mut Registers<'_, I2C>,
-        channel: u8,
-    ) -> Result<Sample, SensorError>
-    where
-        I2C: I2c,
-        I2C::Error: ClassifyError,
-    {
+    fn sample<B: ChipBus>(&mut self, regs: &mut Registers<B>, channel: u8) -> Outcome<Sample> {
         let index = usize::from(channel.clamp(1, 3) - 1);
         if let Some((cycle, reading)) = self.latest[index] {
             if cycle > self.handed[index] {
@@ -220,6 +180,7 @@ impl ChipDriver for Ina3221 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensor::SensorError;
 
     /// The settings of one chip from the sensors of its channels.
     fn settings_of(sensors: &[SensorConfig]) -> Settings {

@@ -2,19 +2,13 @@
 //! functions shared by the driver and the virtual chip. Sections refer to TI's datasheet
 //! SBOS576D.
 
-/// Configuration (8.6.2.1).
-pub const REG_CONFIG: u8 = 0x00;
+pub use crate::sensor::family::{
+    ConfigFields, CONFIG_RST, DIE_INA3221, MANUFACTURER_TI, MODE_CONTINUOUS, REG_CONFIG,
+    REG_DIE_ID, REG_MANUFACTURER_ID,
+};
+
 /// Mask/Enable: flags and alert controls; reading it clears CVRF (8.6.2.14).
 pub const REG_MASK_ENABLE: u8 = 0x0F;
-/// Manufacturer ID.
-pub const REG_MANUFACTURER_ID: u8 = 0xFE;
-/// Die ID.
-pub const REG_DIE_ID: u8 = 0xFF;
-
-/// Texas Instruments, in ASCII: "TI".
-pub const MANUFACTURER_TI: u16 = 0x5449;
-/// INA3221 die ID.
-pub const DIE_INA3221: u16 = 0x3220;
 
 /// Shunt voltage register of channel 1, 2 or 3: 01h, 03h, 05h.
 pub fn reg_shunt(channel: u8) -> u8 {
@@ -26,16 +20,12 @@ pub fn reg_bus(channel: u8) -> u8 {
     2 * channel
 }
 
-/// Configuration bit 15: reset every register.
-pub const CONFIG_RST: u16 = 1 << 15;
 /// Power-on configuration: all three channels, AVG 1, 1.1 ms conversions, continuous.
 pub const CONFIG_RESET: u16 = 0x7127;
 /// Configuration bit enabling channel 1, 2 or 3: bits 14, 13, 12.
 pub fn config_channel_enable(channel: u8) -> u16 {
     1 << (15 - channel)
 }
-/// MODE: shunt and bus, continuous.
-pub const MODE_CONTINUOUS: u16 = 0b111;
 
 /// Mask/Enable bit 0: a conversion cycle over every enabled channel finished.
 pub const ME_CVRF: u16 = 1 << 0;
@@ -56,10 +46,7 @@ pub fn config_word(channels: &[u8], avg_code: u16, ct_code: u16) -> u16 {
     channels
         .iter()
         .fold(0, |w, c| w | config_channel_enable(*c))
-        | (avg_code << 9)
-        | (ct_code << 6)
-        | (ct_code << 3)
-        | MODE_CONTINUOUS
+        | ConfigFields::continuous(avg_code, ct_code).encode()
 }
 
 /// A result register (bits 15–3) for `value` in units of `lsb`, saturating at full scale.

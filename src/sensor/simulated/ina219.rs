@@ -8,14 +8,14 @@ use std::time::Duration;
 use ina219::configuration::{Configuration, OperatingMode};
 
 use super::faults::FaultSchedule;
-use super::{completed_conversion, Simulation, VirtualChip};
+use super::{completed_conversion, Cycle, Simulation, VirtualChip};
 use crate::sensor::ina219::registers::*;
 
 /// The chip: register file, pointer, conversion timing, and what it measures.
 pub struct VirtualIna219 {
     shunt_ohms: f64,
     simulation: Simulation,
-    pointer: u8,
+    cycle: Cycle,
     config: u16,
     calibration: u16,
     shunt: u16,
@@ -25,10 +25,6 @@ pub struct VirtualIna219 {
     power: u16,
     cnvr: bool,
     ovf: bool,
-    /// When the current conversion cycle began (configuration write or reset).
-    cycle_start: Duration,
-    /// When the last conversion completed.
-    last_conversion: Option<Duration>,
 }
 
 /// The chip's registers as a reader sees them, for tests and diagnostics.
@@ -55,7 +51,7 @@ impl VirtualIna219 {
         let mut chip = VirtualIna219 {
             shunt_ohms,
             simulation,
-            pointer: REG_CONFIG,
+            cycle: Cycle::default(),
             config: CONFIG_RESET_VALUE,
             calibration: 0,
             shunt: 0,
@@ -64,24 +60,10 @@ impl VirtualIna219 {
             power: 0,
             cnvr: false,
             ovf: false,
-            cycle_start: Duration::ZERO,
-            last_conversion: None,
         };
-        chip.power_on_reset(Duration::ZERO);
+        chip.reset(Duration::ZERO);
         chip.convert(Duration::ZERO);
         chip
-    }
-
-    /// Every register back to its power-on value (8.6.2.1, RST bit; and after a brown-out).
-    fn power_on_reset(&mut self, t: Duration) {
-        self.config = CONFIG_RESET_VALUE;
-        self.calibration = 0;
-        self.current = 0;
-        self.power = 0;
-        self.cnvr = false;
-        self.ovf = false;
-        self.cycle_start = t;
-        self.last_conversion = None;
     }
 
     /// The registers as a reader would see them now.
@@ -99,30 +81,43 @@ impl VirtualIna219 {
     fn bus_register(&self) -> u16 {
         self.bus | if self.cnvr { BUS_CNVR } else { 0 } | if self.ovf { BUS_OVF } else { 0 }
     }
+}
 
-    /// Bring the chip up to time `t`: brown-outs, then any conversion that has completed.
-    fn catch_up(&mut self, t: Duration) {
-        if self.simulation.faults.take_brownout(t) {
-            self.power_on_reset(t);
-        }
+/// The I2C side (8.5.6): see [`VirtualChip`].
+impl VirtualChip for VirtualIna219 {
+    fn faults(&mut self) -> &mut FaultSchedule {
+        &mut self.simulation.faults
+    }
+
+    fn cycle(&mut self) -> &mut Cycle {
+        &mut self.cycle
+    }
+
+    /// Every register back to its power-on value (8.6.2.1, RST bit; and after a brown-out).
+    fn reset(&mut self, t: Duration) {
+        self.config = CONFIG_RESET_VALUE;
+        self.calibration = 0;
+        self.current = 0;
+        self.power = 0;
+        self.cnvr = false;
+        self.ovf = false;
+        self.cycle.restart(t);
+    }
+
+    fn due(&self, t: Duration) -> Option<Duration> {
         let config = Configuration::from_bits(self.config);
-        let Some(conversion_us) = config.conversion_time_us() else {
-            return; // power-down or ADC off
-        };
-        let conversion = Duration::from_micros(u64::from(conversion_us));
-        let done = match (config.operating_mode, self.last_conversion) {
+        // None in power-down or with the ADC off.
+        let conversion = Duration::from_micros(u64::from(config.conversion_time_us()?));
+        match (config.operating_mode, self.cycle.last) {
             (OperatingMode::Continous(_), last) => {
-                completed_conversion(self.cycle_start, conversion, last, t)
+                completed_conversion(self.cycle.start, conversion, last, t)
             }
             // A triggered conversion happens once per configuration write.
             (OperatingMode::Triggered(_), None) => {
-                let at = self.cycle_start + conversion;
+                let at = self.cycle.start + conversion;
                 (t >= at).then_some(at)
             }
             _ => None,
-        };
-        if let Some(at) = done.filter(|_| !self.simulation.faults.stuck(t)) {
-            self.convert(at);
         }
     }
 
@@ -148,78 +143,43 @@ impl VirtualIna219 {
         self.power = power_register(self.current, self.bus);
         self.ovf = current.is_none();
         self.cnvr = true;
-        self.last_conversion = Some(t);
+        self.cycle.last = Some(t);
     }
 
-    /// An I2C write: one byte sets the register pointer; three write a register (8.5.6).
-    fn write_bytes(&mut self, bytes: &[u8], t: Duration) {
-        let Some((pointer, word)) = super::register_write(bytes) else {
-            return;
-        };
-        self.pointer = pointer;
-        let Some(word) = word else { return };
-        match pointer {
-            REG_CONFIG if word & CONFIG_RST != 0 => self.power_on_reset(t),
-            REG_CONFIG => {
-                self.config = word;
-                // Writing a mode restarts conversions and clears CNVR (8.6.3.2).
-                self.cycle_start = t;
-                self.last_conversion = None;
-                self.cnvr = false;
-            }
-            // Bit 0 of the calibration register is void and reads 0 (8.6.4.1).
-            REG_CALIBRATION => self.calibration = word & !1,
-            _ => {} // read-only
-        }
-    }
-
-    /// An I2C read of the register the pointer selects, MSB first (Figure 16).
-    fn read_bytes(&mut self, buf: &mut [u8]) {
-        let word = match self.pointer {
+    fn word(&self, register: u8) -> Option<u16> {
+        Some(match register {
             REG_CONFIG => self.config,
             REG_SHUNT_VOLTAGE => self.shunt,
             REG_BUS_VOLTAGE => self.bus_register(),
             REG_POWER => self.power,
             REG_CURRENT => self.current,
             REG_CALIBRATION => self.calibration,
-            _ => 0,
-        };
-        super::fill(buf, word);
-        // Reading the power register clears CNVR (8.6.3.2).
-        if self.pointer == REG_POWER {
-            self.cnvr = false;
-        }
-    }
-}
-
-impl VirtualChip for VirtualIna219 {
-    fn faults(&mut self) -> &mut FaultSchedule {
-        &mut self.simulation.faults
-    }
-
-    fn advance(&mut self, t: Duration) {
-        self.catch_up(t);
-    }
-
-    fn write(&mut self, bytes: &[u8], t: Duration) {
-        self.write_bytes(bytes, t);
-    }
-
-    fn read(&mut self, buf: &mut [u8], _: Duration) {
-        self.read_bytes(buf);
-    }
-
-    fn register(&self, register: u8) -> Option<u16> {
-        let r = self.registers();
-        Some(match register {
-            REG_CONFIG => r.config,
-            REG_SHUNT_VOLTAGE => r.shunt,
-            REG_BUS_VOLTAGE => r.bus,
-            REG_POWER => r.power,
-            REG_CURRENT => r.current,
-            REG_CALIBRATION => r.calibration,
             _ => return None,
         })
+    }
+
+    fn store(&mut self, register: u8, word: u16) -> bool {
+        match register {
+            REG_CONFIG => {
+                self.config = word;
+                // Writing a mode restarts conversions and clears CNVR (8.6.3.2).
+                self.cnvr = false;
+                true
+            }
+            // Bit 0 of the calibration register is void and reads 0 (8.6.4.1).
+            REG_CALIBRATION => {
+                self.calibration = word & !1;
+                false
+            }
+            _ => false, // read-only
+        }
+    }
+
+    fn was_read(&mut self, register: u8) {
+        // Reading the power register clears CNVR (8.6.3.2).
+        if register == REG_POWER {
+            self.cnvr = false;
+        }
     }
 }
 
@@ -246,7 +206,7 @@ mod tests {
     fn read(chip: &mut VirtualIna219, reg: u8) -> u16 {
         chip.write(&[reg], Duration::ZERO);
         let mut b = [0; 2];
-        chip.read_bytes(&mut b);
+        chip.read(&mut b, Duration::ZERO);
         u16::from_be_bytes(b)
     }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::faults::FaultSchedule;
-use super::{completed_conversion, Simulation, VirtualChip};
+use super::{completed_conversion, Cycle, Simulation, VirtualChip};
 use crate::config::{Chip, ConversionTime};
 use crate::sensor::ina226::registers::*;
 
@@ -19,7 +19,7 @@ pub struct VirtualIna226 {
     chip: Chip,
     shunt_ohms: f64,
     simulation: Simulation,
-    pointer: u8,
+    cycle: Cycle,
     config: u16,
     calibration: u16,
     mask_enable: u16,
@@ -31,8 +31,6 @@ pub struct VirtualIna226 {
     power: u16,
     cvrf: bool,
     ovf: bool,
-    cycle_start: Duration,
-    last_conversion: Option<Duration>,
 }
 
 impl VirtualIna226 {
@@ -42,7 +40,7 @@ impl VirtualIna226 {
             chip,
             shunt_ohms,
             simulation,
-            pointer: REG_CONFIG,
+            cycle: Cycle::default(),
             config: 0,
             calibration: 0,
             mask_enable: 0,
@@ -53,10 +51,8 @@ impl VirtualIna226 {
             power: 0,
             cvrf: false,
             ovf: false,
-            cycle_start: Duration::ZERO,
-            last_conversion: None,
         };
-        c.power_on_reset(Duration::ZERO);
+        c.reset(Duration::ZERO);
         c.convert(Duration::ZERO);
         c
     }
@@ -68,30 +64,7 @@ impl VirtualIna226 {
         }
     }
 
-    /// Every register back to its power-on value (RST, or power lost).
-    fn power_on_reset(&mut self, t: Duration) {
-        self.config = self.reset_value();
-        self.calibration = 0;
-        self.mask_enable = 0;
-        self.alert_limit = 0;
-        self.current = 0;
-        self.power = 0;
-        self.cvrf = false;
-        self.ovf = false;
-        self.cycle_start = t;
-        self.last_conversion = None;
-    }
-
-    /// One shunt and one bus conversion, averaged: from AVG, VBUSCT and VSHCT.
-    fn cycle(&self) -> Duration {
-        let avg = [1u32, 4, 16, 64, 128, 256, 512, 1024][usize::from((self.config >> 9) & 7)];
-        let ct = |code: u16| {
-            Duration::from_micros(u64::from(ConversionTime::MICROS[usize::from(code & 7)]))
-        };
-        (ct(self.config >> 6) + ct(self.config >> 3)) * avg
-    }
-
-    fn convert(&mut self, t: Duration) {
+    fn complete(&mut self, t: Duration) {
         let signal = self.simulation.signal(t);
         self.bus = encode_bus(signal.bus_volts);
         match self.chip {
@@ -119,14 +92,14 @@ impl VirtualIna226 {
             }
         }
         self.cvrf = true;
-        self.last_conversion = Some(t);
+        self.cycle.last = Some(t);
     }
 
     fn mask_enable_word(&self) -> u16 {
         self.mask_enable | if self.cvrf { ME_CVRF } else { 0 } | if self.ovf { ME_OVF } else { 0 }
     }
 
-    fn word(&self, pointer: u8) -> u16 {
+    fn register_word(&self, pointer: u8) -> u16 {
         match (pointer, self.chip) {
             (REG_CONFIG, _) => self.config,
             (REG_SHUNT_OR_CURRENT, _) => self.first,
@@ -135,7 +108,7 @@ impl VirtualIna226 {
             (REG_CURRENT, Chip::Ina226) => self.current,
             (REG_CALIBRATION, Chip::Ina226) => self.calibration,
             (REG_MASK_ENABLE, _) => self.mask_enable_word(),
-            (0x07, _) => self.alert_limit,
+            (REG_ALERT_LIMIT, _) => self.alert_limit,
             (REG_MANUFACTURER_ID, _) => MANUFACTURER_TI,
             (REG_DIE_ID, Chip::Ina260) => DIE_INA260,
             (REG_DIE_ID, _) => DIE_INA226,
@@ -144,55 +117,75 @@ impl VirtualIna226 {
     }
 }
 
+/// The I2C side: see [`VirtualChip`].
 impl VirtualChip for VirtualIna226 {
     fn faults(&mut self) -> &mut FaultSchedule {
         &mut self.simulation.faults
     }
 
-    fn advance(&mut self, t: Duration) {
-        if self.simulation.faults.take_brownout(t) {
-            self.power_on_reset(t);
-        }
-        if self.config & MODE_CONTINUOUS != MODE_CONTINUOUS {
-            return; // powered down or triggered: no conversions in this model
-        }
-        let done = completed_conversion(self.cycle_start, self.cycle(), self.last_conversion, t);
-        if let Some(at) = done.filter(|_| !self.simulation.faults.stuck(t)) {
-            self.convert(at);
-        }
+    fn cycle(&mut self) -> &mut Cycle {
+        &mut self.cycle
     }
 
-    fn write(&mut self, bytes: &[u8], t: Duration) {
-        let Some((pointer, word)) = super::register_write(bytes) else {
-            return;
-        };
-        self.pointer = pointer;
-        let Some(word) = word else { return };
-        match (pointer, self.chip) {
-            (REG_CONFIG, _) if word & CONFIG_RST != 0 => self.power_on_reset(t),
+    /// Every register back to its power-on value (RST, or power lost).
+    fn reset(&mut self, t: Duration) {
+        self.config = self.reset_value();
+        self.calibration = 0;
+        self.mask_enable = 0;
+        self.alert_limit = 0;
+        self.current = 0;
+        self.power = 0;
+        self.cvrf = false;
+        self.ovf = false;
+        self.cycle.restart(t);
+    }
+
+    fn due(&self, t: Duration) -> Option<Duration> {
+        // Powered down or triggered: no conversions in this model.
+        (self.config & MODE_CONTINUOUS == MODE_CONTINUOUS)
+            .then(|| {
+                completed_conversion(self.cycle.start, period(self.config), self.cycle.last, t)
+            })
+            .flatten()
+    }
+
+    fn convert(&mut self, t: Duration) {
+        self.complete(t);
+    }
+
+    fn word(&self, register: u8) -> Option<u16> {
+        Some(self.register_word(register))
+    }
+
+    fn store(&mut self, register: u8, word: u16) -> bool {
+        match (register, self.chip) {
             (REG_CONFIG, _) => {
                 // Bits 14–12 are read-only; writing restarts conversions and clears CVRF.
                 self.config = (word & 0x0FFF) | (self.reset_value() & 0x7000);
-                self.cycle_start = t;
-                self.last_conversion = None;
                 self.cvrf = false;
+                return true;
             }
             (REG_CALIBRATION, Chip::Ina226) => self.calibration = word & CAL_WRITABLE,
             (REG_MASK_ENABLE, _) => self.mask_enable = word & ME_WRITABLE,
-            (0x07, _) => self.alert_limit = word,
+            (REG_ALERT_LIMIT, _) => self.alert_limit = word,
             _ => {} // read-only
         }
+        false
     }
 
-    fn read(&mut self, buf: &mut [u8], _: Duration) {
-        let word = self.word(self.pointer);
-        super::fill(buf, word);
-        if self.pointer == REG_MASK_ENABLE {
+    fn was_read(&mut self, register: u8) {
+        if register == REG_MASK_ENABLE {
             self.cvrf = false;
         }
     }
+}
 
-    fn register(&self, register: u8) -> Option<u16> {
-        Some(self.word(register))
-    }
+/// One shunt and one bus conversion, averaged, for a configuration: from AVG, VBUSCT and
+/// VSHCT (the INA3221 converts one of these per enabled channel).
+pub fn period(config: u16) -> Duration {
+    let fields = ConfigFields::decode(config);
+    let ct =
+        |code: u16| Duration::from_micros(u64::from(ConversionTime::MICROS[usize::from(code)]));
+    let averaged = u32::from(crate::config::Averaging::INA226_COUNTS[usize::from(fields.avg_code)]);
+    (ct(fields.bus_ct_code) + ct(fields.shunt_ct_code)) * averaged
 }

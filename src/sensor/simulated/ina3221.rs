@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use super::faults::FaultSchedule;
-use super::{completed_conversion, Simulation, VirtualChip};
-use crate::config::ConversionTime;
+use super::{completed_conversion, Cycle, Simulation, VirtualChip};
 use crate::sensor::ina3221::registers::*;
 
 /// Mask/Enable bits a write sets: summation (14–12) and the alert latches WEN and CEN (11–10).
@@ -23,14 +22,12 @@ pub struct VirtualIna3221 {
     channels: [Option<Channel>; 3],
     /// Faults of the chip: those of its first channel's simulation.
     faults: FaultSchedule,
-    pointer: u8,
+    cycle: Cycle,
     config: u16,
     mask_enable: u16,
     shunt: [u16; 3],
     bus: [u16; 3],
     cvrf: bool,
-    cycle_start: Duration,
-    last_cycle: Option<Duration>,
 }
 
 impl VirtualIna3221 {
@@ -52,26 +49,16 @@ impl VirtualIna3221 {
         let mut c = VirtualIna3221 {
             channels,
             faults: faults.unwrap_or_else(|| FaultSchedule::new(&[], 0)),
-            pointer: REG_CONFIG,
+            cycle: Cycle::default(),
             config: CONFIG_RESET,
             mask_enable: 0,
             shunt: [0; 3],
             bus: [0; 3],
             cvrf: false,
-            cycle_start: Duration::ZERO,
-            last_cycle: None,
         };
-        c.power_on_reset(Duration::ZERO);
+        c.reset(Duration::ZERO);
         c.convert(Duration::ZERO);
         c
-    }
-
-    fn power_on_reset(&mut self, t: Duration) {
-        self.config = CONFIG_RESET;
-        self.mask_enable = 0;
-        self.cvrf = false;
-        self.cycle_start = t;
-        self.last_cycle = None;
     }
 
     fn enabled(&self, channel: u8) -> bool {
@@ -79,16 +66,12 @@ impl VirtualIna3221 {
     }
 
     /// One cycle: each enabled channel's shunt and bus, averaged.
-    fn cycle(&self) -> Duration {
-        let avg = [1u32, 4, 16, 64, 128, 256, 512, 1024][usize::from((self.config >> 9) & 7)];
-        let ct = |code: u16| {
-            Duration::from_micros(u64::from(ConversionTime::MICROS[usize::from(code & 7)]))
-        };
+    fn period(&self) -> Duration {
         let channels = (1..=3).filter(|c| self.enabled(*c)).count() as u32;
-        (ct(self.config >> 6) + ct(self.config >> 3)) * avg * channels.max(1)
+        super::ina226::period(self.config) * channels.max(1)
     }
 
-    fn convert(&mut self, t: Duration) {
+    fn complete(&mut self, t: Duration) {
         for i in 0..3u8 {
             let enabled = self.enabled(i + 1);
             let Some(ch) = self.channels[usize::from(i)].as_mut().filter(|_| enabled) else {
@@ -100,10 +83,10 @@ impl VirtualIna3221 {
             self.bus[usize::from(i)] = encode(signal.bus_volts, BUS_LSB_VOLTS);
         }
         self.cvrf = true;
-        self.last_cycle = Some(t);
+        self.cycle.last = Some(t);
     }
 
-    fn word(&self, pointer: u8) -> u16 {
+    fn register_word(&self, pointer: u8) -> u16 {
         match pointer {
             REG_CONFIG => self.config,
             1..=6 => {
@@ -122,52 +105,55 @@ impl VirtualIna3221 {
     }
 }
 
+/// The I2C side: see [`VirtualChip`].
 impl VirtualChip for VirtualIna3221 {
     fn faults(&mut self) -> &mut FaultSchedule {
         &mut self.faults
     }
 
-    fn advance(&mut self, t: Duration) {
-        if self.faults.take_brownout(t) {
-            self.power_on_reset(t);
-        }
-        if self.config & MODE_CONTINUOUS != MODE_CONTINUOUS {
-            return;
-        }
-        let done = completed_conversion(self.cycle_start, self.cycle(), self.last_cycle, t);
-        if let Some(at) = done.filter(|_| !self.faults.stuck(t)) {
-            self.convert(at);
-        }
+    fn cycle(&mut self) -> &mut Cycle {
+        &mut self.cycle
     }
 
-    fn write(&mut self, bytes: &[u8], t: Duration) {
-        let Some((pointer, word)) = super::register_write(bytes) else {
-            return;
-        };
-        self.pointer = pointer;
-        let Some(word) = word else { return };
-        match pointer {
-            REG_CONFIG if word & CONFIG_RST != 0 => self.power_on_reset(t),
+    fn reset(&mut self, t: Duration) {
+        self.config = CONFIG_RESET;
+        self.mask_enable = 0;
+        self.cvrf = false;
+        self.cycle.restart(t);
+    }
+
+    fn due(&self, t: Duration) -> Option<Duration> {
+        (self.config & MODE_CONTINUOUS == MODE_CONTINUOUS)
+            .then(|| completed_conversion(self.cycle.start, self.period(), self.cycle.last, t))
+            .flatten()
+    }
+
+    fn convert(&mut self, t: Duration) {
+        self.complete(t);
+    }
+
+    fn word(&self, register: u8) -> Option<u16> {
+        Some(self.register_word(register))
+    }
+
+    fn store(&mut self, register: u8, word: u16) -> bool {
+        match register {
             REG_CONFIG => {
                 self.config = word & 0x7FFF;
-                self.cycle_start = t;
-                self.last_cycle = None;
                 self.cvrf = false;
+                true
             }
-            REG_MASK_ENABLE => self.mask_enable = word & ME_WRITABLE,
-            _ => {}
+            REG_MASK_ENABLE => {
+                self.mask_enable = word & ME_WRITABLE;
+                false
+            }
+            _ => false,
         }
     }
 
-    fn read(&mut self, buf: &mut [u8], _: Duration) {
-        let word = self.word(self.pointer);
-        super::fill(buf, word);
-        if self.pointer == REG_MASK_ENABLE {
+    fn was_read(&mut self, register: u8) {
+        if register == REG_MASK_ENABLE {
             self.cvrf = false;
         }
-    }
-
-    fn register(&self, register: u8) -> Option<u16> {
-        Some(self.word(register))
     }
 }

@@ -27,21 +27,97 @@ pub use self::ina219::{Registers, VirtualIna219};
 pub use self::ina226::VirtualIna226;
 pub use self::ina3221::VirtualIna3221;
 pub use self::load::Load;
-use super::{sensors_on, ClassifyError, ErrorKind, Sensor};
+use super::{family, sensors_on, ClassifyError, ErrorKind, Sensor};
 use crate::config::{Chip, SensorConfig, SimulationConfig};
 
-/// A chip model on the virtual bus.
+/// Where a chip's register pointer is, and its conversions: when the running cycle began
+/// (a configuration write, a reset) and when the last conversion completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cycle {
+    /// The register the next read returns.
+    pub pointer: u8,
+    /// When the conversions (re)started.
+    pub start: Duration,
+    /// When the last conversion completed.
+    pub last: Option<Duration>,
+}
+
+impl Cycle {
+    /// Conversions restart at `t`: a configuration write, a reset.
+    pub fn restart(&mut self, t: Duration) {
+        self.start = t;
+        self.last = None;
+    }
+}
+
+/// A chip model on the virtual bus. Each chip says what makes it itself: its registers, its
+/// conversions, its power-on values. The I2C side is the same for every chip of the family
+/// and follows from those ([`VirtualChip::advance`], [`write`](VirtualChip::write),
+/// [`read`](VirtualChip::read)): a one-byte write sets the register pointer and a three-byte
+/// one writes the register (RST in the configuration resets the chip, any other
+/// configuration write restarts its conversions), a read returns the register the pointer
+/// selects, MSB first.
 pub trait VirtualChip: Send {
     /// Its scheduled faults: the bus asks them about each transfer.
     fn faults(&mut self) -> &mut FaultSchedule;
+    /// Its register pointer and conversion cycle.
+    fn cycle(&mut self) -> &mut Cycle;
+    /// Every register back to its power-on value at `t` (RST, or power lost).
+    fn reset(&mut self, t: Duration);
+    /// When the latest conversion due by `t` completed, if one is due.
+    fn due(&self, t: Duration) -> Option<Duration>;
+    /// Complete a conversion of what the inputs see at `t`.
+    fn convert(&mut self, t: Duration);
+    /// A register's word as a read returns it; `None` for a register the chip lacks.
+    fn word(&self, register: u8) -> Option<u16>;
+    /// A write of `word` to a register other than a reset, as the chip keeps it; true when
+    /// it restarts the conversions (a configuration write).
+    fn store(&mut self, register: u8, word: u16) -> bool;
+    /// A read of `register` happened (some clear a flag by being read).
+    fn was_read(&mut self, register: u8);
+
     /// Bring the chip up to time `t`: brown-outs, and a conversion if one is due.
-    fn advance(&mut self, t: Duration);
+    fn advance(&mut self, t: Duration) {
+        if self.faults().take_brownout(t) {
+            self.reset(t);
+        }
+        if let Some(at) = self.due(t) {
+            if !self.faults().stuck(t) {
+                self.convert(at);
+            }
+        }
+    }
+
     /// An I2C write: the register pointer, then the value if there is one.
-    fn write(&mut self, bytes: &[u8], t: Duration);
-    /// An I2C read of the register the pointer selects.
-    fn read(&mut self, buf: &mut [u8], t: Duration);
+    fn write(&mut self, bytes: &[u8], t: Duration) {
+        let Some((&pointer, value)) = bytes.split_first() else {
+            return;
+        };
+        self.cycle().pointer = pointer;
+        let [hi, lo, ..] = value else { return };
+        let word = u16::from_be_bytes([*hi, *lo]);
+        if pointer == family::REG_CONFIG && word & family::CONFIG_RST != 0 {
+            self.reset(t);
+        } else if self.store(pointer, word) {
+            self.cycle().restart(t);
+        }
+    }
+
+    /// An I2C read of the register the pointer selects, MSB first, repeated for longer
+    /// reads.
+    fn read(&mut self, buf: &mut [u8], _t: Duration) {
+        let pointer = self.cycle().pointer;
+        let word = self.word(pointer).unwrap_or(0).to_be_bytes();
+        for (i, byte) in buf.iter_mut().enumerate() {
+            *byte = word[i % 2];
+        }
+        self.was_read(pointer);
+    }
+
     /// A register as it is now (tests and diagnostics; reading it this way changes nothing).
-    fn register(&self, register: u8) -> Option<u16>;
+    fn register(&self, register: u8) -> Option<u16> {
+        self.word(register)
+    }
 }
 
 /// The latest moment by `t` at which one of the conversions running back to back every
@@ -60,24 +136,6 @@ pub fn completed_conversion(
     let n = (t - start).as_nanos() / period_ns;
     let at = start + Duration::from_nanos(u64::try_from(n * period_ns).unwrap_or(u64::MAX));
     last.is_none_or(|l| at > l).then_some(at)
-}
-
-/// An I2C write to a chip of the family: the register pointer, and the word written to that
-/// register if the write carries one (pointer, MSB, LSB).
-fn register_write(bytes: &[u8]) -> Option<(u8, Option<u16>)> {
-    let (&pointer, value) = bytes.split_first()?;
-    let word = match value {
-        [hi, lo, ..] => Some(u16::from_be_bytes([*hi, *lo])),
-        _ => None,
-    };
-    Some((pointer, word))
-}
-
-/// An I2C read of a register: its word, MSB first, repeated for longer reads.
-fn fill(buf: &mut [u8], word: u16) {
-    for (i, byte) in buf.iter_mut().enumerate() {
-        *byte = word.to_be_bytes()[i % 2];
-    }
 }
 
 /// What the chip's inputs see at a moment.
