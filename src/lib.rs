@@ -5,27 +5,29 @@
 //! # Layout
 //!
 //! The pipeline, in the order a reading travels; a module uses those above it, never those
-//! below:
+//! below (`tests/layout.rs` fails on an import cycle):
 //!
 //! 1. [`sensor`] — a chip on a bus gives a [`sensor::Reading`] or a [`sensor::SensorError`]:
-//!    the INA219, INA226/INA260 and INA3221 drivers and the recovery ladder they share, Linux
-//!    `/dev/i2c-N`, the simulator's virtual chips (and house battery) on a virtual bus, `scan`.
+//!    the INA219, INA226/INA260 and INA3221 drivers, what the family shares and the recovery
+//!    ladder, Linux `/dev/i2c-N`, the simulator's virtual chips (and house battery) on a
+//!    virtual bus with its own clock, `scan`.
 //! 2. [`energy`] — trapezoidal integration of power over monotonic time.
 //! 3. [`anomaly`] — the rules (over-power, energy budget, spike, bus voltage, overrange).
 //! 4. [`state`] — the files the totals live in: `state.json` and the live file.
 //! 5. [`battery`] — the battery monitor: coulomb counting, synchronisation, time to go.
-//! 6. [`metrics`] and [`status`] — the views: Prometheus families, and the snapshot the page
-//!    and the API read.
-//! 7. [`persist`] — saving the totals, and exporting only what is saved.
-//! 8. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
-//! 9. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; and [`mqtt`],
-//!    the states and Home Assistant discovery published to a broker.
-//! 10. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
-//!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line, one
-//!     place for errors and exit codes).
+//! 6. [`board`] — the running sensors: what each pipeline publishes (its snapshot, its
+//!    recent power, its exported totals), one list that a reload changes.
+//! 7. [`metrics`] — the Prometheus families, one module per concern, as views over the board.
+//! 8. [`persist`] — saving the board's totals, and exporting only what is saved.
+//! 9. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
+//! 10. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; and [`mqtt`],
+//!     the states and Home Assistant discovery published to a broker.
+//! 11. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
+//!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line,
+//!     one place for errors and exit codes).
 //!
-//! Underneath everything: [`config`] (the file, its types and checks), [`clock`] (time for
-//! the simulator) and [`chemistry`] (battery voltage curves, for the monitor and the
+//! Underneath everything: [`config`] (the file, and its checked form), [`time`] (Unix time and
+//! the local calendar) and [`chemistry`] (battery voltage curves, for the monitor and the
 //! simulator).
 #![warn(missing_docs)]
 

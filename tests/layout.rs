@@ -349,3 +349,81 @@ fn paths_are_read_as_rust_writes_them() {
         Some(vec!["a".to_string(), "b".to_string()])
     );
 }
+
+/// The modules of lib.rs's Layout, in its order: each numbered item's modules, and then those
+/// "underneath everything".
+fn layout() -> (Vec<Vec<String>>, Vec<String>) {
+    let lib = include_str!("../src/lib.rs");
+    let start = lib.find("//! # Layout").expect("a Layout section");
+    let mut items: Vec<Vec<String>> = Vec::new();
+    let mut underneath = Vec::new();
+    let mut in_underneath = false;
+    for line in lib[start..].lines().take_while(|l| l.starts_with("//!")) {
+        let text = line.trim_start_matches("//!").trim_start();
+        let starts_item = text
+            .split_once(". ")
+            .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty());
+        if text.starts_with("Underneath") {
+            in_underneath = true;
+        } else if starts_item {
+            items.push(Vec::new());
+        }
+        let mut rest = text;
+        while let Some(open) = rest.find("[`") {
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("`]") else { break };
+            let name = &after[..close];
+            rest = &after[close + 2..];
+            if name.contains("::") || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue;
+            }
+            match (in_underneath, items.last_mut()) {
+                (true, _) => underneath.push(name.to_string()),
+                (false, Some(item)) if !item.contains(&name.to_string()) => {
+                    item.push(name.to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    (items, underneath)
+}
+
+#[test]
+fn the_layout_in_lib_rs_names_every_module_and_imports_go_up_it() {
+    let (items, underneath) = layout();
+    let lib = include_str!("../src/lib.rs");
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';').to_string())
+        .collect();
+    let listed: BTreeSet<String> = items.iter().flatten().chain(&underneath).cloned().collect();
+    assert_eq!(listed, declared, "lib.rs's Layout against its `pub mod`s");
+
+    let place = |m: &str| items.iter().position(|item| item.iter().any(|n| n == m));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut wrong = Vec::new();
+    for e in edges(&root.join("src")) {
+        let (Some(from), Some(to)) = (e.from.first(), e.to.first()) else {
+            continue;
+        };
+        if from == to {
+            continue;
+        }
+        let down = match (place(from), place(to)) {
+            (Some(a), Some(b)) => b > a,
+            // What is underneath everything uses nothing of the pipeline.
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if down {
+            wrong.push(format!("{from} -> {to} ({})", e.at));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports down the Layout of lib.rs:\n{}",
+        wrong.join("\n")
+    );
+}

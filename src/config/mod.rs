@@ -4,18 +4,23 @@
 //! Loading happens in three steps, each of which reports file, line, column and key:
 //! 1. TOML syntax (`toml`'s parser, with its own spans);
 //! 2. shape and types (`serde`, `deny_unknown_fields`, typed values such as [`ShuntRange`]
-//!    that cannot hold what the chip does not have; the key path from `serde_path_to_error`);
-//! 3. checks: each section checks itself ([`DaemonConfig::check`], [`SensorConfig::check`],
-//!    …), and [`Config::check`] adds what spans sensors. A check names a key path; it is
-//!    located in the document afterwards ([`diagnostic::locate`]).
+//!    that cannot hold what the chip does not have; the key path from `serde_path_to_error`):
+//!    the file's form ([`SensorFile`], [`MqttFile`], …);
+//! 3. checks: each section checks itself and is turned into its checked form
+//!    ([`SensorFile::check`] gives a [`SensorConfig`], [`MqttFile::check`] an [`MqttConfig`]),
+//!    and `Config::check` adds what spans sections. A check names a key path; it is located
+//!    in the document afterwards ([`diagnostic::locate`]).
 //!
 //! # Layout
 //! - [`daemon`] — `[daemon]`;
 //! - [`sensor`] — `[[sensor]]`;
 //! - [`chip`] — the chips, their typed settings, what each is programmed with;
 //! - [`anomaly`] — `[sensor.anomaly]`;
-//! - [`simulation`] — `[sensor.simulation]`: load models and faults;
-//! - [`values`] — serde helpers for durations and addresses;
+//! - [`simulation`] — `[sensor.simulation]`: load models and faults; [`house`] — its
+//!   `battery = { … }`, the simulated house's battery;
+//! - [`battery`] — `[[battery]]`: battery monitors;
+//! - [`mqtt`] — `[mqtt]`;
+//! - [`values`] — serde helpers for durations and addresses, names;
 //! - [`diagnostic`] — located errors.
 
 pub mod anomaly;

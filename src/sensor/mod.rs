@@ -2,8 +2,10 @@
 //!
 //! A sensor is a chip of the INA2xx family ([`ina219`], [`ina226`] for the INA226 and INA260,
 //! [`ina3221`]) read through its driver and the recovery ladder every chip shares
-//! ([`ladder`]); what differs is the bus under it: a Linux `/dev/i2c-N` ([`linux`]) or a
-//! virtual bus carrying virtual chips ([`simulated`]), read through the same code.
+//! ([`ladder`]); [`family`] holds what the chips share (IDs, the configuration layout, the
+//! one way to identify and program them). What differs is the bus under it: a Linux
+//! `/dev/i2c-N` ([`linux`]) or a virtual bus carrying virtual chips ([`simulated`]), read
+//! through the same code. [`scan`] finds the chips on a bus.
 
 pub mod family;
 pub mod ina219;
@@ -82,7 +84,7 @@ pub enum ErrorKind {
     I2c,
     /// The bus device could not be opened (missing `/dev/i2c-N`, permissions).
     Unavailable,
-    /// The chip answered with something an INA219 would not say.
+    /// The chip answered with something a chip of the family would not say.
     Invalid,
     /// The OVF flag: current/power out of range.
     Overflow,
@@ -135,10 +137,11 @@ pub enum SensorError {
         /// A few words for `systemctl status`.
         summary: String,
     },
-    /// The chip has not finished a conversion since the last read (CNVR clear).
-    #[error("no new conversion since the last read (CNVR not set)")]
+    /// The chip has not finished a conversion since the last read (its conversion-ready flag,
+    /// CNVR or CVRF, is clear).
+    #[error("no new conversion since the last read (the conversion-ready flag is clear)")]
     NotReady,
-    /// The chip answered, but not as an INA219 configured by us would.
+    /// The chip answered, but not as the chip we configured would.
     #[error("unexpected answer from the chip: {0}")]
     Invalid(String),
 }
