@@ -15,7 +15,7 @@ use crate::sensor::Reading;
 
 /// A rule's name: the `rule` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rule {
+pub(crate) enum Rule {
     /// Power above a limit for a while.
     OverPower,
     /// Energy over a rolling window above a budget.
@@ -38,7 +38,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in label order of the metrics.
-    pub const ALL: [Rule; 9] = [
+    pub(crate) const ALL: [Rule; 9] = [
         Rule::OverPower,
         Rule::EnergyBudget,
         Rule::Spike,
@@ -51,7 +51,7 @@ impl Rule {
     ];
 
     /// The `rule` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rule::OverPower => "over_power",
             Rule::EnergyBudget => "energy_budget",
@@ -72,11 +72,11 @@ impl Rule {
 
 /// A set of rules, as bits (no allocation on the sampling path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RuleSet(u16);
+pub(crate) struct RuleSet(u16);
 
 impl RuleSet {
     /// Whether `rule` is in the set.
-    pub fn contains(self, rule: Rule) -> bool {
+    pub(crate) fn contains(self, rule: Rule) -> bool {
         self.0 & rule.bit() != 0
     }
     fn set(&mut self, rule: Rule, on: bool) {
@@ -87,38 +87,34 @@ impl RuleSet {
         }
     }
     /// Add `rule` if `on`.
-    pub fn insert_if(&mut self, rule: Rule, on: bool) {
+    pub(crate) fn insert_if(&mut self, rule: Rule, on: bool) {
         if on {
             self.set(rule, true);
         }
     }
     /// Both sets together.
-    pub fn union(self, other: RuleSet) -> RuleSet {
+    pub(crate) fn union(self, other: RuleSet) -> RuleSet {
         RuleSet(self.0 | other.0)
     }
     /// The rules in the set.
-    pub fn iter(self) -> impl Iterator<Item = Rule> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Rule> {
         Rule::ALL.into_iter().filter(move |r| self.contains(*r))
-    }
-    /// No rule.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
     }
 }
 
 /// A rule starting or clearing.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// The rule.
-    pub rule: Rule,
+    pub(crate) rule: Rule,
     /// True when the episode starts, false when it clears.
-    pub started: bool,
+    pub(crate) started: bool,
     /// The value that decided it, in `unit`.
-    pub value: f64,
+    pub(crate) value: f64,
     /// The threshold it was compared with.
-    pub threshold: f64,
+    pub(crate) threshold: f64,
     /// The unit of `value` and `threshold`.
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
 }
 
 /// Trip after `on_after` of the trip condition, clear after `off_after` of the clear condition.
@@ -260,7 +256,7 @@ struct VoltageBand {
 
 /// All rules of one sensor.
 #[derive(Debug, Clone)]
-pub struct AnomalyDetector {
+pub(crate) struct AnomalyDetector {
     over_power: Option<OverPower>,
     budget: Option<EnergyBudget>,
     spike: Option<Spike>,
@@ -271,7 +267,7 @@ pub struct AnomalyDetector {
 
 impl AnomalyDetector {
     /// The rules `config` turns on, none in an episode yet.
-    pub fn new(config: &AnomalyConfig) -> Self {
+    pub(crate) fn new(config: &AnomalyConfig) -> Self {
         let h = config.hysteresis();
         AnomalyDetector {
             over_power: config.max_power_watts.map(|limit| {
@@ -317,7 +313,7 @@ impl AnomalyDetector {
     }
 
     /// The rules this sensor evaluates.
-    pub fn rules(&self) -> RuleSet {
+    pub(crate) fn rules(&self) -> RuleSet {
         let mut set = RuleSet::default();
         set.set(Rule::OverPower, self.over_power.is_some());
         set.set(Rule::EnergyBudget, self.budget.is_some());
@@ -329,12 +325,12 @@ impl AnomalyDetector {
     }
 
     /// The rules in an episode now.
-    pub fn active(&self) -> RuleSet {
+    pub(crate) fn active(&self) -> RuleSet {
         self.active
     }
 
     /// Forget half-elapsed durations: after a gap in the samples nothing is known about it.
-    pub fn reset_pending(&mut self) {
+    pub(crate) fn reset_pending(&mut self) {
         for e in self.episodes_mut() {
             e.since = None;
         }
@@ -362,7 +358,7 @@ impl AnomalyDetector {
 
     /// Evaluate every rule on a reading taken at `at`, with the sensor's forward energy total
     /// after it; `emit` hears of every start and clear.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         at: Instant,
         reading: &Reading,
@@ -441,7 +437,7 @@ impl AnomalyDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EnergyBudget as BudgetConfig;
+    use crate::config::anomaly::EnergyBudget as BudgetConfig;
 
     fn reading(watts: f64, volts: f64) -> Reading {
         Reading {

@@ -21,7 +21,7 @@ pub fn run(config: &Config, out: &mut impl Write) -> io::Result<()> {
 }
 
 /// One sensor in a line: where, what the chip is programmed with, how often, which rules.
-pub fn describe(s: &SensorConfig, config: &Config) -> String {
+pub(crate) fn describe(s: &SensorConfig, config: &Config) -> String {
     let a = &s.anomaly;
     let mut rules = Vec::new();
     if let Some(w) = a.max_power_watts {

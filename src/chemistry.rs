@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// The cell chemistry: it sets the defaults and the voltage curve of a rested battery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Chemistry {
+pub(crate) enum Chemistry {
     /// Lithium iron phosphate, 3.2 V per cell.
     #[default]
     Lifepo4,
@@ -21,7 +21,7 @@ pub enum Chemistry {
 
 impl Chemistry {
     /// The name in the configuration.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Chemistry::Lifepo4 => "lifepo4",
             Chemistry::LeadAcid => "lead_acid",
@@ -59,7 +59,7 @@ const LEAD_ACID: [(f64, f64); 6] = [
 ];
 
 /// Cells in series for a nominal voltage: 3.2 V per LiFePO4 cell, 2 V per lead-acid cell.
-pub fn cells(chemistry: Chemistry, nominal_volts: f64) -> f64 {
+pub(crate) fn cells(chemistry: Chemistry, nominal_volts: f64) -> f64 {
     match chemistry {
         Chemistry::Lifepo4 => (nominal_volts / 3.2).round(),
         Chemistry::LeadAcid => (nominal_volts / 2.0).round(),
@@ -74,7 +74,7 @@ fn table(chemistry: Chemistry) -> &'static [(f64, f64)] {
 }
 
 /// Volts per cell at `soc` (clamped to 0..=1), interpolated linearly.
-pub fn cell_volts(chemistry: Chemistry, soc: f64) -> f64 {
+pub(crate) fn cell_volts(chemistry: Chemistry, soc: f64) -> f64 {
     let t = table(chemistry);
     let soc = soc.clamp(0.0, 1.0);
     for pair in t.windows(2) {
@@ -87,7 +87,7 @@ pub fn cell_volts(chemistry: Chemistry, soc: f64) -> f64 {
 }
 
 /// The state of charge a rested cell at `volts` has, clamped to the table.
-pub fn soc_at(chemistry: Chemistry, volts: f64) -> f64 {
+pub(crate) fn soc_at(chemistry: Chemistry, volts: f64) -> f64 {
     let t = table(chemistry);
     if volts <= t[0].1 {
         return 0.0;
@@ -104,7 +104,7 @@ pub fn soc_at(chemistry: Chemistry, volts: f64) -> f64 {
 /// How far off an estimate from a rested cell's `volts` can be: the span of charge over which
 /// the voltage moves by ±`tolerance` volts per cell (measurement, temperature and a rest that
 /// was not quite long enough), as a fraction of capacity.
-pub fn uncertainty_at(chemistry: Chemistry, volts: f64, tolerance: f64) -> f64 {
+pub(crate) fn uncertainty_at(chemistry: Chemistry, volts: f64, tolerance: f64) -> f64 {
     let low = soc_at(chemistry, volts - tolerance);
     let high = soc_at(chemistry, volts + tolerance);
     (high - low) / 2.0
@@ -115,7 +115,7 @@ pub fn uncertainty_at(chemistry: Chemistry, volts: f64, tolerance: f64) -> f64 {
 /// the monitor and the simulated battery both count. Computed as `exp((exponent - 1) · ln
 /// ratio)`: as exact here (the power is at most 0.5) and a third of the time of `pow`, on the
 /// path of every sample.
-pub fn peukert_weight(amps: f64, rated_amps: f64, exponent: f64) -> f64 {
+pub(crate) fn peukert_weight(amps: f64, rated_amps: f64, exponent: f64) -> f64 {
     libm::exp((exponent - 1.0) * libm::log(amps / rated_amps))
 }
 

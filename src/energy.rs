@@ -8,26 +8,26 @@
 use std::time::{Duration, Instant};
 
 /// Joules in a watt-hour.
-pub const JOULES_PER_WH: f64 = 3600.0;
+pub(crate) const JOULES_PER_WH: f64 = 3600.0;
 /// Joules in a kilowatt-hour.
-pub const JOULES_PER_KWH: f64 = 1000.0 * JOULES_PER_WH;
+pub(crate) const JOULES_PER_KWH: f64 = 1000.0 * JOULES_PER_WH;
 
 /// What one sample added.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Step {
+pub(crate) struct Step {
     /// Energy added in the forward direction.
-    pub forward_joules: f64,
+    pub(crate) forward_joules: f64,
     /// Energy added in reverse.
-    pub reverse_joules: f64,
+    pub(crate) reverse_joules: f64,
     /// Time covered by this step (0 for the first sample and after a gap).
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// The pause before this sample was longer than `max_gap` and was not bridged.
-    pub gap: bool,
+    pub(crate) gap: bool,
 }
 
 /// Integrates one sensor's power.
 #[derive(Debug, Clone)]
-pub struct EnergyIntegrator {
+pub(crate) struct EnergyIntegrator {
     max_gap: Duration,
     last: Option<(Instant, f64)>,
     forward_joules: f64,
@@ -36,7 +36,7 @@ pub struct EnergyIntegrator {
 
 impl EnergyIntegrator {
     /// Start from stored totals (0 for a new sensor).
-    pub fn new(max_gap: Duration, forward_joules: f64, reverse_joules: f64) -> Self {
+    pub(crate) fn new(max_gap: Duration, forward_joules: f64, reverse_joules: f64) -> Self {
         EnergyIntegrator {
             max_gap,
             last: None,
@@ -48,7 +48,7 @@ impl EnergyIntegrator {
     /// Add a power sample taken at `at`. Samples must come in time order; a non-finite power
     /// is ignored (the chip's value was unknown) and the next sample bridges over it if it
     /// comes within `max_gap`.
-    pub fn add(&mut self, power_watts: f64, at: Instant) -> Step {
+    pub(crate) fn add(&mut self, power_watts: f64, at: Instant) -> Step {
         if !power_watts.is_finite() {
             return Step::default();
         }
@@ -75,12 +75,12 @@ impl EnergyIntegrator {
     }
 
     /// Energy drawn in the forward direction since the first reading ever.
-    pub fn forward_joules(&self) -> f64 {
+    pub(crate) fn forward_joules(&self) -> f64 {
         self.forward_joules
     }
 
     /// Energy that flowed backwards.
-    pub fn reverse_joules(&self) -> f64 {
+    pub(crate) fn reverse_joules(&self) -> f64 {
         self.reverse_joules
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredState};
 
 /// Somewhere totals are made durable.
-pub trait Durable: Send {
+pub(crate) trait Durable: Send {
     /// Write `state` so that it survives a power cut; `Ok` only once it does.
     fn save(&self, state: &StoredState) -> Result<(), StateError>;
 }
@@ -39,7 +39,7 @@ fn battery_of(status: &SensorStatus) -> Option<(&str, StoredBattery)> {
 }
 
 /// Saves the totals of the board's sensors and exports them once saved.
-pub struct Persister<D: Durable = StateStore> {
+pub(crate) struct Persister<D: Durable = StateStore> {
     disk: D,
     metrics: Arc<Metrics>,
     board: Arc<Board>,
@@ -55,7 +55,12 @@ impl<D: Durable> Persister<D> {
     /// A persister of the sensors on the board `metrics` reports. `durable` is what the state
     /// file held at start; `newer` are totals that may be newer (the live file after a crash),
     /// saved by the first [`save`](Self::save).
-    pub fn new(disk: D, metrics: Arc<Metrics>, durable: StoredState, newer: StoredState) -> Self {
+    pub(crate) fn new(
+        disk: D,
+        metrics: Arc<Metrics>,
+        durable: StoredState,
+        newer: StoredState,
+    ) -> Self {
         Persister {
             disk,
             board: Arc::clone(metrics.board()),
@@ -67,7 +72,7 @@ impl<D: Durable> Persister<D> {
     }
 
     /// The durable side.
-    pub fn disk(&self) -> &D {
+    pub(crate) fn disk(&self) -> &D {
         &self.disk
     }
 
@@ -92,7 +97,7 @@ impl<D: Durable> Persister<D> {
 
     /// The latest totals of `name`: its live ones if it is on the board, else the newest
     /// known.
-    pub fn latest(&mut self, name: &str) -> StoredSensor {
+    pub(crate) fn latest(&mut self, name: &str) -> StoredSensor {
         self.absorb_retired();
         if let Some(status) = self.board.sensor(name) {
             return status.snapshot().totals();
@@ -106,7 +111,7 @@ impl<D: Durable> Persister<D> {
 
     /// The latest state of battery `name`: its live one if its sensor is on the board, else
     /// the newest known.
-    pub fn latest_battery(&mut self, name: &str) -> StoredBattery {
+    pub(crate) fn latest_battery(&mut self, name: &str) -> StoredBattery {
         self.absorb_retired();
         if let Some(stored) = self
             .board
@@ -126,7 +131,7 @@ impl<D: Durable> Persister<D> {
 
     /// Set the exported counters of a new sensor's `status` to the last saved totals, before
     /// it goes on the board.
-    pub fn export_saved(&self, status: &SensorStatus) {
+    pub(crate) fn export_saved(&self, status: &SensorStatus) {
         let sensor = self
             .saved
             .sensors
@@ -145,7 +150,7 @@ impl<D: Durable> Persister<D> {
 
     /// Save every sensor's current totals; export them once they are on disk. A failure is
     /// counted and logged once per episode; the exported totals then stay where they were.
-    pub fn save(&mut self) -> Result<(), StateError> {
+    pub(crate) fn save(&mut self) -> Result<(), StateError> {
         self.absorb_retired();
         let metrics = Arc::clone(&self.metrics);
         let metrics = &metrics.daemon;

@@ -4,12 +4,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Unix time now, in seconds (0 before 1970, which no running system has).
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     unix(SystemTime::now())
 }
 
 /// A wall-clock time as Unix seconds.
-pub fn unix(at: SystemTime) -> f64 {
+pub(crate) fn unix(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
@@ -27,7 +27,7 @@ fn local(unix: i64) -> Option<libc::tm> {
 
 /// The local day `unix` falls on (a number that changes at each local midnight) and the Unix
 /// time of the next local midnight.
-pub fn local_day(unix: f64) -> (i64, f64) {
+pub(crate) fn local_day(unix: f64) -> (i64, f64) {
     let secs = unix.floor() as i64;
     let Some(mut tm) = local(secs) else {
         let day = secs.div_euclid(86_400);
@@ -50,7 +50,7 @@ pub fn local_day(unix: f64) -> (i64, f64) {
 }
 
 /// The local time of day now, as a duration since midnight.
-pub fn local_time_of_day() -> Duration {
+pub(crate) fn local_time_of_day() -> Duration {
     let now = unix_now().floor() as i64;
     let seconds = local(now).map_or(now.rem_euclid(86_400), |tm| {
         i64::from(tm.tm_hour) * 3600 + i64::from(tm.tm_min) * 60 + i64::from(tm.tm_sec)

@@ -28,7 +28,7 @@ use crate::state::{SocStatus, StoredBattery};
 const RATED_HOURS: f64 = 20.0;
 /// A battery unwatched for longer than this (the daemon stopped, the machine off) may have
 /// been charged or discharged meanwhile: its state of charge becomes an estimate.
-pub const UNWATCHED_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const UNWATCHED_AFTER: Duration = Duration::from_secs(3600);
 /// The volts per cell a rested battery's voltage may be off by (measurement, temperature, a
 /// rest that was too short), for the uncertainty of an estimate.
 const REST_TOLERANCE_VOLTS: f64 = 0.02;
@@ -43,14 +43,14 @@ pub struct BatterySnapshot {
     /// What is saved.
     pub stored: StoredBattery,
     /// The capacity, in coulombs.
-    pub capacity_coulombs: f64,
+    pub(crate) capacity_coulombs: f64,
     /// The state of charge (0 to 1), when known.
     pub state_of_charge: Option<f64>,
     /// Seconds to the discharge floor, when the state of charge is known; +∞ while not
     /// discharging.
     pub time_to_go_seconds: Option<f64>,
     /// The averaged current (discharge positive), in amperes.
-    pub average_current_amperes: f64,
+    pub(crate) average_current_amperes: f64,
 }
 
 impl BatterySnapshot {
@@ -60,7 +60,7 @@ impl BatterySnapshot {
     }
 
     /// The uncertainty of the state of charge, when it is known (0 when synchronised).
-    pub fn uncertainty(&self) -> Option<f64> {
+    pub(crate) fn uncertainty(&self) -> Option<f64> {
         match self.stored.status {
             SocStatus::Unknown => None,
             SocStatus::Synchronized => Some(0.0),
@@ -92,7 +92,7 @@ impl Alarm {
 
 /// The monitor of one battery.
 #[derive(Debug, Clone)]
-pub struct BatteryMonitor {
+pub(crate) struct BatteryMonitor {
     config: BatteryConfig,
     /// The sign that makes discharge positive.
     sign: f64,
@@ -114,7 +114,7 @@ pub struct BatteryMonitor {
 impl BatteryMonitor {
     /// A monitor of `config`, continuing from `stored`; samples further apart than `max_gap`
     /// are not bridged.
-    pub fn new(config: &BatteryConfig, stored: StoredBattery, max_gap: Duration) -> Self {
+    pub(crate) fn new(config: &BatteryConfig, stored: StoredBattery, max_gap: Duration) -> Self {
         BatteryMonitor {
             sign: match config.charging_current {
                 ChargingCurrent::Negative => 1.0,
@@ -136,17 +136,17 @@ impl BatteryMonitor {
     }
 
     /// A monitor with the settings of `other`, continuing from `stored`.
-    pub fn new_like(other: &BatteryMonitor, stored: StoredBattery) -> Self {
+    pub(crate) fn new_like(other: &BatteryMonitor, stored: StoredBattery) -> Self {
         BatteryMonitor::new(&other.config, stored, other.max_gap)
     }
 
     /// The battery's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 
     /// The rules this battery evaluates.
-    pub fn rules(&self) -> RuleSet {
+    pub(crate) fn rules(&self) -> RuleSet {
         let a = &self.config.anomaly;
         let mut rules = RuleSet::default();
         rules.insert_if(Rule::LowStateOfCharge, a.min_state_of_charge.is_some());
@@ -156,7 +156,7 @@ impl BatteryMonitor {
     }
 
     /// The rules in an episode.
-    pub fn active(&self) -> RuleSet {
+    pub(crate) fn active(&self) -> RuleSet {
         let mut rules = RuleSet::default();
         rules.insert_if(Rule::LowStateOfCharge, self.low_soc.active);
         rules.insert_if(Rule::LowTimeToGo, self.low_time_to_go.active);
@@ -165,7 +165,7 @@ impl BatteryMonitor {
     }
 
     /// What is saved.
-    pub fn stored(&self) -> StoredBattery {
+    pub(crate) fn stored(&self) -> StoredBattery {
         self.state
     }
 
@@ -192,7 +192,7 @@ impl BatteryMonitor {
     }
 
     /// The snapshot as of the last sample.
-    pub fn snapshot(&self) -> BatterySnapshot {
+    pub(crate) fn snapshot(&self) -> BatterySnapshot {
         let soc = self.state_of_charge();
         BatterySnapshot {
             stored: self.state,
@@ -374,7 +374,7 @@ impl BatteryMonitor {
 
     /// One sample: the sensor's current (as it reads it) and bus voltage at `at`
     /// (`wall_unix` on the wall clock). Rule transitions go to `on`.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         current_amperes: f64,
         volts: f64,

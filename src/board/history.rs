@@ -8,9 +8,9 @@ pub const POINTS: usize = 720;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     /// Unix time.
-    pub unix: f64,
+    pub(crate) unix: f64,
     /// Watts; NaN when the shunt saturated during the point.
-    pub watts: f32,
+    pub(crate) watts: f32,
 }
 
 /// Samples being averaged into the next point.
@@ -25,7 +25,7 @@ struct Bucket {
 
 /// A ring of the last [`POINTS`] points.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     ring: Box<[Point]>,
     /// The next slot to write.
     next: usize,
@@ -36,7 +36,7 @@ pub struct History {
 
 impl History {
     /// An empty history whose points are at least `resolution` seconds apart.
-    pub fn new(resolution: f64) -> History {
+    pub(crate) fn new(resolution: f64) -> History {
         History {
             ring: vec![
                 Point {
@@ -54,12 +54,12 @@ impl History {
     }
 
     /// The seconds between points at least.
-    pub fn resolution(&self) -> f64 {
+    pub(crate) fn resolution(&self) -> f64 {
         self.resolution
     }
 
     /// The bytes it holds, whatever it holds.
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         std::mem::size_of::<History>() + std::mem::size_of_val(&*self.ring)
     }
 
@@ -70,7 +70,7 @@ impl History {
     }
 
     /// Count a sample of `watts` at `unix` (NaN: the shunt saturated).
-    pub fn record(&mut self, unix: f64, watts: f64) {
+    pub(crate) fn record(&mut self, unix: f64, watts: f64) {
         if let Some(b) = &mut self.bucket {
             // Points on a grid of `resolution` seconds: samples in one slot are one point.
             let slot = |t: f64| (t / self.resolution).floor();
@@ -104,7 +104,7 @@ impl History {
     }
 
     /// The points after `since` (Unix time), oldest first.
-    pub fn points_since(&self, since: f64) -> Vec<Point> {
+    pub(crate) fn points_since(&self, since: f64) -> Vec<Point> {
         let start = (self.next + POINTS - self.len) % POINTS;
         (0..self.len)
             .map(|i| self.ring[(start + i) % POINTS])

@@ -10,14 +10,14 @@
 //! - [`history`]: the recent power for the status page's sparklines.
 
 pub mod history;
-pub mod status;
+pub(crate) mod status;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use self::status::{BatteryInfo, Exported, PowerStats, SensorStatus, SetCounter, Snapshot};
 
 /// The sensors as of now.
-pub type Sensors = Arc<Vec<Arc<SensorStatus>>>;
+pub(crate) type Sensors = Arc<Vec<Arc<SensorStatus>>>;
 
 /// The running sensors.
 #[derive(Debug, Default)]
@@ -34,12 +34,12 @@ impl Board {
     }
 
     /// The sensors, in configuration order.
-    pub fn sensors(&self) -> Sensors {
+    pub(crate) fn sensors(&self) -> Sensors {
         Arc::clone(&self.sensors.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The sensor called `name`.
-    pub fn sensor(&self, name: &str) -> Option<Arc<SensorStatus>> {
+    pub(crate) fn sensor(&self, name: &str) -> Option<Arc<SensorStatus>> {
         self.sensors().iter().find(|s| s.name == name).cloned()
     }
 
@@ -63,7 +63,7 @@ impl Board {
     }
 
     /// The sensors taken off the board since the last call, with their final totals.
-    pub fn take_retired(&self) -> Vec<Arc<SensorStatus>> {
+    pub(crate) fn take_retired(&self) -> Vec<Arc<SensorStatus>> {
         std::mem::take(&mut *self.retired.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }

@@ -20,9 +20,9 @@ use super::history::{History, Point};
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PowerStats {
     /// The lowest power seen.
-    pub min_watts: Option<f64>,
+    pub(crate) min_watts: Option<f64>,
     /// The highest power seen.
-    pub max_watts: Option<f64>,
+    pub(crate) max_watts: Option<f64>,
     /// Signed energy over `seconds` (forward minus reverse), for the time-weighted mean.
     net_joules: f64,
     seconds: f64,
@@ -30,7 +30,7 @@ pub struct PowerStats {
 
 impl PowerStats {
     /// Count a sample of `watts` that integrated as `step`.
-    pub fn add(&mut self, watts: f64, step: &Step) {
+    pub(crate) fn add(&mut self, watts: f64, step: &Step) {
         self.min_watts = Some(self.min_watts.map_or(watts, |m| m.min(watts)));
         self.max_watts = Some(self.max_watts.map_or(watts, |m| m.max(watts)));
         self.net_joules += step.forward_joules - step.reverse_joules;
@@ -38,7 +38,7 @@ impl PowerStats {
     }
 
     /// Time-weighted mean power over the time covered by samples.
-    pub fn avg_watts(&self) -> Option<f64> {
+    pub(crate) fn avg_watts(&self) -> Option<f64> {
         (self.seconds > 0.0).then(|| self.net_joules / self.seconds)
     }
 }
@@ -47,51 +47,51 @@ impl PowerStats {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
     /// The last reading (possibly an overflow one).
-    pub reading: Option<Reading>,
+    pub(crate) reading: Option<Reading>,
     /// The last read got a well-formed answer.
     pub up: bool,
     /// The kind of the last failed read.
-    pub last_error: Option<ErrorKind>,
+    pub(crate) last_error: Option<ErrorKind>,
     /// Valid samples since start.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// Failed reads since start.
-    pub read_errors: u64,
+    pub(crate) read_errors: u64,
     /// Failed transfers and samples without a valid value since start, by kind (in
     /// [`ErrorKind::ALL`] order).
-    pub errors_by_kind: [u64; ErrorKind::ALL.len()],
+    pub(crate) errors_by_kind: [u64; ErrorKind::ALL.len()],
     /// Failed transfers tried again at once.
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// Times the chip was programmed again (a brown-out, failures in a row).
-    pub reprograms: u64,
+    pub(crate) reprograms: u64,
     /// Pauses between samples too long for energy integration to bridge.
-    pub gaps: u64,
+    pub(crate) gaps: u64,
     /// Unix time of the last valid sample.
-    pub last_sample_unix: Option<f64>,
+    pub(crate) last_sample_unix: Option<f64>,
     /// Monotonic time of the last valid sample.
-    pub last_sample_at: Option<Instant>,
+    pub(crate) last_sample_at: Option<Instant>,
     /// Power statistics since start.
-    pub stats: PowerStats,
+    pub(crate) stats: PowerStats,
     /// Forward energy, as of the last sample.
     pub energy_joules: f64,
     /// Reverse energy, as of the last sample.
-    pub energy_reverse_joules: f64,
+    pub(crate) energy_reverse_joules: f64,
     /// Rules in an episode.
-    pub active: RuleSet,
+    pub(crate) active: RuleSet,
     /// The battery this sensor measures, as of the last sample.
     pub battery: Option<BatterySnapshot>,
     /// The local day "today" is, and the forward energy at its start.
-    pub day: i64,
+    pub(crate) day: i64,
     /// The forward total when today began (or when the daemon started, if later).
-    pub day_start_joules: f64,
+    pub(crate) day_start_joules: f64,
     /// Unix time each active rule's episode started, in [`Rule::ALL`] order (NaN: inactive).
-    pub anomaly_since: [f64; Rule::ALL.len()],
+    pub(crate) anomaly_since: [f64; Rule::ALL.len()],
     /// Episodes started since start, by rule (in [`Rule::ALL`] order).
-    pub episodes: [u64; Rule::ALL.len()],
+    pub(crate) episodes: [u64; Rule::ALL.len()],
 }
 
 impl Snapshot {
     /// What is saved of the totals.
-    pub fn totals(&self) -> StoredSensor {
+    pub(crate) fn totals(&self) -> StoredSensor {
         StoredSensor {
             energy_joules: self.energy_joules,
             energy_reverse_joules: self.energy_reverse_joules,
@@ -101,12 +101,12 @@ impl Snapshot {
     }
 
     /// Forward energy since local midnight (or since the daemon started today).
-    pub fn energy_today_joules(&self) -> f64 {
+    pub(crate) fn energy_today_joules(&self) -> f64 {
         (self.energy_joules - self.day_start_joules).max(0.0)
     }
 
     /// Count a failed read or a sample without a valid value.
-    pub fn count_error(&mut self, kind: ErrorKind) {
+    pub(crate) fn count_error(&mut self, kind: ErrorKind) {
         if let Some(i) = ErrorKind::ALL.iter().position(|k| *k == kind) {
             self.errors_by_kind[i] += 1;
         }
@@ -115,7 +115,7 @@ impl Snapshot {
     }
 
     /// When the episode of `rule` started, if it is active.
-    pub fn active_since(&self, rule: Rule) -> Option<f64> {
+    pub(crate) fn active_since(&self, rule: Rule) -> Option<f64> {
         let i = Rule::ALL.iter().position(|r| *r == rule)?;
         Some(self.anomaly_since[i]).filter(|t| t.is_finite())
     }
@@ -125,34 +125,34 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatteryInfo {
     /// The `battery` label.
-    pub name: String,
+    pub(crate) name: String,
     /// The chemistry's name.
-    pub chemistry: &'static str,
+    pub(crate) chemistry: &'static str,
     /// Rated capacity, in ampere-hours.
-    pub capacity_ah: f64,
+    pub(crate) capacity_ah: f64,
 }
 
 /// A sensor as readers see it: what it is, and its latest snapshot.
 #[derive(Debug)]
 pub struct SensorStatus {
     /// The `sensor` label.
-    pub name: String,
+    pub(crate) name: String,
     /// The driver's name.
-    pub driver: &'static str,
+    pub(crate) driver: &'static str,
     /// The chip's name.
-    pub chip: &'static str,
+    pub(crate) chip: &'static str,
     /// The bus.
-    pub bus: String,
+    pub(crate) bus: String,
     /// The chip's address.
-    pub address: u8,
+    pub(crate) address: u8,
     /// The configured labels.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// The rules it evaluates.
-    pub rules: RuleSet,
+    pub(crate) rules: RuleSet,
     /// The battery it measures.
-    pub battery: Option<BatteryInfo>,
+    pub(crate) battery: Option<BatteryInfo>,
     /// The sampling interval.
-    pub interval: std::time::Duration,
+    pub(crate) interval: std::time::Duration,
     /// The totals as of the last save of the state file: what `/metrics` exports.
     pub exported: Exported,
     snapshot: Mutex<Snapshot>,
@@ -163,7 +163,11 @@ pub struct SensorStatus {
 
 impl SensorStatus {
     /// The status of a sensor evaluating `rules`, with its totals so far.
-    pub fn new(config: &SensorConfig, rules: RuleSet, totals: StoredSensor) -> Arc<SensorStatus> {
+    pub(crate) fn new(
+        config: &SensorConfig,
+        rules: RuleSet,
+        totals: StoredSensor,
+    ) -> Arc<SensorStatus> {
         Arc::new(SensorStatus {
             name: config.name.clone(),
             driver: config.driver.as_str(),
@@ -198,12 +202,12 @@ impl SensorStatus {
     }
 
     /// Replace the snapshot.
-    pub fn publish(&self, snapshot: Snapshot) {
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 
     /// Count a sample's power into the recent history (no allocation).
-    pub fn record_power(&self, unix: f64, watts: f64) {
+    pub(crate) fn record_power(&self, unix: f64, watts: f64) {
         self.history
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -226,7 +230,7 @@ impl SensorStatus {
     }
 
     /// Why the sensor is down, while it is.
-    pub fn down_reason(&self) -> Option<String> {
+    pub(crate) fn down_reason(&self) -> Option<String> {
         self.down_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -234,7 +238,7 @@ impl SensorStatus {
     }
 
     /// Set (at the start of a failure episode) or clear (when it ends) the reason.
-    pub fn set_down_reason(&self, reason: Option<String>) {
+    pub(crate) fn set_down_reason(&self, reason: Option<String>) {
         *self
             .down_reason
             .lock()
@@ -252,7 +256,7 @@ pub struct SetCounter(AtomicU64);
 
 impl SetCounter {
     /// Raise the counter to `value`, if that is higher.
-    pub fn raise_to(&self, value: f64) {
+    pub(crate) fn raise_to(&self, value: f64) {
         // For finite non-negative floats the order of the bit patterns is the numeric order.
         // (Zero needs nothing: the counter starts there; and -0.0 would compare high.)
         if value.is_finite() && value > 0.0 {
@@ -261,7 +265,7 @@ impl SetCounter {
     }
 
     /// The value.
-    pub fn get(&self) -> f64 {
+    pub(crate) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 }
@@ -271,15 +275,15 @@ impl SetCounter {
 #[derive(Debug, Default)]
 pub struct Exported {
     /// `powermon_energy_joules_total`.
-    pub energy_joules: SetCounter,
+    pub(crate) energy_joules: SetCounter,
     /// `powermon_energy_reverse_joules_total`.
-    pub energy_reverse_joules: SetCounter,
+    pub(crate) energy_reverse_joules: SetCounter,
     /// `powermon_battery_charge_coulombs_total{direction="in"}`.
-    pub charge_in_coulombs: SetCounter,
+    pub(crate) charge_in_coulombs: SetCounter,
     /// `powermon_battery_charge_coulombs_total{direction="out"}`.
-    pub charge_out_coulombs: SetCounter,
+    pub(crate) charge_out_coulombs: SetCounter,
     /// `powermon_battery_full_charges_total`.
-    pub full_charges: SetCounter,
+    pub(crate) full_charges: SetCounter,
 }
 
 impl Exported {

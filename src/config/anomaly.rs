@@ -10,63 +10,63 @@ use super::values::{duration, opt_duration};
 /// `[sensor.anomaly]`; each rule is on when its key is set.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct AnomalyConfig {
+pub(crate) struct AnomalyConfig {
     /// `over_power`: power above this many watts ...
-    pub max_power_watts: Option<f64>,
+    pub(crate) max_power_watts: Option<f64>,
     /// ... for at least this long (default 30 s); it clears after as long below the limit
     /// less the hysteresis.
     #[serde(deserialize_with = "opt_duration")]
-    pub max_power_for: Option<Duration>,
+    pub(crate) max_power_for: Option<Duration>,
     /// `energy_budget`: energy over a rolling window above a budget.
-    pub energy_budget: Option<EnergyBudget>,
+    pub(crate) energy_budget: Option<EnergyBudget>,
     /// `spike`: deviation from an EWMA baseline by more than this many standard deviations.
-    pub spike_sigma: Option<f64>,
+    pub(crate) spike_sigma: Option<f64>,
     /// `under_voltage` / `over_voltage`: bus voltage outside `[low, high]` volts ...
-    pub allowed_bus_volts: Option<[f64; 2]>,
+    pub(crate) allowed_bus_volts: Option<[f64; 2]>,
     /// ... for at least this long (default 5 s).
     #[serde(deserialize_with = "opt_duration")]
-    pub bus_volts_for: Option<Duration>,
+    pub(crate) bus_volts_for: Option<Duration>,
     /// Clear thresholds sit this fraction inside the trip thresholds (default 0.05).
-    pub hysteresis: Option<f64>,
+    pub(crate) hysteresis: Option<f64>,
 }
 
 /// `energy_budget = { kwh = 12.0, window = "24h" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EnergyBudget {
+pub(crate) struct EnergyBudget {
     /// The budget.
-    pub kwh: f64,
+    pub(crate) kwh: f64,
     /// The rolling window it applies to.
     #[serde(deserialize_with = "duration")]
-    pub window: Duration,
+    pub(crate) window: Duration,
 }
 
 impl AnomalyConfig {
     /// `max_power_for` when not set.
-    pub const DEFAULT_MAX_POWER_FOR: Duration = Duration::from_secs(30);
+    pub(crate) const DEFAULT_MAX_POWER_FOR: Duration = Duration::from_secs(30);
     /// `bus_volts_for` when not set.
-    pub const DEFAULT_BUS_VOLTS_FOR: Duration = Duration::from_secs(5);
+    pub(crate) const DEFAULT_BUS_VOLTS_FOR: Duration = Duration::from_secs(5);
     /// `hysteresis` when not set.
-    pub const DEFAULT_HYSTERESIS: f64 = 0.05;
+    pub(crate) const DEFAULT_HYSTERESIS: f64 = 0.05;
     /// Samples an energy budget's window must span at least.
-    pub const MIN_BUDGET_INTERVALS: u32 = 10;
+    pub(crate) const MIN_BUDGET_INTERVALS: u32 = 10;
 
     /// How long power must stay over the limit.
-    pub fn max_power_for(&self) -> Duration {
+    pub(crate) fn max_power_for(&self) -> Duration {
         self.max_power_for.unwrap_or(Self::DEFAULT_MAX_POWER_FOR)
     }
     /// How long the bus voltage must stay outside its band.
-    pub fn bus_volts_for(&self) -> Duration {
+    pub(crate) fn bus_volts_for(&self) -> Duration {
         self.bus_volts_for.unwrap_or(Self::DEFAULT_BUS_VOLTS_FOR)
     }
     /// The fraction clear thresholds sit inside trip thresholds.
-    pub fn hysteresis(&self) -> f64 {
+    pub(crate) fn hysteresis(&self) -> f64 {
         self.hysteresis.unwrap_or(Self::DEFAULT_HYSTERESIS)
     }
 
     /// Checks of the rules of a sensor sampled every `interval` whose bus input reads up to
     /// `bus_top_volts`; keys relative to `[sensor.anomaly]`.
-    pub fn check(&self, interval: Duration, bus_top_volts: f64) -> Check {
+    pub(crate) fn check(&self, interval: Duration, bus_top_volts: f64) -> Check {
         self.check_power(interval)?;
         if let Some(b) = self.energy_budget {
             b.check(interval)?;

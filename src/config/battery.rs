@@ -10,15 +10,15 @@ use serde::Deserialize;
 
 use super::diagnostic::{invalid, Check};
 use super::values::{duration, opt_duration, valid_name, MAX_NAME_LEN};
-pub use crate::chemistry::Chemistry;
+pub(crate) use crate::chemistry::Chemistry;
 
 /// The most batteries one daemon watches (one per sensor at most anyway).
-pub const MAX_BATTERIES: usize = 64;
+pub(crate) const MAX_BATTERIES: usize = 64;
 
 /// Which sign the sensor's current has while the battery charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ChargingCurrent {
+pub(crate) enum ChargingCurrent {
     /// IN+ on the battery side: discharge reads positive, charge negative.
     #[default]
     Negative,
@@ -28,7 +28,7 @@ pub enum ChargingCurrent {
 
 /// Where the state of charge starts before the first full charge.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum InitialSoc {
+pub(crate) enum InitialSoc {
     /// Unknown: no state of charge is exported until the first full charge.
     #[default]
     Unknown,
@@ -60,71 +60,71 @@ impl<'de> Deserialize<'de> for InitialSoc {
 /// `[battery.anomaly]`; each rule is on when its key is set.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct BatteryAnomalyConfig {
+pub(crate) struct BatteryAnomalyConfig {
     /// `low_state_of_charge`: the state of charge below this fraction.
-    pub min_state_of_charge: Option<f64>,
+    pub(crate) min_state_of_charge: Option<f64>,
     /// `low_time_to_go`: while discharging, time to the discharge floor below this.
     #[serde(deserialize_with = "opt_duration")]
-    pub min_time_to_go: Option<Duration>,
+    pub(crate) min_time_to_go: Option<Duration>,
     /// `not_fully_charged`: no full charge for this long (sulphation for lead-acid, cell
     /// balancing for LiFePO4).
     #[serde(deserialize_with = "opt_duration")]
-    pub full_charge_within: Option<Duration>,
+    pub(crate) full_charge_within: Option<Duration>,
 }
 
 /// `[[battery]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatteryConfig {
+pub(crate) struct BatteryConfig {
     /// The `battery` label.
-    pub name: String,
+    pub(crate) name: String,
     /// The `[[sensor]]` whose shunt carries all the battery's current.
-    pub sensor: String,
+    pub(crate) sensor: String,
     /// Rated capacity, in ampere-hours (at the 20-hour rate).
-    pub capacity_ah: f64,
+    pub(crate) capacity_ah: f64,
     /// The chemistry (default LiFePO4).
     #[serde(default)]
-    pub chemistry: Chemistry,
+    pub(crate) chemistry: Chemistry,
     /// The bank's nominal voltage (default 12).
     #[serde(default = "BatteryConfig::default_nominal_volts")]
-    pub nominal_volts: f64,
+    pub(crate) nominal_volts: f64,
     /// The sign of the sensor's current while charging (default negative).
     #[serde(default)]
-    pub charging_current: ChargingCurrent,
+    pub(crate) charging_current: ChargingCurrent,
     /// Above this voltage, with the current below the tail current, the battery is full.
     #[serde(default)]
-    pub charged_voltage: Option<f64>,
+    pub(crate) charged_voltage: Option<f64>,
     /// The tail current, as a fraction of capacity per hour (0.04: 8 A for 200 Ah).
     #[serde(default)]
-    pub tail_current_ratio: Option<f64>,
+    pub(crate) tail_current_ratio: Option<f64>,
     /// How long both must hold.
     #[serde(default, deserialize_with = "opt_duration")]
-    pub charged_detection_time: Option<Duration>,
+    pub(crate) charged_detection_time: Option<Duration>,
     /// Peukert's exponent: how much less charge a battery gives at high discharge currents.
     #[serde(default)]
-    pub peukert_exponent: Option<f64>,
+    pub(crate) peukert_exponent: Option<f64>,
     /// The share of the charge put in that the battery keeps.
     #[serde(default)]
-    pub charge_efficiency: Option<f64>,
+    pub(crate) charge_efficiency: Option<f64>,
     /// Currents below this (either way) count as zero: a shunt amplifier's offset does not
     /// drift the state of charge.
     #[serde(default = "BatteryConfig::default_current_threshold")]
-    pub current_threshold_amps: f64,
+    pub(crate) current_threshold_amps: f64,
     /// The state of charge time to go counts down to.
     #[serde(default)]
-    pub discharge_floor_ratio: Option<f64>,
+    pub(crate) discharge_floor_ratio: Option<f64>,
     /// The averaging of the current time to go is computed from.
     #[serde(
         default = "BatteryConfig::default_averaging",
         deserialize_with = "duration"
     )]
-    pub time_to_go_averaging: Duration,
+    pub(crate) time_to_go_averaging: Duration,
     /// Where the state of charge starts before the first full charge.
     #[serde(default)]
-    pub initial_soc: InitialSoc,
+    pub(crate) initial_soc: InitialSoc,
     /// Alarms.
     #[serde(default)]
-    pub anomaly: BatteryAnomalyConfig,
+    pub(crate) anomaly: BatteryAnomalyConfig,
 }
 
 impl BatteryConfig {
@@ -139,7 +139,7 @@ impl BatteryConfig {
     }
 
     /// The voltage at which the battery counts as charged.
-    pub fn charged_voltage(&self) -> f64 {
+    pub(crate) fn charged_voltage(&self) -> f64 {
         let per_12v = match self.chemistry {
             Chemistry::Lifepo4 => 14.0,
             Chemistry::LeadAcid => 13.2,
@@ -149,18 +149,18 @@ impl BatteryConfig {
     }
 
     /// The tail current in amperes.
-    pub fn tail_current_amps(&self) -> f64 {
+    pub(crate) fn tail_current_amps(&self) -> f64 {
         self.tail_current_ratio.unwrap_or(0.04) * self.capacity_ah
     }
 
     /// How long the charged condition must hold.
-    pub fn charged_detection_time(&self) -> Duration {
+    pub(crate) fn charged_detection_time(&self) -> Duration {
         self.charged_detection_time
             .unwrap_or(Duration::from_secs(180))
     }
 
     /// Peukert's exponent.
-    pub fn peukert_exponent(&self) -> f64 {
+    pub(crate) fn peukert_exponent(&self) -> f64 {
         self.peukert_exponent.unwrap_or(match self.chemistry {
             Chemistry::Lifepo4 => 1.05,
             Chemistry::LeadAcid => 1.25,
@@ -168,7 +168,7 @@ impl BatteryConfig {
     }
 
     /// The charge efficiency factor.
-    pub fn charge_efficiency(&self) -> f64 {
+    pub(crate) fn charge_efficiency(&self) -> f64 {
         self.charge_efficiency.unwrap_or(match self.chemistry {
             Chemistry::Lifepo4 => 0.99,
             Chemistry::LeadAcid => 0.85,
@@ -176,7 +176,7 @@ impl BatteryConfig {
     }
 
     /// The discharge floor.
-    pub fn discharge_floor_ratio(&self) -> f64 {
+    pub(crate) fn discharge_floor_ratio(&self) -> f64 {
         self.discharge_floor_ratio.unwrap_or(match self.chemistry {
             Chemistry::Lifepo4 => 0.1,
             Chemistry::LeadAcid => 0.5,
@@ -184,7 +184,7 @@ impl BatteryConfig {
     }
 
     /// The capacity in coulombs.
-    pub fn capacity_coulombs(&self) -> f64 {
+    pub(crate) fn capacity_coulombs(&self) -> f64 {
         self.capacity_ah * 3600.0
     }
 
@@ -237,7 +237,7 @@ impl BatteryConfig {
     }
 
     /// Checks of one battery; keys relative to it.
-    pub fn check(&self) -> Check {
+    pub(crate) fn check(&self) -> Check {
         if !valid_name(&self.name) {
             return Err(invalid(
                 "name",
@@ -315,7 +315,7 @@ impl BatteryAnomalyConfig {
 
 /// The batteries on their own and against each other: at most [`MAX_BATTERIES`], each
 /// checked, unique names, one battery per sensor.
-pub fn check_all(batteries: &[BatteryConfig]) -> Check {
+pub(crate) fn check_all(batteries: &[BatteryConfig]) -> Check {
     if batteries.len() > MAX_BATTERIES {
         return Err(invalid(
             &format!("battery[{MAX_BATTERIES}]"),

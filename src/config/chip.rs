@@ -28,10 +28,10 @@ pub enum Chip {
 
 impl Chip {
     /// Every chip.
-    pub const ALL: [Chip; 4] = [Chip::Ina219, Chip::Ina226, Chip::Ina260, Chip::Ina3221];
+    pub(crate) const ALL: [Chip; 4] = [Chip::Ina219, Chip::Ina226, Chip::Ina260, Chip::Ina3221];
 
     /// The name in the configuration and in the `chip` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Chip::Ina219 => "ina219",
             Chip::Ina226 => "ina226",
@@ -41,7 +41,7 @@ impl Chip {
     }
 
     /// The name in messages.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Chip::Ina219 => "INA219",
             Chip::Ina226 => "INA226",
@@ -53,7 +53,7 @@ impl Chip {
     /// The 7-bit addresses its address pins select: A0/A1 give sixteen on the INA219, INA226
     /// and INA260 (Table 1 or 2 of each datasheet); the INA3221's single A0 gives four
     /// (SBOS576 Table 1).
-    pub fn addresses(self) -> std::ops::RangeInclusive<u8> {
+    pub(crate) fn addresses(self) -> std::ops::RangeInclusive<u8> {
         match self {
             Chip::Ina3221 => 0x40..=0x43,
             _ => 0x40..=0x4F,
@@ -61,7 +61,7 @@ impl Chip {
     }
 
     /// The highest bus voltage the input reads (absolute maximum common-mode, section 7.1).
-    pub fn bus_input_volts(self) -> f64 {
+    pub(crate) fn bus_input_volts(self) -> f64 {
         match self {
             Chip::Ina219 | Chip::Ina3221 => 26.0,
             Chip::Ina226 | Chip::Ina260 => 36.0,
@@ -70,7 +70,7 @@ impl Chip {
 
     /// Full-scale shunt voltage (the INA219's largest PGA range), or `None` for the INA260,
     /// whose shunt is inside.
-    pub fn shunt_full_scale_volts(self) -> Option<f64> {
+    pub(crate) fn shunt_full_scale_volts(self) -> Option<f64> {
         match self {
             Chip::Ina219 => Some(0.32),
             // 2.5 µV × 32767 (SBOS547A 7.6).
@@ -85,7 +85,7 @@ impl Chip {
 /// `shunt_range_mv`: the INA219's programmable gain (PGA) range (datasheet Table 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "u16")]
-pub enum ShuntRange {
+pub(crate) enum ShuntRange {
     /// ±40 mV (PGA /1).
     Mv40,
     /// ±80 mV (PGA /2).
@@ -98,7 +98,7 @@ pub enum ShuntRange {
 
 impl ShuntRange {
     /// Every range, smallest first.
-    pub const ALL: [ShuntRange; 4] = [
+    pub(crate) const ALL: [ShuntRange; 4] = [
         ShuntRange::Mv40,
         ShuntRange::Mv80,
         ShuntRange::Mv160,
@@ -106,7 +106,7 @@ impl ShuntRange {
     ];
 
     /// Full scale in millivolts.
-    pub fn millivolts(self) -> u16 {
+    pub(crate) fn millivolts(self) -> u16 {
         match self {
             ShuntRange::Mv40 => 40,
             ShuntRange::Mv80 => 80,
@@ -116,17 +116,17 @@ impl ShuntRange {
     }
 
     /// Full scale in volts.
-    pub fn volts(self) -> f64 {
+    pub(crate) fn volts(self) -> f64 {
         f64::from(self.millivolts()) / 1000.0
     }
 
     /// The smallest range whose full scale is at least `volts`.
-    pub fn smallest_holding(volts: f64) -> Option<ShuntRange> {
+    pub(crate) fn smallest_holding(volts: f64) -> Option<ShuntRange> {
         Self::ALL.into_iter().find(|r| r.volts() >= volts - 1e-12)
     }
 
     /// The `ina219` crate's value.
-    pub fn to_chip(self) -> ShuntVoltageRange {
+    pub(crate) fn to_chip(self) -> ShuntVoltageRange {
         match self {
             ShuntRange::Mv40 => ShuntVoltageRange::Fsr40mv,
             ShuntRange::Mv80 => ShuntVoltageRange::Fsr80mv,
@@ -149,7 +149,7 @@ impl TryFrom<u16> for ShuntRange {
 /// `bus_voltage_range`: the INA219's bus full scale (datasheet 8.6.2.1, BRNG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u8")]
-pub enum BusRange {
+pub(crate) enum BusRange {
     /// 16 V.
     V16,
     /// 32 V (the input itself tops out at 26 V).
@@ -158,7 +158,7 @@ pub enum BusRange {
 
 impl BusRange {
     /// Full scale in volts.
-    pub fn volts(self) -> u8 {
+    pub(crate) fn volts(self) -> u8 {
         match self {
             BusRange::V16 => 16,
             BusRange::V32 => 32,
@@ -166,7 +166,7 @@ impl BusRange {
     }
 
     /// The `ina219` crate's value.
-    pub fn to_chip(self) -> BusVoltageRange {
+    pub(crate) fn to_chip(self) -> BusVoltageRange {
         match self {
             BusRange::V16 => BusVoltageRange::Fsr16v,
             BusRange::V32 => BusVoltageRange::Fsr32v,
@@ -190,7 +190,7 @@ impl TryFrom<u8> for BusRange {
 /// `adc.bits`: the INA219's conversion resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u8")]
-pub enum AdcBits {
+pub(crate) enum AdcBits {
     /// 9 bits.
     B9,
     /// 10 bits.
@@ -203,7 +203,7 @@ pub enum AdcBits {
 
 impl AdcBits {
     /// The number of bits.
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         match self {
             AdcBits::B9 => 9,
             AdcBits::B10 => 10,
@@ -233,21 +233,21 @@ impl TryFrom<u8> for AdcBits {
 /// `adc.samples`: conversions averaged into one result, a power of two from 1 to 1024.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "u16")]
-pub struct Averaging(u16);
+pub(crate) struct Averaging(u16);
 
 impl Averaging {
     /// No averaging.
-    pub const ONE: Averaging = Averaging(1);
+    pub(crate) const ONE: Averaging = Averaging(1);
     /// What the INA226, INA260 and INA3221 offer (AVG bits, SBOS547A Table 6).
-    pub const INA226_COUNTS: [u16; 8] = [1, 4, 16, 64, 128, 256, 512, 1024];
+    pub(crate) const INA226_COUNTS: [u16; 8] = [1, 4, 16, 64, 128, 256, 512, 1024];
 
     /// The number of conversions.
-    pub fn samples(self) -> u16 {
+    pub(crate) fn samples(self) -> u16 {
         self.0
     }
 
     /// The INA226-family AVG code (0 to 7).
-    pub fn ina226_code(self) -> Option<u16> {
+    pub(crate) fn ina226_code(self) -> Option<u16> {
         Self::INA226_COUNTS
             .iter()
             .position(|n| *n == self.0)
@@ -272,21 +272,21 @@ impl TryFrom<u16> for Averaging {
 /// alike (VSHCT and VBUSCT, SBOS547A Table 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
-pub struct ConversionTime(u16);
+pub(crate) struct ConversionTime(u16);
 
 impl ConversionTime {
     /// The eight times, in microseconds, by code.
-    pub const MICROS: [u16; 8] = [140, 204, 332, 588, 1100, 2116, 4156, 8244];
+    pub(crate) const MICROS: [u16; 8] = [140, 204, 332, 588, 1100, 2116, 4156, 8244];
     /// The power-on time: 1.1 ms.
-    pub const DEFAULT: ConversionTime = ConversionTime(1100);
+    pub(crate) const DEFAULT: ConversionTime = ConversionTime(1100);
 
     /// The time of one conversion.
-    pub fn duration(self) -> Duration {
+    pub(crate) fn duration(self) -> Duration {
         Duration::from_micros(u64::from(self.0))
     }
 
     /// The CT code (0 to 7).
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         Self::MICROS.iter().position(|m| *m == self.0).unwrap_or(4) as u16
     }
 }
@@ -309,13 +309,13 @@ impl TryFrom<String> for ConversionTime {
 /// `sensor.adc`: resolution or conversion time, and averaging; for both ADCs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AdcConfig {
+pub(crate) struct AdcConfig {
     /// Resolution (INA219; default 12).
-    pub bits: Option<AdcBits>,
+    pub(crate) bits: Option<AdcBits>,
     /// Conversions averaged.
-    pub samples: Averaging,
+    pub(crate) samples: Averaging,
     /// Conversion time (INA226, INA260, INA3221; default 1.1 ms).
-    pub conversion_time: Option<ConversionTime>,
+    pub(crate) conversion_time: Option<ConversionTime>,
 }
 
 impl Default for AdcConfig {
@@ -330,69 +330,69 @@ impl Default for AdcConfig {
 
 /// What an INA219 is programmed with.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ina219Setup {
+pub(crate) struct Ina219Setup {
     /// ADC resolution and averaging, for both ADCs.
-    pub resolution: Resolution,
+    pub(crate) resolution: Resolution,
     /// The PGA range: as configured, or the smallest that holds the full-scale shunt voltage.
-    pub shunt_range: ShuntRange,
+    pub(crate) shunt_range: ShuntRange,
     /// The bus range.
-    pub bus_range: BusRange,
+    pub(crate) bus_range: BusRange,
 }
 
 /// The INA226 family's averaging: one of the counts its AVG bits offer (SBOS547A Table 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ina226Averaging(u16);
+pub(crate) struct Ina226Averaging(u16);
 
 impl Ina226Averaging {
     /// The count, if the INA226 family offers it.
-    pub fn of(samples: Averaging) -> Option<Ina226Averaging> {
+    pub(crate) fn of(samples: Averaging) -> Option<Ina226Averaging> {
         samples.ina226_code().map(Ina226Averaging)
     }
 
     /// The AVG code (0 to 7).
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         self.0
     }
 
     /// The number of conversions averaged.
-    pub fn samples(self) -> u16 {
+    pub(crate) fn samples(self) -> u16 {
         Averaging::INA226_COUNTS[usize::from(self.0)]
     }
 }
 
 /// What an INA226 or INA260, or the ADC of an INA3221, is programmed with.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ina226Setup {
+pub(crate) struct Ina226Setup {
     /// Conversions averaged.
-    pub averaging: Ina226Averaging,
+    pub(crate) averaging: Ina226Averaging,
     /// Conversion time of each ADC.
-    pub conversion: ConversionTime,
+    pub(crate) conversion: ConversionTime,
 }
 
 /// An INA3221 channel: 1, 2 or 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Channel(u8);
+pub(crate) struct Channel(u8);
 
 impl Channel {
     /// The channel numbered `n`, if the INA3221 has one.
-    pub fn of(n: u8) -> Option<Channel> {
+    pub(crate) fn of(n: u8) -> Option<Channel> {
         (1..=3).contains(&n).then_some(Channel(n))
     }
 
     /// Its number, 1 to 3.
-    pub fn number(self) -> u8 {
+    pub(crate) fn number(self) -> u8 {
         self.0
     }
 
     /// Its place in per-channel arrays, 0 to 2.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         usize::from(self.0 - 1)
     }
 }
 
 /// What a sensor's chip is programmed with: one variant per chip.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ChipSetup {
+pub(crate) enum ChipSetup {
     /// An INA219.
     Ina219(Ina219Setup),
     /// An INA226.
@@ -416,7 +416,7 @@ impl Default for Ina219Setup {
 
 impl Ina219Setup {
     /// The ADC resolution in bits and the conversions averaged.
-    pub fn bits_and_samples(&self) -> (u8, u16) {
+    pub(crate) fn bits_and_samples(&self) -> (u8, u16) {
         match self.resolution {
             Resolution::Res9Bit => (9, 1),
             Resolution::Res10Bit => (10, 1),
@@ -435,7 +435,7 @@ impl Ina219Setup {
 
 impl ChipSetup {
     /// The chip.
-    pub fn chip(&self) -> Chip {
+    pub(crate) fn chip(&self) -> Chip {
         match self {
             ChipSetup::Ina219(_) => Chip::Ina219,
             ChipSetup::Ina226(_) => Chip::Ina226,
@@ -446,7 +446,7 @@ impl ChipSetup {
 
     /// One conversion of the shunt and the bus (for an INA3221, of one channel; its cycle
     /// takes as many of these as channels are enabled).
-    pub fn conversion_time(&self) -> Duration {
+    pub(crate) fn conversion_time(&self) -> Duration {
         match self {
             // Table 5: the time per ADC; shunt and bus convert one after the other.
             ChipSetup::Ina219(s) => {
@@ -461,7 +461,7 @@ impl ChipSetup {
 
 /// The INA219 mode for a resolution and an averaging count (datasheet Table 5: averaging only
 /// at 12 bits, at most 128 samples).
-pub fn ina219_resolution(bits: AdcBits, samples: Averaging) -> Result<Resolution, Invalid> {
+pub(crate) fn ina219_resolution(bits: AdcBits, samples: Averaging) -> Result<Resolution, Invalid> {
     Ok(match (bits, samples.samples()) {
         (AdcBits::B9, 1) => Resolution::Res9Bit,
         (AdcBits::B10, 1) => Resolution::Res10Bit,

@@ -11,7 +11,7 @@ use super::values::{duration, one_or_many_addrs};
 use super::DEFAULT_PORT;
 
 /// The longest `persist_interval`: a power cut loses the energy of up to one.
-pub const MAX_PERSIST_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_PERSIST_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// `[daemon]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,19 +19,19 @@ pub const MAX_PERSIST_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct DaemonConfig {
     /// Scrape addresses: one string or a list of them.
     #[serde(deserialize_with = "one_or_many_addrs")]
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
     /// How often energy totals are written to the state file.
     #[serde(deserialize_with = "duration")]
-    pub persist_interval: Duration,
+    pub(crate) persist_interval: Duration,
     /// Log threshold; `RUST_LOG` overrides it.
     pub log_level: LogLevel,
     /// Where `state.json` lives when `$STATE_DIRECTORY` is not set.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// The web configuration file (TLS, basic auth), relative to this file;
     /// `--web.config.file` overrides it.
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web_config_file: Option<PathBuf>,
     /// `/healthz` answers without authentication (for local health checks).
-    pub public_healthz: bool,
+    pub(crate) public_healthz: bool,
 }
 
 impl Default for DaemonConfig {
@@ -49,7 +49,7 @@ impl Default for DaemonConfig {
 
 impl DaemonConfig {
     /// Checks of `[daemon]` on its own; keys relative to it.
-    pub fn check(&self) -> Check {
+    pub(crate) fn check(&self) -> Check {
         if self.listen.is_empty() {
             return Err(invalid("listen", "expected at least one listen address"));
         }
@@ -86,7 +86,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// The `log` crate's filter for this level.
-    pub fn to_filter(self) -> log::LevelFilter {
+    pub(crate) fn to_filter(self) -> log::LevelFilter {
         match self {
             LogLevel::Error => log::LevelFilter::Error,
             LogLevel::Warn => log::LevelFilter::Warn,

@@ -39,8 +39,9 @@ fn read_hint(path: &Path, source: &std::io::Error) -> &'static str {
 }
 
 impl ConfigError {
+    #[cfg(test)]
     /// The diagnostic, for a config that was read but is wrong.
-    pub fn diagnostic(&self) -> Option<&Diagnostic> {
+    pub(crate) fn diagnostic(&self) -> Option<&Diagnostic> {
         match self {
             ConfigError::Invalid(d) => Some(d),
             ConfigError::Read { .. } => None,
@@ -52,15 +53,15 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     /// The file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based, in characters.
-    pub column: usize,
+    pub(crate) column: usize,
     /// The key path, e.g. `sensor[1].address`; empty for a syntax error outside any key.
-    pub key: String,
+    pub(crate) key: String,
     /// What is wrong and what was expected.
-    pub message: String,
+    pub(crate) message: String,
     source_line: String,
     caret_len: usize,
 }
@@ -92,7 +93,13 @@ impl fmt::Display for Diagnostic {
 
 impl Diagnostic {
     /// The mistake at byte range `span` of `text`.
-    pub fn new(file: &Path, text: &str, span: Range<usize>, key: String, message: String) -> Self {
+    pub(crate) fn new(
+        file: &Path,
+        text: &str,
+        span: Range<usize>,
+        key: String,
+        message: String,
+    ) -> Self {
         let start = floor_char_boundary(text, span.start.min(text.len()));
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
@@ -132,11 +139,11 @@ enum Seg {
 
 /// A key path into the document, e.g. `sensor[1].anomaly.max_power_watts`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyPath(Vec<Seg>);
+pub(crate) struct KeyPath(Vec<Seg>);
 
 impl KeyPath {
     /// Parse `a.b[2].c`.
-    pub fn parse(text: &str) -> KeyPath {
+    pub(crate) fn parse(text: &str) -> KeyPath {
         let mut segs = Vec::new();
         for part in text.split('.') {
             let (key, rest) = match part.find('[') {
@@ -156,7 +163,7 @@ impl KeyPath {
     }
 
     /// `self` followed by `rest`.
-    pub fn join(mut self, rest: &KeyPath) -> KeyPath {
+    pub(crate) fn join(mut self, rest: &KeyPath) -> KeyPath {
         self.0.extend(rest.0.iter().cloned());
         self
     }
@@ -177,18 +184,18 @@ impl fmt::Display for KeyPath {
 
 /// A mistake found by a check: at which key, and what is wrong and expected.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Invalid {
+pub(crate) struct Invalid {
     /// Where, relative to the table the check was given.
-    pub key: KeyPath,
+    pub(crate) key: KeyPath,
     /// What is wrong, and what was expected.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The result of a check.
-pub type Check = Result<(), Invalid>;
+pub(crate) type Check = Result<(), Invalid>;
 
 /// A mistake at `key` (a path relative to the table being checked).
-pub fn invalid(key: &str, message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Invalid {
     Invalid {
         key: KeyPath::parse(key),
         message: message.into(),
@@ -197,7 +204,7 @@ pub fn invalid(key: &str, message: impl Into<String>) -> Invalid {
 
 impl Invalid {
     /// The same mistake, seen from the table that holds this one at `prefix`.
-    pub fn within(self, prefix: &str) -> Invalid {
+    pub(crate) fn within(self, prefix: &str) -> Invalid {
         Invalid {
             key: KeyPath::parse(prefix).join(&self.key),
             message: self.message,
@@ -205,7 +212,7 @@ impl Invalid {
     }
 
     /// The message, prefixed (e.g. with the sensor's name).
-    pub fn said_of(mut self, subject: &str) -> Invalid {
+    pub(crate) fn said_of(mut self, subject: &str) -> Invalid {
         self.message = format!("{subject}: {}", self.message);
         self
     }
@@ -213,7 +220,7 @@ impl Invalid {
 
 /// The span of the deepest element of `path` present in the document: the value itself when
 /// it exists, else the table that should have held it.
-pub fn locate(doc: &toml::Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
+pub(crate) fn locate(doc: &toml::Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
     let mut span = 0..0;
     let mut value: Option<&DeValue<'_>> = None;
     let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
@@ -239,13 +246,13 @@ pub fn locate(doc: &toml::Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> 
 }
 
 /// `foo` from "... `foo` ..." after `marker`.
-pub fn quoted_after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
+pub(crate) fn quoted_after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
     let rest = &message[message.find(marker)? + marker.len()..];
     Some(&rest[..rest.find('`')?])
 }
 
 /// serde's messages, said the way a person editing a config file needs them.
-pub fn explain_serde_message(message: &str) -> String {
+pub(crate) fn explain_serde_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         return format!("unknown key {rest}");
     }
@@ -258,7 +265,7 @@ pub fn explain_serde_message(message: &str) -> String {
 }
 
 /// For a syntax error, the key of the line it is on (`key = value` lines), if any.
-pub fn key_on_line(text: &str, at: usize) -> String {
+pub(crate) fn key_on_line(text: &str, at: usize) -> String {
     let at = floor_char_boundary(text, at.min(text.len()));
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = &text[start..];

@@ -13,44 +13,44 @@ use super::diagnostic::{invalid, Check};
 /// The simulated battery and its solar charger.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimulatedBattery {
+pub(crate) struct SimulatedBattery {
     /// Capacity at the 20-hour rate.
-    pub capacity_ah: f64,
+    pub(crate) capacity_ah: f64,
     /// The true state of charge at start.
     #[serde(default = "SimulatedBattery::default_soc")]
-    pub state_of_charge: f64,
+    pub(crate) state_of_charge: f64,
     /// The chemistry (its open-circuit curve).
     #[serde(default)]
-    pub chemistry: Chemistry,
+    pub(crate) chemistry: Chemistry,
     /// Nominal voltage.
     #[serde(default = "SimulatedBattery::default_nominal")]
-    pub nominal_volts: f64,
+    pub(crate) nominal_volts: f64,
     /// Internal resistance, cables and fuse.
     #[serde(default = "SimulatedBattery::default_internal_ohms")]
-    pub internal_ohms: f64,
+    pub(crate) internal_ohms: f64,
     /// Peukert's exponent of the real battery.
     #[serde(default = "SimulatedBattery::default_peukert")]
-    pub peukert_exponent: f64,
+    pub(crate) peukert_exponent: f64,
     /// The share of the charge put in that the battery keeps.
     #[serde(default = "SimulatedBattery::default_efficiency")]
-    pub charge_efficiency: f64,
+    pub(crate) charge_efficiency: f64,
     /// The solar array's output at noon under a clear sky (0: no charger).
     #[serde(default)]
-    pub solar_peak_watts: f64,
+    pub(crate) solar_peak_watts: f64,
     /// How cloudy: each quarter hour the sun is dimmed by up to this fraction.
     #[serde(default)]
-    pub clouds: f64,
+    pub(crate) clouds: f64,
     /// The charger's absorption voltage (default 3.55 V per LiFePO4 cell, 2.4 V lead-acid).
     #[serde(default)]
-    pub absorption_volts: Option<f64>,
+    pub(crate) absorption_volts: Option<f64>,
     /// The simulated time of day at start, e.g. "06:00"; default the local time.
     #[serde(default)]
-    pub time_of_day: Option<TimeOfDay>,
+    pub(crate) time_of_day: Option<TimeOfDay>,
 }
 
 /// A time of day, "HH:MM".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeOfDay(pub Duration);
+pub(crate) struct TimeOfDay(pub Duration);
 
 impl<'de> Deserialize<'de> for TimeOfDay {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -85,7 +85,7 @@ impl SimulatedBattery {
     }
 
     /// The absorption voltage of the charger.
-    pub fn absorption_volts(&self) -> f64 {
+    pub(crate) fn absorption_volts(&self) -> f64 {
         self.absorption_volts.unwrap_or_else(|| {
             let cells = crate::chemistry::cells(self.chemistry, self.nominal_volts);
             cells
@@ -97,7 +97,7 @@ impl SimulatedBattery {
     }
 
     /// Checks; keys relative to `[sensor.simulation]`.
-    pub fn check(&self, bus_input_volts: f64) -> Check {
+    pub(crate) fn check(&self, bus_input_volts: f64) -> Check {
         let ranges: [(&str, f64, f64, f64); 8] = [
             ("battery.capacity_ah", self.capacity_ah, 0.01, 1e6),
             ("battery.state_of_charge", self.state_of_charge, 0.0, 1.0),

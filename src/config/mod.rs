@@ -23,20 +23,20 @@
 //! - [`values`] — serde helpers for durations and addresses, names;
 //! - [`diagnostic`] — located errors.
 
-pub mod anomaly;
-pub mod battery;
+pub(crate) mod anomaly;
+pub(crate) mod battery;
 #[cfg(test)]
 mod battery_tests;
-pub mod chip;
-pub mod daemon;
-pub mod diagnostic;
+pub(crate) mod chip;
+pub(crate) mod daemon;
+pub(crate) mod diagnostic;
 pub mod house;
-pub mod mqtt;
-pub mod sensor;
-pub mod simulation;
+pub(crate) mod mqtt;
+pub(crate) mod sensor;
+pub(crate) mod simulation;
 #[cfg(test)]
 mod tests;
-pub mod values;
+pub(crate) mod values;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,45 +44,42 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::de::DeTable;
 
-pub use self::anomaly::{AnomalyConfig, EnergyBudget};
-pub use self::battery::{
-    BatteryAnomalyConfig, BatteryConfig, ChargingCurrent, Chemistry, InitialSoc,
-};
-pub use self::chip::{
-    AdcBits, AdcConfig, Averaging, BusRange, Channel, Chip, ChipSetup, ConversionTime, Ina219Setup,
-    Ina226Averaging, Ina226Setup, ShuntRange,
+pub(crate) use self::anomaly::AnomalyConfig;
+pub(crate) use self::battery::{BatteryConfig, ChargingCurrent, Chemistry, InitialSoc};
+pub(crate) use self::chip::{
+    Averaging, Channel, Chip, ChipSetup, ConversionTime, Ina219Setup, Ina226Setup,
 };
 pub use self::daemon::{DaemonConfig, LogLevel};
 use self::diagnostic::{invalid, locate, Check, Invalid, KeyPath};
 pub use self::diagnostic::{ConfigError, Diagnostic};
-pub use self::mqtt::{MqttConfig, MqttFile, Qos};
+pub(crate) use self::mqtt::{MqttConfig, MqttFile, Qos};
 pub use self::sensor::{Driver, SensorConfig, SensorFile, ADDRESS_RANGE};
-pub use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, SimulationConfig};
+pub(crate) use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, SimulationConfig};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/power-monitord/config.toml";
 /// The default scrape port (see README, "Port").
-pub const DEFAULT_PORT: u16 = 9723;
+pub(crate) const DEFAULT_PORT: u16 = 9723;
 /// Where energy totals live unless `$STATE_DIRECTORY` or `daemon.state_dir` say otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/power-monitord";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/power-monitord";
 /// The most sensors one daemon samples: each bus is a thread, each sensor a few dozen series.
-pub const MAX_SENSORS: usize = 256;
+pub(crate) const MAX_SENSORS: usize = 256;
 /// A config file larger than this is not one.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// A loaded and checked configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it came from (used in messages).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// `[daemon]`.
     pub daemon: DaemonConfig,
     /// Every `[[sensor]]`, in file order (each with its battery attached).
     pub sensors: Vec<SensorConfig>,
     /// Every `[[battery]]`, in file order.
-    pub batteries: Vec<BatteryConfig>,
+    pub(crate) batteries: Vec<BatteryConfig>,
     /// `[mqtt]`, if MQTT is wanted.
-    pub mqtt: Option<MqttConfig>,
+    pub(crate) mqtt: Option<MqttConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

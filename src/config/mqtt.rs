@@ -14,7 +14,7 @@ use super::values::duration;
 /// `[mqtt]` as the file has it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttFile {
+pub(crate) struct MqttFile {
     /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
     broker: String,
     /// The CA that signed the broker's certificate (mqtts; default the system's CAs).
@@ -62,39 +62,39 @@ pub struct MqttFile {
 /// `[mqtt]`, checked: the broker parsed, files relative to the configuration's directory,
 /// the password read, the defaults resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MqttConfig {
+pub(crate) struct MqttConfig {
     /// The broker as configured (for messages).
-    pub broker: String,
+    pub(crate) broker: String,
     /// Its host, port and scheme.
-    pub endpoint: Broker,
+    pub(crate) endpoint: Broker,
     /// The CA that signed the broker's certificate (default the system's CAs).
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// A client certificate for the broker, and its key.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
     /// The user name.
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// The password, read from `password_file`.
-    pub password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
     /// The client id.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Where states and availability go.
-    pub topic_prefix: String,
+    pub(crate) topic_prefix: String,
     /// Publish Home Assistant discovery configurations.
-    pub discovery: bool,
+    pub(crate) discovery: bool,
     /// Home Assistant's discovery prefix.
-    pub discovery_prefix: String,
+    pub(crate) discovery_prefix: String,
     /// How often each sensor's state is published.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// The QoS of state messages.
-    pub qos: Qos,
+    pub(crate) qos: Qos,
     /// Retain state messages.
-    pub retain: bool,
+    pub(crate) retain: bool,
 }
 
 /// `mqtt.qos`: what the broker promises for state messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "u8")]
-pub enum Qos {
+pub(crate) enum Qos {
     /// 0: at most once.
     #[default]
     AtMostOnce,
@@ -115,7 +115,7 @@ impl TryFrom<u8> for Qos {
 
 /// A password: compared, never printed.
 #[derive(Clone, PartialEq)]
-pub struct Secret(pub String);
+pub(crate) struct Secret(pub String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,13 +125,13 @@ impl fmt::Debug for Secret {
 
 /// A broker address.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Broker {
+pub(crate) struct Broker {
     /// The host name or address.
-    pub host: String,
+    pub(crate) host: String,
     /// The port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Over TLS.
-    pub tls: bool,
+    pub(crate) tls: bool,
 }
 
 impl MqttFile {
@@ -178,7 +178,7 @@ impl MqttFile {
     }
 
     /// Checks of `[mqtt]`, with files relative to `base`; the password is read here.
-    pub fn check(self, base: &Path) -> Result<MqttConfig, Invalid> {
+    pub(crate) fn check(self, base: &Path) -> Result<MqttConfig, Invalid> {
         let endpoint = self.broker().map_err(|e| invalid("broker", e))?;
         if self.password.is_some() {
             return Err(invalid(
@@ -295,7 +295,7 @@ fn read_password(path: &Path) -> Result<Secret, Invalid> {
 }
 
 /// This machine's host name (for the default client id and topic prefix).
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;

@@ -22,11 +22,11 @@ use super::values::{duration, opt_duration};
 /// The addresses of the family: 0x40 to 0x4F (the INA3221 takes the first four).
 pub const ADDRESS_RANGE: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
 /// The longest sampling interval.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// The INA260's shunt, inside the package (SBOS656 7.5).
-pub const INA260_SHUNT_OHMS: f64 = 0.002;
+pub(crate) const INA260_SHUNT_OHMS: f64 = 0.002;
 /// The INA260's continuous current rating (SBOS656 7.1): its current register's range.
-pub const INA260_MAX_AMPS: f64 = 15.0;
+pub(crate) const INA260_MAX_AMPS: f64 = 15.0;
 /// Labels that `powermon_sensor_info` sets itself and a user label must not shadow.
 const RESERVED_LABELS: [&str; 5] = ["sensor", "driver", "bus", "address", "chip"];
 
@@ -48,7 +48,7 @@ pub enum Driver {
 
 impl Driver {
     /// The name in the config file and in the `driver` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Driver::Ina219 => "ina219",
             Driver::Ina226 => "ina226",
@@ -59,7 +59,7 @@ impl Driver {
     }
 
     /// The chip a hardware driver reads; `None` for the simulator.
-    pub fn chip(self) -> Option<Chip> {
+    pub(crate) fn chip(self) -> Option<Chip> {
         match self {
             Driver::Ina219 => Some(Chip::Ina219),
             Driver::Ina226 => Some(Chip::Ina226),
@@ -75,7 +75,7 @@ impl Driver {
 #[serde(deny_unknown_fields)]
 pub struct SensorFile {
     /// The `sensor` label: `[a-z0-9_]+`, unique.
-    pub name: String,
+    pub(crate) name: String,
     /// What reads it.
     #[serde(default = "SensorFile::default_driver")]
     driver: Driver,
@@ -127,21 +127,21 @@ pub struct SensorFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorConfig {
     /// The `sensor` label: `[a-z0-9_]+`, unique.
-    pub name: String,
+    pub(crate) name: String,
     /// What reads it.
-    pub driver: Driver,
+    pub(crate) driver: Driver,
     /// `/dev/i2c-N` for hardware; any name for a virtual bus.
-    pub bus: String,
+    pub(crate) bus: String,
     /// The chip's 7-bit address.
-    pub address: u8,
+    pub(crate) address: u8,
     /// Sampling interval.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Extra labels of `powermon_sensor_info`.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Anomaly rules.
-    pub anomaly: AnomalyConfig,
+    pub(crate) anomaly: AnomalyConfig,
     /// The `[[battery]]` whose current this sensor's shunt carries.
-    pub battery: Option<BatteryConfig>,
+    pub(crate) battery: Option<BatteryConfig>,
     setup: ChipSetup,
     shunt_ohms: f64,
     max_current_amps: f64,
@@ -151,17 +151,17 @@ pub struct SensorConfig {
 
 impl SensorConfig {
     /// The chip: the driver's, or the one a simulated sensor simulates.
-    pub fn chip(&self) -> Chip {
+    pub(crate) fn chip(&self) -> Chip {
         self.setup.chip()
     }
 
     /// What the chip is programmed with.
-    pub fn setup(&self) -> &ChipSetup {
+    pub(crate) fn setup(&self) -> &ChipSetup {
         &self.setup
     }
 
     /// The INA3221's channel.
-    pub fn channel(&self) -> Option<Channel> {
+    pub(crate) fn channel(&self) -> Option<Channel> {
         match self.setup {
             ChipSetup::Ina3221(_, channel) => Some(channel),
             _ => None,
@@ -169,33 +169,28 @@ impl SensorConfig {
     }
 
     /// The shunt's resistance.
-    pub fn shunt_ohms(&self) -> f64 {
+    pub(crate) fn shunt_ohms(&self) -> f64 {
         self.shunt_ohms
     }
 
     /// The largest current expected.
-    pub fn max_current_amps(&self) -> f64 {
+    pub(crate) fn max_current_amps(&self) -> f64 {
         self.max_current_amps
     }
 
     /// One conversion of the shunt and the bus: the shortest useful interval (an INA3221
     /// needs one per enabled channel; see the checks across sensors).
-    pub fn conversion_time(&self) -> Duration {
+    pub(crate) fn conversion_time(&self) -> Duration {
         self.setup.conversion_time()
     }
 
     /// The longest gap energy integration bridges.
-    pub fn max_gap(&self) -> Duration {
+    pub(crate) fn max_gap(&self) -> Duration {
         self.max_gap
     }
 
-    /// The shunt voltage at `max_current_amps`.
-    pub fn full_scale_shunt_volts(&self) -> f64 {
-        self.max_current_amps * self.shunt_ohms
-    }
-
     /// What the bus input reads at most.
-    pub fn readable_bus_volts(&self) -> f64 {
+    pub(crate) fn readable_bus_volts(&self) -> f64 {
         match self.setup {
             ChipSetup::Ina219(s) => {
                 f64::from(s.bus_range.volts()).min(Chip::Ina219.bus_input_volts())
@@ -205,7 +200,7 @@ impl SensorConfig {
     }
 
     /// The simulation settings, with defaults filled in (simulated sensors only).
-    pub fn simulation(&self) -> Option<&SimulationConfig> {
+    pub(crate) fn simulation(&self) -> Option<&SimulationConfig> {
         self.simulation.as_ref()
     }
 
@@ -265,7 +260,7 @@ impl SensorFile {
 
     /// Check this sensor on its own, with its keys relative to it, and resolve what depends on
     /// other keys (the bus, the chip's setup, the defaults).
-    pub fn check(self) -> Result<SensorConfig, Invalid> {
+    pub(crate) fn check(self) -> Result<SensorConfig, Invalid> {
         let chip = self.chip();
         let bus = match &self.bus {
             Some(bus) if !bus.is_empty() => bus.clone(),

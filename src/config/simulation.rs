@@ -7,55 +7,55 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::diagnostic::{invalid, Check};
-pub use super::house::SimulatedBattery;
+pub(crate) use super::house::SimulatedBattery;
 use super::values::{duration, opt_duration};
 
 /// `[sensor.simulation]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimulationConfig {
+pub(crate) struct SimulationConfig {
     /// The chip simulated (default `ina219`).
     #[serde(default)]
-    pub chip: Option<super::chip::Chip>,
+    pub(crate) chip: Option<super::chip::Chip>,
     /// What the load draws; by default a uniform load within the shunt's range.
     #[serde(default)]
-    pub load: Option<LoadModel>,
+    pub(crate) load: Option<LoadModel>,
     /// Open-circuit voltage of the simulated supply (default 12.8 V); see
     /// [`supply_volts`](Self::supply_volts).
     #[serde(default, rename = "supply_volts")]
-    pub supply_volts_key: Option<f64>,
+    pub(crate) supply_volts_key: Option<f64>,
     /// Internal resistance of the supply and wiring: the bus sags by `current × source_ohms`.
     #[serde(default)]
-    pub source_ohms: f64,
+    pub(crate) source_ohms: f64,
     /// Relative noise added to every conversion (0.01 = ±1 %).
     #[serde(default)]
-    pub noise: f64,
+    pub(crate) noise: f64,
     /// Seed of the load model; default derived from the sensor name.
     #[serde(default)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Scheduled faults, timed from start-up.
     #[serde(default)]
-    pub faults: Vec<FaultConfig>,
+    pub(crate) faults: Vec<FaultConfig>,
     /// This sensor's shunt carries a simulated battery's current.
     #[serde(default)]
-    pub battery: Option<SimulatedBattery>,
+    pub(crate) battery: Option<SimulatedBattery>,
     /// This sensor's load draws from the bus's simulated battery, at its terminal voltage.
     #[serde(default)]
-    pub from_battery: bool,
+    pub(crate) from_battery: bool,
 }
 
 impl SimulationConfig {
     /// The supply's open-circuit voltage when none is configured.
-    pub const DEFAULT_SUPPLY_VOLTS: f64 = 12.8;
+    pub(crate) const DEFAULT_SUPPLY_VOLTS: f64 = 12.8;
 
     /// The supply's open-circuit voltage (a battery's terminal voltage replaces it on a
     /// battery's bus).
-    pub fn supply_volts(&self) -> f64 {
+    pub(crate) fn supply_volts(&self) -> f64 {
         self.supply_volts_key.unwrap_or(Self::DEFAULT_SUPPLY_VOLTS)
     }
 
     /// What a bare `driver = "simulated"` sensor measuring up to `max_current_amps` gets.
-    pub fn default_for(max_current_amps: f64) -> SimulationConfig {
+    pub(crate) fn default_for(max_current_amps: f64) -> SimulationConfig {
         SimulationConfig {
             chip: None,
             load: None,
@@ -72,7 +72,7 @@ impl SimulationConfig {
 
     /// With a load if none is configured: between 10 % and 60 % of what the shunt can
     /// measure at this supply.
-    pub fn with_default_load(mut self, max_current_amps: f64) -> Self {
+    pub(crate) fn with_default_load(mut self, max_current_amps: f64) -> Self {
         if self.load.is_none() && self.battery.is_none() {
             let full_scale_watts = max_current_amps * self.supply_volts();
             self.load = Some(LoadModel::Uniform {
@@ -85,7 +85,7 @@ impl SimulationConfig {
 
     /// Checks of `[sensor.simulation]` for a chip whose bus input reads up to
     /// `bus_input_volts`; keys relative to it.
-    pub fn check(&self, bus_input_volts: f64) -> Check {
+    pub(crate) fn check(&self, bus_input_volts: f64) -> Check {
         let supply = self.supply_volts();
         if !(supply.is_finite() && supply > 0.0 && supply <= bus_input_volts) {
             return Err(invalid(
@@ -152,7 +152,7 @@ impl SimulationConfig {
 /// `simulation.load = { model = "…", … }`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LoadModel {
+pub(crate) enum LoadModel {
     /// The same power all the time (negative: current flows backwards, e.g. charging).
     Constant {
         /// The power.
@@ -193,17 +193,17 @@ pub enum LoadModel {
 
 impl LoadModel {
     /// An air conditioner's rating when `watts` is not given.
-    pub const AIR_CONDITIONER_WATTS: f64 = 1450.0;
+    pub(crate) const AIR_CONDITIONER_WATTS: f64 = 1450.0;
     /// A washing machine heater's draw when `watts` is not given.
-    pub const WASHING_MACHINE_WATTS: f64 = 700.0;
+    pub(crate) const WASHING_MACHINE_WATTS: f64 = 700.0;
     /// A fridge compressor's draw when `watts` is not given.
-    pub const FRIDGE_WATTS: f64 = 240.0;
+    pub(crate) const FRIDGE_WATTS: f64 = 240.0;
     /// A Raspberry Pi's idle draw when `watts` is not given.
-    pub const RASPBERRY_PI_WATTS: f64 = 3.5;
+    pub(crate) const RASPBERRY_PI_WATTS: f64 = 3.5;
 
     /// An appliance profile's name and rating (configured, or its default); `None` for the
     /// `constant` and `uniform` models.
-    pub fn appliance(&self) -> Option<(&'static str, f64)> {
+    pub(crate) fn appliance(&self) -> Option<(&'static str, f64)> {
         Some(match *self {
             LoadModel::Constant { .. } | LoadModel::Uniform { .. } => return None,
             LoadModel::AirConditioner { watts } => (
@@ -268,7 +268,7 @@ impl fmt::Display for LoadModel {
 /// `simulation.faults = [{ kind = "…", … }]`: scheduled misbehaviour, timed from start-up.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum FaultConfig {
+pub(crate) enum FaultConfig {
     /// The chip does not acknowledge its address on a fraction `rate` of transfers, or on
     /// every `every`-th transfer.
     Nack {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::chip::ShuntRange;
 use super::*;
 
 fn load(text: &str) -> Result<Config, ConfigError> {

@@ -11,7 +11,7 @@ use super::DEFAULT_PORT;
 ///
 /// Written out instead of `humantime_serde` so that the message keeps humantime's reason
 /// ("unknown time unit \"x\"") rather than a bare "expected a duration".
-pub fn duration<'de, D>(deserializer: D) -> Result<Duration, D::Error>
+pub(crate) fn duration<'de, D>(deserializer: D) -> Result<Duration, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -26,7 +26,7 @@ where
 }
 
 /// An optional [`duration`].
-pub fn opt_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+pub(crate) fn opt_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -34,7 +34,7 @@ where
 }
 
 /// One `IP:PORT` string or a list of them.
-pub fn one_or_many_addrs<'de, D>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error>
+pub(crate) fn one_or_many_addrs<'de, D>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -62,10 +62,10 @@ where
 }
 
 /// The longest sensor or battery name (it becomes a label value).
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// Whether `name` can be a sensor name (the `sensor` label).
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

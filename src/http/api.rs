@@ -13,33 +13,33 @@ use crate::energy::JOULES_PER_KWH;
 
 /// `/api/readings`: the status page's data.
 #[derive(Serialize)]
-pub struct Readings<'a> {
-    pub version: &'a str,
-    pub uptime_seconds: f64,
-    pub sampling_healthy: bool,
-    pub sensors: Vec<SensorReading<'a>>,
-    pub batteries: Vec<BatteryReading<'a>>,
+pub(crate) struct Readings<'a> {
+    pub(crate) version: &'a str,
+    pub(crate) uptime_seconds: f64,
+    pub(crate) sampling_healthy: bool,
+    pub(crate) sensors: Vec<SensorReading<'a>>,
+    pub(crate) batteries: Vec<BatteryReading<'a>>,
 }
 
 /// A battery: JSON has no infinity, so a time to go without limit is `null` with
 /// `discharging` false; every value that is not known is `null`.
 #[derive(Serialize)]
-pub struct BatteryReading<'a> {
-    pub name: &'a str,
-    pub sensor: &'a str,
-    pub chemistry: &'static str,
-    pub capacity_ah: f64,
-    pub state_of_charge: Option<f64>,
-    pub state_of_charge_uncertainty: Option<f64>,
-    pub synchronized: bool,
-    pub discharging: bool,
-    pub time_to_go_seconds: Option<f64>,
-    pub average_current_amperes: f64,
-    pub consumed_ah: Option<f64>,
-    pub charge_in_ah: f64,
-    pub charge_out_ah: f64,
-    pub full_charges: u64,
-    pub last_full_charge_timestamp_seconds: Option<f64>,
+pub(crate) struct BatteryReading<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) sensor: &'a str,
+    pub(crate) chemistry: &'static str,
+    pub(crate) capacity_ah: f64,
+    pub(crate) state_of_charge: Option<f64>,
+    pub(crate) state_of_charge_uncertainty: Option<f64>,
+    pub(crate) synchronized: bool,
+    pub(crate) discharging: bool,
+    pub(crate) time_to_go_seconds: Option<f64>,
+    pub(crate) average_current_amperes: f64,
+    pub(crate) consumed_ah: Option<f64>,
+    pub(crate) charge_in_ah: f64,
+    pub(crate) charge_out_ah: f64,
+    pub(crate) full_charges: u64,
+    pub(crate) last_full_charge_timestamp_seconds: Option<f64>,
 }
 
 /// Coulombs per ampere-hour.
@@ -71,61 +71,61 @@ fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
 }
 
 #[derive(Serialize)]
-pub struct SensorReading<'a> {
-    pub name: &'a str,
-    pub driver: &'a str,
-    pub bus: &'a str,
-    pub address: String,
-    pub labels: &'a BTreeMap<String, String>,
-    pub up: bool,
-    pub down_reason: Option<String>,
-    pub last_error: Option<&'static str>,
-    pub interval_seconds: f64,
-    pub bus_voltage_volts: Option<f64>,
-    pub shunt_voltage_volts: Option<f64>,
-    pub current_amperes: Option<f64>,
-    pub power_watts: Option<f64>,
-    pub overflow: bool,
-    pub power_avg_watts: Option<f64>,
-    pub power_min_watts: Option<f64>,
-    pub power_max_watts: Option<f64>,
-    pub energy_joules: f64,
-    pub energy_kwh: f64,
-    pub energy_reverse_joules: f64,
-    pub energy_today_joules: f64,
-    pub energy_today_kwh: f64,
-    pub samples: u64,
-    pub read_errors: u64,
-    pub last_sample_timestamp_seconds: Option<f64>,
-    pub last_sample_age_seconds: Option<f64>,
-    pub anomalies_active: Vec<&'static str>,
-    pub anomalies: Vec<ActiveAnomaly>,
-    pub rules: Vec<&'static str>,
+pub(crate) struct SensorReading<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) driver: &'a str,
+    pub(crate) bus: &'a str,
+    pub(crate) address: String,
+    pub(crate) labels: &'a BTreeMap<String, String>,
+    pub(crate) up: bool,
+    pub(crate) down_reason: Option<String>,
+    pub(crate) last_error: Option<&'static str>,
+    pub(crate) interval_seconds: f64,
+    pub(crate) bus_voltage_volts: Option<f64>,
+    pub(crate) shunt_voltage_volts: Option<f64>,
+    pub(crate) current_amperes: Option<f64>,
+    pub(crate) power_watts: Option<f64>,
+    pub(crate) overflow: bool,
+    pub(crate) power_avg_watts: Option<f64>,
+    pub(crate) power_min_watts: Option<f64>,
+    pub(crate) power_max_watts: Option<f64>,
+    pub(crate) energy_joules: f64,
+    pub(crate) energy_kwh: f64,
+    pub(crate) energy_reverse_joules: f64,
+    pub(crate) energy_today_joules: f64,
+    pub(crate) energy_today_kwh: f64,
+    pub(crate) samples: u64,
+    pub(crate) read_errors: u64,
+    pub(crate) last_sample_timestamp_seconds: Option<f64>,
+    pub(crate) last_sample_age_seconds: Option<f64>,
+    pub(crate) anomalies_active: Vec<&'static str>,
+    pub(crate) anomalies: Vec<ActiveAnomaly>,
+    pub(crate) rules: Vec<&'static str>,
 }
 
 /// An anomaly in an episode, and since when (Unix time).
 #[derive(Serialize)]
-pub struct ActiveAnomaly {
-    pub rule: &'static str,
-    pub since: Option<f64>,
+pub(crate) struct ActiveAnomaly {
+    pub(crate) rule: &'static str,
+    pub(crate) since: Option<f64>,
 }
 
 /// `/api/history`: recent power per sensor, oldest first, as `[unix, watts]` pairs (`null`
 /// watts: the shunt saturated).
 #[derive(Serialize)]
-pub struct History<'a> {
-    pub points_per_sensor: usize,
-    pub sensors: BTreeMap<&'a str, SensorHistory>,
+pub(crate) struct History<'a> {
+    pub(crate) points_per_sensor: usize,
+    pub(crate) sensors: BTreeMap<&'a str, SensorHistory>,
 }
 
 #[derive(Serialize)]
-pub struct SensorHistory {
-    pub resolution_seconds: f64,
-    pub points: Vec<(f64, Option<f32>)>,
+pub(crate) struct SensorHistory {
+    pub(crate) resolution_seconds: f64,
+    pub(crate) points: Vec<(f64, Option<f32>)>,
 }
 
 /// The history of `sensors` after `since`; `None` if `only` names no sensor.
-pub fn history<'a>(
+pub(crate) fn history<'a>(
     sensors: &'a [Arc<SensorStatus>],
     only: Option<&str>,
     since: f64,
@@ -163,7 +163,7 @@ fn finite(v: f64) -> Option<f64> {
 }
 
 /// The readings of `sensors`, as of now.
-pub fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<'a> {
+pub(crate) fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Readings<'a> {
     let now = Instant::now();
     Readings {
         version: app.version,

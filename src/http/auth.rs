@@ -20,7 +20,7 @@ const CACHE_ENTRIES: usize = 256;
 
 /// The checker, shared by every connection.
 #[derive(Default)]
-pub struct Auth {
+pub(crate) struct Auth {
     cache: Mutex<HashMap<[u8; 32], bool>>,
     /// One bcrypt at a time.
     bcrypt: Arc<Mutex<()>>,
@@ -43,7 +43,7 @@ fn credentials(header: &HeaderValue) -> Option<(String, String)> {
 
 impl Auth {
     /// Whether `header` authenticates one of `users`.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         users: &BTreeMap<String, String>,
         header: Option<&HeaderValue>,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 
 /// The most connections held at once, whatever the file limit.
-pub const MAX_CONNECTIONS: usize = 2048;
+pub(crate) const MAX_CONNECTIONS: usize = 2048;
 /// File descriptors kept for the daemon itself: I2C buses, the state files, the journal.
 const RESERVED_FDS: libc::rlim_t = 64;
 /// The fewest connections, whatever the file limit.
@@ -27,7 +27,7 @@ const MIN_CONNECTIONS: usize = 16;
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Raise the soft file limit to the hard one and return the cap on connections it allows.
-pub fn cap_from_file_limit() -> usize {
+pub(crate) fn cap_from_file_limit() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -99,7 +99,7 @@ impl Table {
 }
 
 /// The connections of every listener.
-pub struct Connections {
+pub(crate) struct Connections {
     cap: usize,
     table: Mutex<Table>,
     refused: AtomicU64,
@@ -108,14 +108,14 @@ pub struct Connections {
 }
 
 /// A connection's hold on its place; dropping it frees the place.
-pub struct Place {
+pub(crate) struct Place {
     id: u64,
     connections: Arc<Connections>,
 }
 
 impl Connections {
     /// A table for at most `cap` connections.
-    pub fn new(cap: usize) -> Arc<Connections> {
+    pub(crate) fn new(cap: usize) -> Arc<Connections> {
         Arc::new(Connections {
             cap,
             table: Mutex::new(Table::default()),
@@ -130,22 +130,25 @@ impl Connections {
     }
 
     /// The cap.
-    pub fn cap(&self) -> usize {
+    pub(crate) fn cap(&self) -> usize {
         self.cap
     }
 
+    #[cfg(test)]
     /// Connections held now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.table().entries.len()
     }
 
+    #[cfg(test)]
     /// Whether no connection is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    #[cfg(test)]
     /// Connections closed to make room, and newcomers closed for lack of it, so far.
-    pub fn pressure(&self) -> (u64, u64) {
+    pub(crate) fn pressure(&self) -> (u64, u64) {
         (
             self.evicted.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
@@ -153,7 +156,7 @@ impl Connections {
     }
 
     /// Close the waiting connection that gives way first; false if none is waiting.
-    pub fn evict_one(&self) -> bool {
+    pub(crate) fn evict_one(&self) -> bool {
         let mut table = self.table();
         let Some(victim) = table.victim() else {
             return false;
@@ -167,7 +170,7 @@ impl Connections {
 
     /// A place for a connection from `peer`, and whether another gave way for it; `None` if
     /// every place is taken by a connection serving a request.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<(Place, bool)> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<(Place, bool)> {
         let full = self.table().entries.len() >= self.cap;
         if full && !self.evict_one() {
             self.refuse(peer);
@@ -213,21 +216,21 @@ impl Connections {
 
 impl Place {
     /// How to close the connection if it must give way.
-    pub fn set_abort(&self, abort: AbortHandle) {
+    pub(crate) fn set_abort(&self, abort: AbortHandle) {
         if let Some(entry) = self.connections.table().entries.get_mut(&self.id) {
             entry.abort = Some(abort);
         }
     }
 
     /// A request is being served: the connection does not give way meanwhile.
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         if let Some(entry) = self.connections.table().entries.get_mut(&self.id) {
             entry.busy = true;
         }
     }
 
     /// The response is out: the connection waits again, from now.
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         if let Some(entry) = self.connections.table().entries.get_mut(&self.id) {
             entry.busy = false;
             entry.since = Instant::now();

@@ -14,7 +14,7 @@ thread_local! {
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// `body` gzipped, at deflate's fastest level; `None` only if deflate reports an error.
-pub fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(HEADER.len() + body.len() / 4 + 64);
     out.extend_from_slice(&HEADER);
     DEFLATE.with(|deflate| {

@@ -14,11 +14,11 @@
 
 mod api;
 mod auth;
-pub mod connections;
+pub(crate) mod connections;
 mod gzip;
 mod page;
 mod routes;
-pub mod tls;
+pub(crate) mod tls;
 pub mod web_config;
 
 use std::convert::Infallible;
@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use self::auth::Auth;
 use self::connections::{Connections, Place};
 use self::routes::Limiter;
-pub use self::web_config::WebSecurity;
+pub(crate) use self::web_config::WebSecurity;
 use crate::board::Sensors;
 use crate::metrics::Metrics;
 use crate::sampler::Health;
@@ -56,7 +56,7 @@ pub(crate) fn mistake(key: impl Into<String>, message: impl Into<String>) -> Mis
 
 /// A client must send its request headers within this time; a kept-alive connection waiting
 /// for its next request is closed after it too.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The TLS handshake must end within this time.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request line plus headers; larger requests are refused.
@@ -65,7 +65,7 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// What the web configuration asks of every request.
-pub struct WebState {
+pub(crate) struct WebState {
     security: WebSecurity,
     limiter: Option<Limiter>,
     /// `/healthz` answers without authentication.
@@ -73,15 +73,15 @@ pub struct WebState {
 }
 
 /// What the handlers serve.
-pub struct App {
+pub(crate) struct App {
     /// The registry `/metrics` encodes, and the board of sensors it reports.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Whether sampling is alive (`/healthz`).
-    pub health: Health,
+    pub(crate) health: Health,
     /// When the daemon started.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// The package version.
-    pub version: &'static str,
+    pub(crate) version: &'static str,
     web: RwLock<Arc<WebState>>,
     auth: Auth,
     connections: Arc<Connections>,
@@ -89,7 +89,7 @@ pub struct App {
 
 impl App {
     /// An app serving `metrics` and its board's sensors; `web` says how it is secured.
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         health: Health,
         web: WebSecurity,
@@ -107,7 +107,7 @@ impl App {
     }
 
     /// The sensors as of now.
-    pub fn sensors(&self) -> Sensors {
+    pub(crate) fn sensors(&self) -> Sensors {
         self.metrics.board().sensors()
     }
 
@@ -116,18 +116,18 @@ impl App {
     }
 
     /// Secure the next connections and requests with `web` (a reload).
-    pub fn set_web(&self, web: WebSecurity, public_healthz: bool) {
+    pub(crate) fn set_web(&self, web: WebSecurity, public_healthz: bool) {
         *self.web.write().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(WebState::new(web, public_healthz));
     }
 
     /// Whether new connections get TLS.
-    pub fn serves_tls(&self) -> bool {
+    pub(crate) fn serves_tls(&self) -> bool {
         self.web().security.tls.is_some()
     }
 
     /// The connection table.
-    pub fn connections(&self) -> &Connections {
+    pub(crate) fn connections(&self) -> &Connections {
         &self.connections
     }
 
@@ -153,7 +153,11 @@ impl WebState {
 }
 
 /// Serve on every listener until `shutdown` turns true (or its sender goes away).
-pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listeners: Vec<TcpListener>,
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+) {
     let tasks: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(accept_loop(l, Arc::clone(&app), shutdown.clone())))

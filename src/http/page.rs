@@ -13,11 +13,11 @@ use crate::board::history::POINTS;
 /// The page's template.
 const TEMPLATE: &str = include_str!("assets/page.html");
 /// `/static/style.css`.
-pub const STYLE: &str = include_str!("assets/style.css");
+pub(crate) const STYLE: &str = include_str!("assets/style.css");
 /// `/static/app.js`.
-pub const SCRIPT: &str = include_str!("assets/app.js");
+pub(crate) const SCRIPT: &str = include_str!("assets/app.js");
 /// `/static/icon.svg`.
-pub const ICON: &str = include_str!("assets/icon.svg");
+pub(crate) const ICON: &str = include_str!("assets/icon.svg");
 
 /// Sparkline geometry, as in `app.js`.
 const WIDTH: f64 = 300.0;
@@ -79,7 +79,7 @@ fn window(first: f64, last: f64, resolution: f64) -> f64 {
 }
 
 /// The sparkline's path: points further apart than a gap (a `None`) are not joined.
-pub fn sparkline(points: &[(f64, Option<f32>)], resolution: f64) -> String {
+pub(crate) fn sparkline(points: &[(f64, Option<f32>)], resolution: f64) -> String {
     let (Some(&(tfirst, _)), Some(&(tmax, _))) = (points.first(), points.last()) else {
         return String::new();
     };
@@ -227,7 +227,7 @@ fn battery_card(b: &BatteryReading<'_>) -> String {
 }
 
 /// The page, rendered now.
-pub fn status_page(app: &App) -> String {
+pub(crate) fn status_page(app: &App) -> String {
     let sensors = app.sensors();
     let data = readings(app, &sensors);
     let recent = history(&sensors, None, 0.0);

@@ -13,7 +13,7 @@ use super::{api, page, App};
 use crate::metrics::CONTENT_TYPE;
 
 /// A response with a body and its content type.
-pub fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -30,14 +30,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// A token bucket: `burst` requests at once, one more per `interval`.
-pub struct Limiter {
+pub(crate) struct Limiter {
     limit: RateLimit,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Limiter {
     /// A full bucket.
-    pub fn new(limit: RateLimit) -> Limiter {
+    pub(crate) fn new(limit: RateLimit) -> Limiter {
         Limiter {
             limit,
             state: Mutex::new((f64::from(limit.burst), Instant::now())),
@@ -45,7 +45,7 @@ impl Limiter {
     }
 
     /// Take a token if there is one.
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (tokens, last) = &mut *state;
         let now = Instant::now();
@@ -63,7 +63,7 @@ impl Limiter {
 
 /// Answer a request: rate limit, authentication (except `/healthz` when it is public), the
 /// route, then the headers the web configuration adds.
-pub async fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
     let web = app.web();
     let public = web.public_healthz && request.uri().path() == "/healthz";
     let needs_auth = !(web.security.users.is_empty() || public);
@@ -131,7 +131,7 @@ fn route<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
 
 /// What a page and its files may do: only what they get from this origin; no framing, no
 /// inline code, no plugins, no forms.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page or one of its files, with the policy it runs under.
 fn page_response(content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -203,7 +203,7 @@ fn metrics(app: &App, headers: &HeaderMap) -> Response<Full<Bytes>> {
 
 /// `Accept-Encoding` names gzip (or `*`) with a quality above zero (RFC 9110 12.5.3: names
 /// and parameters are case-insensitive, and whitespace may surround `;` and `=`).
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()

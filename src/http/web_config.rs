@@ -44,13 +44,13 @@ use super::{mistake, tls, Mistake};
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebConfigError {
     /// The file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Line and column, when the YAML parser knows them.
-    pub position: Option<(usize, usize)>,
+    pub(crate) position: Option<(usize, usize)>,
     /// The key, e.g. `tls_server_config.cert_file`; empty for the file as a whole.
-    pub key: String,
+    pub(crate) key: String,
     /// What is wrong and what was expected.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for WebConfigError {
@@ -71,24 +71,24 @@ impl std::error::Error for WebConfigError {}
 
 /// `rate_limit`: requests allowed in a burst, and one more per interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// Requests allowed at once.
-    pub burst: u32,
+    pub(crate) burst: u32,
     /// One more request is allowed per this.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 /// What the server enforces, as the web configuration file says (nothing without one).
 #[derive(Default)]
 pub struct WebSecurity {
     /// TLS for every connection, when configured.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Basic-auth users and their bcrypt hashes; empty: no authentication.
-    pub users: BTreeMap<String, String>,
+    pub(crate) users: BTreeMap<String, String>,
     /// Headers added to every response.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// A limit on requests, when configured.
-    pub rate_limit: Option<RateLimit>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 impl fmt::Debug for WebSecurity {
@@ -227,7 +227,7 @@ fn check_rate_limit(limit: RateLimitIn) -> Result<Option<RateLimit>, Mistake> {
 }
 
 /// Read, check and load the web configuration file at `path`.
-pub fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
+pub(crate) fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
     let error = |position, key: String, message: String| WebConfigError {
         file: path.to_path_buf(),
         position,

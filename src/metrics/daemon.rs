@@ -3,15 +3,15 @@
 use prometheus::{Gauge, GaugeVec, IntCounter, Opts, Registry};
 
 /// The daemon's own metrics.
-pub struct DaemonMetrics {
+pub(crate) struct DaemonMetrics {
     /// Unix time of the last save of the state file.
-    pub state_last_persist: Gauge,
+    pub(crate) state_last_persist: Gauge,
     /// Saves of the state file that failed.
-    pub state_persist_failures: IntCounter,
+    pub(crate) state_persist_failures: IntCounter,
     /// 1 if the last reload applied the configuration file.
-    pub reload_successful: Gauge,
+    pub(crate) reload_successful: Gauge,
     /// Unix time of the last successful reload (or of the start).
-    pub reload_success_time: Gauge,
+    pub(crate) reload_success_time: Gauge,
 }
 
 impl DaemonMetrics {

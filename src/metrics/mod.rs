@@ -31,12 +31,12 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Registry, TextEncoder};
 
-pub use self::daemon::DaemonMetrics;
-pub use self::mqtt::MqttMetrics;
+pub(crate) use self::daemon::DaemonMetrics;
+pub(crate) use self::mqtt::MqttMetrics;
 use crate::board::{Board, SensorStatus, Snapshot};
 
 /// Content type of the text exposition format.
-pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Every metric family of the daemon.
 pub struct Metrics {
@@ -46,7 +46,7 @@ pub struct Metrics {
     rest: Registry,
     board: Arc<Board>,
     /// The daemon's own families.
-    pub daemon: DaemonMetrics,
+    pub(crate) daemon: DaemonMetrics,
     mqtt: OnceLock<MqttMetrics>,
     /// The size of the last exposition, to size the next one's buffer.
     last_len: AtomicUsize,
@@ -109,7 +109,7 @@ impl Metrics {
     }
 
     /// The sensors the families report.
-    pub fn board(&self) -> &Arc<Board> {
+    pub(crate) fn board(&self) -> &Arc<Board> {
         &self.board
     }
 

@@ -7,11 +7,11 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 #[derive(Clone)]
 pub struct MqttMetrics {
     /// `powermon_mqtt_connected`.
-    pub connected: IntGauge,
+    pub(crate) connected: IntGauge,
     /// `powermon_mqtt_messages_total{result="sent"}`.
     pub sent: IntCounter,
     /// `powermon_mqtt_messages_total{result="dropped"}`.
-    pub dropped: IntCounter,
+    pub(crate) dropped: IntCounter,
 }
 
 impl MqttMetrics {

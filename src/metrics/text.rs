@@ -11,7 +11,7 @@ use std::io::Write;
 
 /// A metric family's kind, as its `# TYPE` line names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A value that goes up and down.
     Gauge,
     /// A value that only rises.
@@ -20,7 +20,7 @@ pub enum Kind {
 
 /// A family being written: its header goes out before its first series, so a family without
 /// series is left out, as the crate's `gather` leaves it out.
-pub struct Family<'a> {
+pub(crate) struct Family<'a> {
     out: &'a mut Vec<u8>,
     name: &'a str,
     help: &'a str,
@@ -30,7 +30,11 @@ pub struct Family<'a> {
 
 impl<'a> Family<'a> {
     /// The family `name` of `kind`, written to `out`.
-    pub fn new(out: &'a mut Vec<u8>, (name, help): (&'a str, &'a str), kind: Kind) -> Family<'a> {
+    pub(crate) fn new(
+        out: &'a mut Vec<u8>,
+        (name, help): (&'a str, &'a str),
+        kind: Kind,
+    ) -> Family<'a> {
         Family {
             out,
             name,
@@ -48,7 +52,7 @@ impl<'a> Family<'a> {
     }
 
     /// A series with label pairs given as names and values.
-    pub fn sample_pairs<'p>(
+    pub(crate) fn sample_pairs<'p>(
         &mut self,
         pairs: impl IntoIterator<Item = (&'p str, &'p str)>,
         value: f64,
@@ -95,7 +99,7 @@ fn sample_pairs<'a>(
 }
 
 /// A label pair, `name="value"`, the value escaped.
-pub fn label(out: &mut Vec<u8>, name: &str, value: &str) {
+pub(crate) fn label(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"=\"");
     escape(out, value, true);

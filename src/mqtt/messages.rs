@@ -19,37 +19,37 @@ use crate::energy::JOULES_PER_KWH;
 
 /// What every message of one daemon shares.
 #[derive(Debug, Clone)]
-pub struct Names {
+pub(crate) struct Names {
     /// The topic prefix.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Home Assistant's discovery prefix.
-    pub discovery_prefix: String,
+    pub(crate) discovery_prefix: String,
     /// The device's id: a topic level and a prefix of every unique id.
-    pub node: String,
+    pub(crate) node: String,
     /// The device's name in Home Assistant.
-    pub device_name: String,
+    pub(crate) device_name: String,
     /// Seconds after which Home Assistant shows an entity unavailable without a new state.
-    pub expire_after: u64,
+    pub(crate) expire_after: u64,
 }
 
 impl Names {
     /// The availability topic.
-    pub fn availability(&self) -> String {
+    pub(crate) fn availability(&self) -> String {
         format!("{}/availability", self.prefix)
     }
 
     /// A sensor's state topic.
-    pub fn sensor_state(&self, sensor: &str) -> String {
+    pub(crate) fn sensor_state(&self, sensor: &str) -> String {
         format!("{}/sensor/{sensor}/state", self.prefix)
     }
 
     /// A battery's state topic.
-    pub fn battery_state(&self, battery: &str) -> String {
+    pub(crate) fn battery_state(&self, battery: &str) -> String {
         format!("{}/battery/{battery}/state", self.prefix)
     }
 
     /// Home Assistant's status topic (`online` when it starts).
-    pub fn ha_status(&self) -> String {
+    pub(crate) fn ha_status(&self) -> String {
         format!("{}/status", self.discovery_prefix)
     }
 
@@ -65,11 +65,11 @@ impl Names {
 }
 
 /// One entity's discovery message: its config topic and payload.
-pub struct Discovery {
+pub(crate) struct Discovery {
     /// `<discovery_prefix>/<component>/<node>/<object>/config`.
-    pub topic: String,
+    pub(crate) topic: String,
     /// The configuration (JSON).
-    pub payload: String,
+    pub(crate) payload: String,
 }
 
 /// An entity of a quantity.
@@ -108,7 +108,7 @@ fn discovery(names: &Names, e: Entity<'_>) -> Discovery {
 }
 
 /// Every entity of a sensor (and of the battery it measures).
-pub fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> {
+pub(crate) fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> {
     let sensor = status.name.as_str();
     let state = names.sensor_state(sensor);
     // A battery's shunt also measures the energy that charged it.
@@ -155,7 +155,7 @@ pub fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Discovery> 
 /// The discovery topics a sensor can have announced (its quantities, its `up`, every rule's
 /// flag), for emptying them when it goes: Home Assistant removes an entity whose config is
 /// emptied.
-pub fn sensor_discovery_topics(names: &Names, sensor: &str) -> Vec<String> {
+pub(crate) fn sensor_discovery_topics(names: &Names, sensor: &str) -> Vec<String> {
     let topic = |component: &str, key: &str| {
         format!(
             "{}/{component}/{}/{sensor}_{key}/config",
@@ -280,7 +280,7 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Option<f64>, decimals: i3
 
 /// A sensor's state, with the exported (saved) energy totals: the same numbers Prometheus
 /// sees, never lower after a restart.
-pub fn sensor_state(status: &SensorStatus) -> String {
+pub(crate) fn sensor_state(status: &SensorStatus) -> String {
     let energy = (
         status.exported.energy_joules.get(),
         status.exported.energy_reverse_joules.get(),
@@ -316,7 +316,7 @@ pub fn sensor_state(status: &SensorStatus) -> String {
 }
 
 /// The state of the battery a sensor measures, if it measures one: its topic and payload.
-pub fn battery_state(names: &Names, status: &SensorStatus) -> Option<(String, String)> {
+pub(crate) fn battery_state(names: &Names, status: &SensorStatus) -> Option<(String, String)> {
     let info = status.battery.as_ref()?;
     let b = status.snapshot().battery?;
     let mut map = Map::new();

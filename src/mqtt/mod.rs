@@ -13,7 +13,7 @@
 //! The broker holds the last will, `offline` retained on the availability topic, for a
 //! process that dies without saying so. Sampling and `/metrics` never wait for any of this.
 
-pub mod messages;
+pub(crate) mod messages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ enum Notice {
 }
 
 /// The running publisher.
-pub struct Mqtt {
+pub(crate) struct Mqtt {
     config: MqttConfig,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -52,7 +52,7 @@ pub struct Mqtt {
 
 impl Mqtt {
     /// Start publishing the sensors `metrics` reports as `config` says.
-    pub fn start(config: &MqttConfig, metrics: &Metrics) -> Result<Mqtt, String> {
+    pub(crate) fn start(config: &MqttConfig, metrics: &Metrics) -> Result<Mqtt, String> {
         let names = names(config);
         let options = options(config, &names)?;
         let (client, eventloop) = AsyncClient::new(options, QUEUE);
@@ -95,12 +95,12 @@ impl Mqtt {
     }
 
     /// The configuration it runs on.
-    pub fn config(&self) -> &MqttConfig {
+    pub(crate) fn config(&self) -> &MqttConfig {
         &self.config
     }
 
     /// Announce `offline`, disconnect, and wait for both tasks (a few seconds at most).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             if tokio::time::timeout(Duration::from_secs(3), task)

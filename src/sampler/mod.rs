@@ -8,7 +8,7 @@
 //! and started again with other members (a reload); it hands its pipelines back, so the
 //! sensors that stay keep their totals and their integration.
 
-pub mod pipeline;
+pub(crate) mod pipeline;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,11 +28,11 @@ const STALL_GRACE: Duration = Duration::from_secs(10);
 
 /// Tells the bus threads to finish.
 #[derive(Clone, Default)]
-pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
+pub(crate) struct Stop(Arc<(Mutex<bool>, Condvar)>);
 
 impl Stop {
     /// Tell every thread holding a clone to finish.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let (flag, cvar) = &*self.0;
         *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
         cvar.notify_all();
@@ -81,11 +81,11 @@ impl Liveness {
 
 /// Whether sampling is alive, shareable with the HTTP server and the watchdog.
 #[derive(Clone, Default)]
-pub struct Health(Arc<Mutex<BTreeMap<String, Arc<Liveness>>>>);
+pub(crate) struct Health(Arc<Mutex<BTreeMap<String, Arc<Liveness>>>>);
 
 impl Health {
     /// Every bus thread is running and came around when it said it would.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         let now = Instant::now();
         self.0
             .lock()
@@ -96,10 +96,10 @@ impl Health {
 }
 
 /// A sensor on a bus: its configuration and its pipeline.
-pub type Member = (SensorConfig, SensorPipeline);
+pub(crate) type Member = (SensorConfig, SensorPipeline);
 
 /// Someone to tell that a bus thread died, by the name of its bus.
-pub type OnPanic = Arc<dyn Fn(String) + Send + Sync>;
+pub(crate) type OnPanic = Arc<dyn Fn(String) + Send + Sync>;
 
 /// One bus's thread.
 struct Worker {
@@ -108,7 +108,7 @@ struct Worker {
 }
 
 /// The running bus threads.
-pub struct Sampler {
+pub(crate) struct Sampler {
     on_panic: OnPanic,
     workers: BTreeMap<String, Worker>,
     health: Health,
@@ -117,7 +117,7 @@ pub struct Sampler {
 
 impl Sampler {
     /// No threads yet; `on_panic` hears of a bus thread that died.
-    pub fn new(on_panic: OnPanic) -> Sampler {
+    pub(crate) fn new(on_panic: OnPanic) -> Sampler {
         Sampler {
             on_panic,
             workers: BTreeMap::new(),
@@ -127,7 +127,7 @@ impl Sampler {
     }
 
     /// Start a thread per bus of `config`; `pipelines` are in config order.
-    pub fn start(
+    pub(crate) fn start(
         config: &Config,
         pipelines: Vec<SensorPipeline>,
         on_panic: OnPanic,
@@ -148,7 +148,7 @@ impl Sampler {
 
     /// Start sampling `members` on `bus` in a thread of its own. On failure the members are
     /// lost with the error: only the system refusing a thread does that.
-    pub fn start_bus(&mut self, bus: &str, members: Vec<Member>) -> std::io::Result<()> {
+    pub(crate) fn start_bus(&mut self, bus: &str, members: Vec<Member>) -> std::io::Result<()> {
         let live = Arc::new(Liveness {
             origin: self.origin,
             deadline_ms: AtomicU64::new(0),
@@ -188,7 +188,7 @@ impl Sampler {
 
     /// Stop the thread of `bus` and take its members back (none if it was not running, or
     /// died). Afterwards their statuses hold their final totals.
-    pub fn stop_bus(&mut self, bus: &str) -> Vec<Member> {
+    pub(crate) fn stop_bus(&mut self, bus: &str) -> Vec<Member> {
         self.health
             .0
             .lock()
@@ -205,18 +205,18 @@ impl Sampler {
     }
 
     /// The buses being sampled.
-    pub fn buses(&self) -> Vec<String> {
+    pub(crate) fn buses(&self) -> Vec<String> {
         self.workers.keys().cloned().collect()
     }
 
     /// Whether the threads sample on schedule, for `/healthz` and the watchdog.
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health.clone()
     }
 
     /// Ask every thread to finish and wait for them. Afterwards every sensor's status holds
     /// its final totals.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         for worker in self.workers.values() {
             worker.stop.stop();
         }

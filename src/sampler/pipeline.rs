@@ -16,10 +16,10 @@ use crate::state::live::LiveSlot;
 use crate::state::{StoredBattery, StoredSensor};
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Failed samples in a row after which a sensor is logged as down (a missing bus at once):
 /// one noisy sample is counted, not logged.
-pub const DOWN_AFTER: u32 = 3;
+pub(crate) const DOWN_AFTER: u32 = 3;
 
 /// Everything that happens to one sensor's results, in data-flow order.
 pub struct SensorPipeline {
@@ -254,19 +254,14 @@ impl SensorPipeline {
     }
 
     /// The live-file slot, handed on to the pipeline that replaces this one.
-    pub fn take_live(&mut self) -> Option<LiveSlot> {
+    pub(crate) fn take_live(&mut self) -> Option<LiveSlot> {
         self.live.take()
     }
 
     /// The battery's live-file slot and name, handed on the same way.
-    pub fn take_battery_live(&mut self) -> Option<(String, LiveSlot)> {
+    pub(crate) fn take_battery_live(&mut self) -> Option<(String, LiveSlot)> {
         let name = self.battery.as_ref()?.name().to_string();
         Some((name, self.battery_live.take()?))
-    }
-
-    /// The status this pipeline publishes to.
-    pub fn status(&self) -> &Arc<SensorStatus> {
-        &self.status
     }
 
     /// Wait before re-reading a chip that had no new conversion yet.

@@ -7,24 +7,24 @@ use super::SensorError;
 use crate::config::Chip;
 
 /// Configuration: 00h on every chip of the family.
-pub const REG_CONFIG: u8 = 0x00;
+pub(crate) const REG_CONFIG: u8 = 0x00;
 /// Configuration bit 15: reset every register.
-pub const CONFIG_RST: u16 = 1 << 15;
+pub(crate) const CONFIG_RST: u16 = 1 << 15;
 /// Manufacturer ID (SBOS547A 7.6.7, SBOS656C 8.6.7, SBOS576D 8.6.2.17).
-pub const REG_MANUFACTURER_ID: u8 = 0xFE;
+pub(crate) const REG_MANUFACTURER_ID: u8 = 0xFE;
 /// Die ID (SBOS547A 7.6.8, SBOS656C 8.6.8, SBOS576D 8.6.2.18).
-pub const REG_DIE_ID: u8 = 0xFF;
+pub(crate) const REG_DIE_ID: u8 = 0xFF;
 /// Texas Instruments, in ASCII: "TI".
-pub const MANUFACTURER_TI: u16 = 0x5449;
+pub(crate) const MANUFACTURER_TI: u16 = 0x5449;
 /// INA226 die ID: DID 226h, revision 0.
-pub const DIE_INA226: u16 = 0x2260;
+pub(crate) const DIE_INA226: u16 = 0x2260;
 /// INA260 die ID: DID 227h, revision 0.
-pub const DIE_INA260: u16 = 0x2270;
+pub(crate) const DIE_INA260: u16 = 0x2270;
 /// INA3221 die ID: DID 322h, revision 0.
-pub const DIE_INA3221: u16 = 0x3220;
+pub(crate) const DIE_INA3221: u16 = 0x3220;
 
 /// The die ID a chip answers with (revision 0), if it has one.
-pub fn die_id(chip: Chip) -> Option<u16> {
+pub(crate) fn die_id(chip: Chip) -> Option<u16> {
     match chip {
         Chip::Ina219 => None,
         Chip::Ina226 => Some(DIE_INA226),
@@ -34,7 +34,7 @@ pub fn die_id(chip: Chip) -> Option<u16> {
 }
 
 /// The chip a TI die ID names; its low four bits are the revision.
-pub fn chip_of_die(die: u16) -> Option<Chip> {
+pub(crate) fn chip_of_die(die: u16) -> Option<Chip> {
     Chip::ALL
         .into_iter()
         .find(|chip| die_id(*chip) == Some(die & 0xFFF0))
@@ -43,20 +43,20 @@ pub fn chip_of_die(die: u16) -> Option<Chip> {
 /// The configuration register's averaging, conversion-time and mode fields, where the INA226,
 /// INA260 and INA3221 keep them (SBOS547A Table 6 and 7; the others share the layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigFields {
+pub(crate) struct ConfigFields {
     /// AVG, bits 11–9.
-    pub avg_code: u16,
+    pub(crate) avg_code: u16,
     /// VBUSCT, bits 8–6.
-    pub bus_ct_code: u16,
+    pub(crate) bus_ct_code: u16,
     /// VSHCT, bits 5–3.
-    pub shunt_ct_code: u16,
+    pub(crate) shunt_ct_code: u16,
     /// MODE, bits 2–0.
-    pub mode: u16,
+    pub(crate) mode: u16,
 }
 
 impl ConfigFields {
     /// The fields with one conversion time for both ADCs, continuous.
-    pub fn continuous(avg_code: u16, ct_code: u16) -> ConfigFields {
+    pub(crate) fn continuous(avg_code: u16, ct_code: u16) -> ConfigFields {
         ConfigFields {
             avg_code,
             bus_ct_code: ct_code,
@@ -66,7 +66,7 @@ impl ConfigFields {
     }
 
     /// The fields of a configuration word.
-    pub fn decode(word: u16) -> ConfigFields {
+    pub(crate) fn decode(word: u16) -> ConfigFields {
         ConfigFields {
             avg_code: (word >> 9) & 7,
             bus_ct_code: (word >> 6) & 7,
@@ -76,7 +76,7 @@ impl ConfigFields {
     }
 
     /// The low twelve bits of a configuration word with these fields.
-    pub fn encode(self) -> u16 {
+    pub(crate) fn encode(self) -> u16 {
         (self.avg_code << 9) | (self.bus_ct_code << 6) | (self.shunt_ct_code << 3) | self.mode
     }
 }
@@ -85,35 +85,35 @@ impl ConfigFields {
 /// current LSB it really gives, each chip by its own equation (`ina219::registers`,
 /// `ina226::registers`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
+pub(crate) struct Calibration {
     /// What goes into register 05h.
-    pub register: u16,
+    pub(crate) register: u16,
     /// Amperes per count of the current register, as the truncated `register` really gives.
-    pub current_lsb_amps: f64,
+    pub(crate) current_lsb_amps: f64,
 }
 
 /// MODE: shunt and bus voltage, continuous.
-pub const MODE_CONTINUOUS: u16 = 0b111;
+pub(crate) const MODE_CONTINUOUS: u16 = 0b111;
 
 /// What programming a chip with ID registers writes, in order: its calibration (the INA226),
 /// its configuration, then its Mask/Enable register with the bit that stays set until a
 /// power-on reset (the brown-out canary, see the drivers).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Programming {
+pub(crate) struct Programming {
     /// Which chip: it must say so in its ID registers.
-    pub chip: Chip,
+    pub(crate) chip: Chip,
     /// The calibration register and its value.
-    pub calibration: Option<(u8, u16)>,
+    pub(crate) calibration: Option<(u8, u16)>,
     /// The configuration.
-    pub configuration: u16,
+    pub(crate) configuration: u16,
     /// The Mask/Enable register and the canary bit.
-    pub canary: (u8, u16),
+    pub(crate) canary: (u8, u16),
 }
 
 /// Identify (on first contact, `first`, then reset), program, and read the configuration back
 /// (on first contact): the same for every chip with ID registers. Later, after a brown-out,
 /// the settings are simply written again.
-pub fn program<B: ChipBus>(
+pub(crate) fn program<B: ChipBus>(
     regs: &mut Registers<'_, B>,
     p: &Programming,
     first: bool,

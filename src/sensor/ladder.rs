@@ -22,22 +22,22 @@ use embedded_hal::i2c::I2c;
 use super::{ClassifyError, ErrorKind, Reading, SensorError};
 
 /// How many times a failed transfer is tried again at once.
-pub const RETRIES: u32 = 2;
+pub(crate) const RETRIES: u32 = 2;
 /// Failed samples in a row after which the chip is programmed again.
-pub const REPROGRAM_AFTER: u32 = 3;
+pub(crate) const REPROGRAM_AFTER: u32 = 3;
 /// How long an outage lasts before the sampler backs off.
-pub const OUTAGE_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const OUTAGE_GRACE: Duration = Duration::from_secs(10);
 
 /// What happened on the bus during reads, for the metrics: counted by the ladder, collected
 /// by the pipeline after each read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Events {
     /// Failed transfers, by kind, in [`ErrorKind::ALL`] order.
-    pub failed_transfers: [u32; ErrorKind::ALL.len()],
+    pub(crate) failed_transfers: [u32; ErrorKind::ALL.len()],
     /// Transfers tried again after a failure.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Times the chip was programmed again.
-    pub reprogrammed: u32,
+    pub(crate) reprogrammed: u32,
 }
 
 impl Events {
@@ -50,14 +50,14 @@ impl Events {
 
 /// One chip's side of the shared bus, as an `embedded-hal` bus whose transfers are tried again
 /// on failure (so that a driver crate gets the retries too), with register helpers.
-pub struct Registers<'a, I2C> {
+pub(crate) struct Registers<'a, I2C> {
     bus: &'a RefCell<I2C>,
     address: u8,
     events: &'a mut Events,
 }
 
 /// A bus error as a sensor error.
-pub fn bus_error<E: ClassifyError>(e: &E) -> SensorError {
+pub(crate) fn bus_error<E: ClassifyError>(e: &E) -> SensorError {
     SensorError::Bus {
         kind: e.error_kind(),
         detail: e.to_string(),
@@ -140,12 +140,12 @@ where
     I2C::Error: ClassifyError,
 {
     /// The chip's address.
-    pub fn address(&self) -> u8 {
+    pub(crate) fn address(&self) -> u8 {
         self.address
     }
 
     /// Read a 16-bit register (pointer write, then a two-byte read; MSB first).
-    pub fn read(&mut self, register: u8) -> Result<u16, SensorError> {
+    pub(crate) fn read(&mut self, register: u8) -> Result<u16, SensorError> {
         let mut word = [0u8; 2];
         let address = self.address;
         self.write_read(address, &[register], &mut word)
@@ -154,7 +154,7 @@ where
     }
 
     /// Write a 16-bit register.
-    pub fn write(&mut self, register: u8, value: u16) -> Result<(), SensorError> {
+    pub(crate) fn write(&mut self, register: u8, value: u16) -> Result<(), SensorError> {
         let [hi, lo] = value.to_be_bytes();
         let address = self.address;
         I2c::write(self, address, &[register, hi, lo]).map_err(|e| bus_error(&e))
@@ -163,7 +163,7 @@ where
 
 /// What one sample of a chip came to.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sample {
+pub(crate) enum Sample {
     /// A reading, its values all from one conversion.
     Reading(Reading),
     /// No conversion since the last sample.
@@ -173,12 +173,12 @@ pub enum Sample {
 }
 
 /// A bus the chips are read over: an `embedded-hal` bus whose errors say their kind.
-pub trait ChipBus: I2c<Error: ClassifyError> {}
+pub(crate) trait ChipBus: I2c<Error: ClassifyError> {}
 
 impl<T: I2c<Error: ClassifyError>> ChipBus for T {}
 
 /// A chip's own part: identify and program it, and read one sample.
-pub trait ChipDriver {
+pub(crate) trait ChipDriver {
     /// Program the chip; `first` on first contact, when it is also identified (and may be
     /// reset) — later, after a brown-out, its settings are simply written again.
     fn program<B: ChipBus>(&mut self, bus: &mut Registers<B>, first: bool) -> Outcome<()>;
@@ -188,10 +188,10 @@ pub trait ChipDriver {
 }
 
 /// What a driver's step came to.
-pub type Outcome<T> = Result<T, SensorError>;
+pub(crate) type Outcome<T> = Result<T, SensorError>;
 
 /// A chip on a shared bus, read through its driver, with the recovery ladder around it.
-pub struct Recovering<D, I2C> {
+pub(crate) struct Recovering<D, I2C> {
     driver: D,
     bus: Rc<RefCell<I2C>>,
     address: u8,
@@ -211,7 +211,7 @@ where
     I2C::Error: ClassifyError,
 {
     /// The chip at `address` on `bus`, programmed at its first read.
-    pub fn new(driver: D, bus: Rc<RefCell<I2C>>, address: u8) -> Self {
+    pub(crate) fn new(driver: D, bus: Rc<RefCell<I2C>>, address: u8) -> Self {
         Recovering {
             driver,
             bus,
@@ -223,13 +223,8 @@ where
         }
     }
 
-    /// The driver.
-    pub fn driver(&self) -> &D {
-        &self.driver
-    }
-
     /// What happened since the last call.
-    pub fn take_events(&mut self) -> Events {
+    pub(crate) fn take_events(&mut self) -> Events {
         std::mem::take(&mut self.events)
     }
 
@@ -250,7 +245,7 @@ where
     }
 
     /// One sample of `part`.
-    pub fn read(&mut self, part: u8) -> Result<Reading, SensorError> {
+    pub(crate) fn read(&mut self, part: u8) -> Result<Reading, SensorError> {
         if !self.programmed {
             if let Err(e) = self.program() {
                 self.failed_samples += 1;

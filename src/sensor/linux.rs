@@ -22,39 +22,34 @@ use crate::config::SensorConfig;
 /// errno values this module tells apart (the same on every Linux architecture the daemon
 /// targets).
 mod errno {
-    pub const ENOENT: i32 = 2;
-    pub const EIO: i32 = 5;
-    pub const ENXIO: i32 = 6;
-    pub const EAGAIN: i32 = 11;
-    pub const EACCES: i32 = 13;
-    pub const EBUSY: i32 = 16;
-    pub const ENODEV: i32 = 19;
-    pub const ETIMEDOUT: i32 = 110;
-    pub const EREMOTEIO: i32 = 121;
+    pub(crate) const ENOENT: i32 = 2;
+    pub(crate) const EIO: i32 = 5;
+    pub(crate) const ENXIO: i32 = 6;
+    pub(crate) const EAGAIN: i32 = 11;
+    pub(crate) const EACCES: i32 = 13;
+    pub(crate) const EBUSY: i32 = 16;
+    pub(crate) const ENODEV: i32 = 19;
+    pub(crate) const ETIMEDOUT: i32 = 110;
+    pub(crate) const EREMOTEIO: i32 = 121;
 }
 
 /// `/dev/i2c-N`, opened on first use and again after an open failure.
-pub struct LinuxBus {
+pub(crate) struct LinuxBus {
     path: PathBuf,
     device: Option<I2cdev>,
 }
 
 impl LinuxBus {
     /// The bus at `path`, not opened yet.
-    pub fn new(path: impl AsRef<Path>) -> LinuxBus {
+    pub(crate) fn new(path: impl AsRef<Path>) -> LinuxBus {
         LinuxBus {
             path: path.as_ref().to_path_buf(),
             device: None,
         }
     }
 
-    /// The device node.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Open the device node now, if it is not open yet.
-    pub fn open(&mut self) -> Result<&mut I2cdev, LinuxBusError> {
+    pub(crate) fn open(&mut self) -> Result<&mut I2cdev, LinuxBusError> {
         let device = match self.device.take() {
             Some(device) => device,
             None => I2cdev::new(&self.path)
@@ -66,7 +61,7 @@ impl LinuxBus {
 
 /// Where a failure happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Opening the device node.
     Open,
     /// A transfer to a chip.
@@ -75,7 +70,7 @@ pub enum Phase {
 
 /// A failure on a Linux I2C bus.
 #[derive(Debug, Clone)]
-pub struct LinuxBusError {
+pub(crate) struct LinuxBusError {
     path: PathBuf,
     address: Option<u8>,
     phase: Phase,
@@ -96,11 +91,6 @@ impl LinuxBusError {
             errno,
             message: e.to_string(),
         }
-    }
-
-    /// The system's error number, when there is one.
-    pub fn errno(&self) -> Option<i32> {
-        self.errno
     }
 
     /// What to do about it, when there is something to do.
@@ -206,7 +196,7 @@ impl I2c for LinuxBus {
 }
 
 /// The sensors of one Linux bus, sharing it in turn.
-pub fn open_bus(path: &str, sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
+pub(crate) fn open_bus(path: &str, sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
     sensors_on(LinuxBus::new(path), sensors)
 }
 

@@ -7,11 +7,11 @@
 //! `/dev/i2c-N` ([`linux`]) or a virtual bus carrying virtual chips ([`simulated`]), read
 //! through the same code. [`scan`] finds the chips on a bus.
 
-pub mod family;
-pub mod ina219;
-pub mod ina226;
-pub mod ina3221;
-pub mod ladder;
+pub(crate) mod family;
+pub(crate) mod ina219;
+pub(crate) mod ina226;
+pub(crate) mod ina3221;
+pub(crate) mod ladder;
 pub mod linux;
 pub mod scan;
 pub mod simulated;
@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use embedded_hal::i2c::I2c;
 
-pub use self::ladder::Events;
+pub(crate) use self::ladder::Events;
 use self::ladder::{ChipDriver, Recovering};
 use crate::config::{Channel, ChipSetup, Config, Driver, SensorConfig};
 
@@ -51,7 +51,7 @@ impl Reading {
     /// A reading from the voltages and the current; power is their product. With the shunt
     /// `saturated`, current and power are unknown (NaN) and the reading is an overflow, as it
     /// is with the chip's own `ovf` flag.
-    pub fn measured(
+    pub(crate) fn measured(
         bus_voltage_volts: f64,
         shunt_voltage_volts: f64,
         current_amperes: f64,
@@ -94,7 +94,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in label order of the metrics.
-    pub const ALL: [ErrorKind; 7] = [
+    pub(crate) const ALL: [ErrorKind; 7] = [
         ErrorKind::Nack,
         ErrorKind::Timeout,
         ErrorKind::I2c,
@@ -105,7 +105,7 @@ impl ErrorKind {
     ];
 
     /// The `kind` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Nack => "nack",
             ErrorKind::Timeout => "timeout",
@@ -148,7 +148,7 @@ pub enum SensorError {
 
 impl SensorError {
     /// A few words of why, for `systemctl status`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             SensorError::Bus { summary, .. } => summary.clone(),
             SensorError::NotReady => "no new conversion".into(),
@@ -157,7 +157,7 @@ impl SensorError {
     }
 
     /// The `kind` label this failure counts under.
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             SensorError::Bus { kind, .. } => *kind,
             SensorError::NotReady => ErrorKind::Stale,
@@ -286,7 +286,7 @@ where
 ///
 /// Built on the thread that will drive them: the shared bus handle is not `Send`. A simulated
 /// bus runs on real time.
-pub fn open_bus(sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
+pub(crate) fn open_bus(sensors: &[SensorConfig]) -> Vec<Box<dyn Sensor>> {
     let Some(first) = sensors.first() else {
         return Vec::new();
     };
@@ -315,7 +315,7 @@ fn ina3221_channels(sensors: &[SensorConfig], sensor: &SensorConfig) -> Vec<(Cha
 
 /// What the chip of `sensor` is programmed with, in words (`check-config`); `config` holds
 /// the other channels of an INA3221.
-pub fn describe_programming(sensor: &SensorConfig, config: &Config) -> String {
+pub(crate) fn describe_programming(sensor: &SensorConfig, config: &Config) -> String {
     match *sensor.setup() {
         ChipSetup::Ina219(setup) => ina219::ChipSettings::new(sensor, setup).describe(sensor),
         ChipSetup::Ina226(adc) => ina226::Settings::ina226(sensor, adc).describe(sensor),

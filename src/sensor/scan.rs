@@ -74,7 +74,7 @@ pub enum Found {
 
 impl Found {
     /// The chip, if one of the family answered.
-    pub fn chip(&self) -> Option<Chip> {
+    pub(crate) fn chip(&self) -> Option<Chip> {
         match self {
             Found::Ina219PowerOn { .. } | Found::Ina219Configured { .. } => Some(Chip::Ina219),
             Found::Identified { chip, .. } => Some(*chip),
@@ -83,7 +83,7 @@ impl Found {
     }
 
     /// The bus voltage of the (first) channel.
-    pub fn bus_volts(&self) -> Option<f64> {
+    pub(crate) fn bus_volts(&self) -> Option<f64> {
         match self {
             Found::Ina219PowerOn { bus_volts } | Found::Ina219Configured { bus_volts, .. } => {
                 Some(*bus_volts)
@@ -181,7 +181,7 @@ fn probe<I2C: I2c>(bus: &mut I2C, address: u8) -> Result<Found, I2C::Error> {
 }
 
 /// Probe every address of the family; addresses that do not acknowledge are left out.
-pub fn scan<I2C>(bus: &mut I2C) -> Result<Vec<(u8, Found)>, ScanError>
+pub(crate) fn scan<I2C>(bus: &mut I2C) -> Result<Vec<(u8, Found)>, ScanError>
 where
     I2C: I2c,
     I2C::Error: ClassifyError,
@@ -211,7 +211,7 @@ where
 }
 
 /// A configuration register in words: "16 V, ±80 mV, 12-bit ×16, continuous".
-pub fn describe_configuration(word: u16) -> String {
+pub(crate) fn describe_configuration(word: u16) -> String {
     let c = Configuration::from_bits(word);
     let range = match c.bus_voltage_range {
         ina219::configuration::BusVoltageRange::Fsr16v => 16,
@@ -235,7 +235,7 @@ pub fn describe_configuration(word: u16) -> String {
 
 /// A configuration register of the INA226 family in words: "averaging ×16, 1.1 ms,
 /// continuous" (SBOS547A Tables 6 and 7; the INA260 and INA3221 share the layout).
-pub fn describe_ina2xx_configuration(word: u16) -> String {
+pub(crate) fn describe_ina2xx_configuration(word: u16) -> String {
     let fields = ConfigFields::decode(word);
     let samples = crate::config::Averaging::INA226_COUNTS[usize::from(fields.avg_code)];
     let micros = crate::config::ConversionTime::MICROS[usize::from(fields.shunt_ct_code)];

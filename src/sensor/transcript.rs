@@ -15,7 +15,7 @@ use crate::sensor::simulated::ManualTime;
 
 /// One step of a transcript.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The register reads this word.
     Read(u8, u16),
     /// The driver writes this word.
@@ -25,7 +25,7 @@ pub enum Step {
 }
 
 /// The mock's transactions for `steps` at `address`.
-pub fn transactions(address: u8, steps: &[Step]) -> Vec<Transaction> {
+pub(crate) fn transactions(address: u8, steps: &[Step]) -> Vec<Transaction> {
     steps
         .iter()
         .filter_map(|step| match *step {
@@ -44,7 +44,7 @@ pub fn transactions(address: u8, steps: &[Step]) -> Vec<Transaction> {
 }
 
 /// A driver on a mock bus that expects `steps`.
-pub fn on_mock<D: ChipDriver>(
+pub(crate) fn on_mock<D: ChipDriver>(
     driver: D,
     address: u8,
     steps: &[Step],
@@ -56,7 +56,7 @@ pub fn on_mock<D: ChipDriver>(
 
 /// Play `steps` on a virtual chip: the writes are made, and every read must answer as the
 /// transcript says.
-pub fn replay(bus: &mut VirtualBus, time: &ManualTime, address: u8, steps: &[Step]) {
+pub(crate) fn replay(bus: &mut VirtualBus, time: &ManualTime, address: u8, steps: &[Step]) {
     for (i, step) in steps.iter().enumerate() {
         match *step {
             Step::Read(reg, want) => {

@@ -31,7 +31,6 @@ use tokio::task::JoinHandle;
 
 pub use self::logging::{init as init_logging, set_level as set_log_level};
 use self::notify::Notifier;
-pub use self::paths::state_dir;
 use self::sampling::Sampling;
 use crate::board::Board;
 use crate::config::Config;
@@ -181,7 +180,7 @@ pub struct Options {
 impl Options {
     /// The web configuration file in force: the command line's, else the configuration's
     /// (relative to the configuration file).
-    pub fn web_config_path(&self, config: &Config) -> Option<PathBuf> {
+    pub(crate) fn web_config_path(&self, config: &Config) -> Option<PathBuf> {
         self.web_config_file.clone().or_else(|| {
             let file = config.daemon.web_config_file.as_ref()?;
             let base = config.path.parent().unwrap_or(std::path::Path::new("."));

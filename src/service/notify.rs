@@ -23,7 +23,7 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// The notifications of one daemon.
-pub struct Notifier {
+pub(crate) struct Notifier {
     board: Arc<Board>,
     health: Health,
     /// The last reload: whether it applied, and the wall time it happened.
@@ -34,7 +34,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// Notifications about the sensors on `board`, sampled as `health` says.
-    pub fn new(board: Arc<Board>, health: Health) -> Notifier {
+    pub(crate) fn new(board: Arc<Board>, health: Health) -> Notifier {
         Notifier {
             board,
             health,
@@ -45,7 +45,7 @@ impl Notifier {
 
     /// The STATUS line: "4 of 4 sensors up", which are down and why, which have not read
     /// yet; how the last reload went.
-    pub fn status_line(board: &Board, last_reload: Option<(bool, SystemTime)>) -> String {
+    pub(crate) fn status_line(board: &Board, last_reload: Option<(bool, SystemTime)>) -> String {
         let sensors = board.sensors();
         let (mut up, mut down, mut starting) = (0, Vec::new(), Vec::new());
         for s in sensors.iter() {
@@ -82,7 +82,7 @@ impl Notifier {
     }
 
     /// Serving.
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         let status = self.status();
         log::info!("ready: {status}");
         send(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -90,7 +90,7 @@ impl Notifier {
     }
 
     /// A reload begins.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         let mut states = vec![NotifyState::Reloading];
         // systemd 253 and later want the moment of the request with RELOADING=1.
         if let Ok(now) = NotifyState::monotonic_usec_now() {
@@ -100,7 +100,7 @@ impl Notifier {
     }
 
     /// A reload ended, applied or refused.
-    pub fn reloaded(&self, applied: bool) {
+    pub(crate) fn reloaded(&self, applied: bool) {
         *lock(&self.last_reload) = Some((applied, SystemTime::now()));
         let status = self.status();
         send(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -108,13 +108,13 @@ impl Notifier {
     }
 
     /// Stopping.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         send(&[NotifyState::Stopping]);
     }
 
     /// Keep STATUS current and, under systemd's watchdog, send WATCHDOG=1 at half its period
     /// while sampling is alive; until `shutdown`.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         mut shutdown: watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {

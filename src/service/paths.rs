@@ -11,7 +11,7 @@ use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredSt
 /// Where the state lives: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else
 /// `daemon.state_dir` (relative to the config file), else the default. The flag says the
 /// default was taken.
-pub fn state_dir(config: &Config) -> (PathBuf, bool) {
+pub(crate) fn state_dir(config: &Config) -> (PathBuf, bool) {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY")
         .and_then(|v| {
             v.to_str()
@@ -31,7 +31,7 @@ pub fn state_dir(config: &Config) -> (PathBuf, bool) {
 
 /// Open the state directory. When the default one cannot be used by a user running the
 /// daemon by hand, fall back to their own state directory rather than refuse to run.
-pub fn open_state(config: &Config) -> Result<StateStore, StateError> {
+pub(crate) fn open_state(config: &Config) -> Result<StateStore, StateError> {
     let (dir, is_default) = state_dir(config);
     match StateStore::open(&dir) {
         Err(StateError::Directory { source, .. })
@@ -61,7 +61,7 @@ pub fn open_state(config: &Config) -> Result<StateStore, StateError> {
 /// which is a tmpfs on every systemd machine: `$RUNTIME_DIRECTORY` (systemd's
 /// `RuntimeDirectory=`), else `/run/power-monitord`, else `$XDG_RUNTIME_DIR/power-monitord`,
 /// else the state directory itself.
-pub fn live_path(state_dir: &Path) -> PathBuf {
+pub(crate) fn live_path(state_dir: &Path) -> PathBuf {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let name = match std::fs::metadata(state_dir) {
         Ok(meta) => format!("live-{:x}-{:x}.bin", meta.dev(), meta.ino()),
@@ -91,7 +91,7 @@ pub fn live_path(state_dir: &Path) -> PathBuf {
 
 /// Load the totals: `state.json`, then the live file of a process that did not stop cleanly,
 /// the later of the two per sensor. Returns what is on disk and what to continue from.
-pub fn load_totals(
+pub(crate) fn load_totals(
     store: &StateStore,
     live_path: &Path,
 ) -> Result<(StoredState, StoredState), StateError> {
@@ -157,7 +157,7 @@ const LIVE_RECORDS: usize =
 
 /// A new live file at `path`; without one (a runtime directory that cannot be written), a
 /// crash loses what was not saved yet.
-pub fn create_live(path: &Path) -> Option<live::LiveFile> {
+pub(crate) fn create_live(path: &Path) -> Option<live::LiveFile> {
     live::LiveFile::create(path, LIVE_RECORDS)
         .map_err(|e| {
             log::warn!(

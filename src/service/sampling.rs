@@ -15,7 +15,7 @@ use crate::sampler::{Member, Sampler, SensorPipeline};
 use crate::state::live::{Kind, LiveFile, LiveSlot};
 
 /// The sensors being sampled.
-pub struct Sampling {
+pub(crate) struct Sampling {
     config: Config,
     sampler: Sampler,
     persister: Arc<Mutex<Persister>>,
@@ -25,7 +25,7 @@ pub struct Sampling {
 
 impl Sampling {
     /// Build every sensor's pipeline, start a thread per bus, and put the sensors on `board`.
-    pub fn start(
+    pub(crate) fn start(
         config: Config,
         sampler: Sampler,
         persister: Arc<Mutex<Persister>>,
@@ -47,7 +47,7 @@ impl Sampling {
     }
 
     /// The configuration the sensors run on.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
@@ -141,7 +141,7 @@ impl Sampling {
 
     /// Stop every thread: afterwards the statuses hold the final totals. Hands back the live
     /// file, to be removed once they are saved.
-    pub fn stop(self) -> Option<LiveFile> {
+    pub(crate) fn stop(self) -> Option<LiveFile> {
         self.sampler.stop();
         self.live
     }
@@ -149,13 +149,13 @@ impl Sampling {
 
 /// What a reload did to the sensors.
 #[derive(Debug, Default, PartialEq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Sensors that are new.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Sensors no longer configured.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Sensors with other settings.
-    pub changed: Vec<String>,
+    pub(crate) changed: Vec<String>,
 }
 
 impl fmt::Display for Changes {
@@ -177,7 +177,7 @@ impl fmt::Display for Changes {
 
 impl Sampling {
     /// Run on `new` from now on.
-    pub fn apply(&mut self, new: Config) -> Result<Changes, ServiceError> {
+    pub(crate) fn apply(&mut self, new: Config) -> Result<Changes, ServiceError> {
         let old: BTreeMap<String, SensorConfig> = self
             .config
             .sensors

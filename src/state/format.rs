@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use super::{StoredBattery, StoredSensor, StoredState};
 
 /// The format this build writes. It reads this one and every older one.
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// The file's layout, format 2.
 #[derive(Serialize)]
@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 /// What the bytes of a state file hold.
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// The usable totals and a line per entry that was not.
     Totals(StoredState, Vec<String>),
     /// Nothing usable.
@@ -93,7 +93,7 @@ pub enum Parsed {
 }
 
 /// The bytes of a state file of `state`, saved at `saved_at` (Unix time).
-pub fn encode(state: &StoredState, saved_at: f64) -> serde_json::Result<Vec<u8>> {
+pub(crate) fn encode(state: &StoredState, saved_at: f64) -> serde_json::Result<Vec<u8>> {
     let file = FileOut {
         version: FORMAT_VERSION,
         saved_at,
@@ -142,7 +142,7 @@ fn checked<T: serde::de::DeserializeOwned>(
 }
 
 /// Read the bytes of a state file: every usable total, a line per entry that was not.
-pub fn parse(bytes: &[u8]) -> Parsed {
+pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     let version = match serde_json::from_slice::<VersionOnly>(bytes) {
         Ok(v) => v.version,
         Err(e) => return Parsed::Corrupt(format!("not a state file: {e}")),

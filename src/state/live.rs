@@ -32,13 +32,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use memmap2::{MmapOptions, MmapRaw};
 
 /// Values per record.
-pub const VALUES: usize = 10;
+pub(crate) const VALUES: usize = 10;
 /// Values per record in the files of earlier versions.
 const OLD_VALUES: usize = 6;
 /// Records per file at most.
-pub const MAX_RECORDS: usize = 1024;
+pub(crate) const MAX_RECORDS: usize = 1024;
 /// The longest name a record holds (a sensor name's limit).
-pub const MAX_NAME: usize = 64;
+pub(crate) const MAX_NAME: usize = 64;
 
 const MAGIC: [u8; 8] = *b"PMLIVE\0\x01";
 const HEADER: usize = 64;
@@ -53,7 +53,7 @@ const fn record_size(values: usize) -> usize {
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A sensor's energy totals.
     Sensor = 1,
     /// A battery monitor's state.
@@ -71,11 +71,11 @@ impl Kind {
 }
 
 /// The newest complete values of each record of a live file.
-pub type Records = BTreeMap<(Kind, String), [f64; VALUES]>;
+pub(crate) type Records = BTreeMap<(Kind, String), [f64; VALUES]>;
 
 /// Read a live file left by an earlier process. Tolerant of anything: a problem with the file
 /// as a whole is the `Err`, a damaged record is skipped.
-pub fn read(path: &Path) -> Result<Records, String> {
+pub(crate) fn read(path: &Path) -> Result<Records, String> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -155,7 +155,7 @@ fn parse(bytes: &[u8]) -> Option<Records> {
 }
 
 /// A live file this process writes: a fixed number of records, claimed by name.
-pub struct LiveFile {
+pub(crate) struct LiveFile {
     path: PathBuf,
     shared: Arc<Shared>,
 }
@@ -190,7 +190,7 @@ impl LiveSlot {
     }
 
     /// Store the values (at most [`VALUES`]; the rest read 0) as the record's newest copy.
-    pub fn store(&mut self, values: &[f64]) {
+    pub(crate) fn store(&mut self, values: &[f64]) {
         self.seq += 1;
         let copy = self.offset() + NAME_AREA + (self.seq as usize & 1) * COPY;
         // Release orders the stores as written: a reader after a crash sees the opening
@@ -224,7 +224,7 @@ impl Drop for LiveSlot {
 impl LiveFile {
     /// Replace the file at `path` with one of `capacity` empty records (at most
     /// [`MAX_RECORDS`]).
-    pub fn create(path: &Path, capacity: usize) -> io::Result<LiveFile> {
+    pub(crate) fn create(path: &Path, capacity: usize) -> io::Result<LiveFile> {
         if capacity > MAX_RECORDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -253,7 +253,7 @@ impl LiveFile {
 
     /// A record for `name` holding `values`: its own record if it had one, else a new one;
     /// `None` when the name is too long, it is held already, or the file is full.
-    pub fn claim(&self, kind: Kind, name: &str, values: &[f64]) -> Option<LiveSlot> {
+    pub(crate) fn claim(&self, kind: Kind, name: &str, values: &[f64]) -> Option<LiveSlot> {
         if name.len() > MAX_NAME {
             return None;
         }
@@ -302,12 +302,12 @@ impl LiveFile {
     }
 
     /// Where the file is.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Delete the file: after a clean stop, `state.json` holds everything it held.
-    pub fn remove(self) -> io::Result<()> {
+    pub(crate) fn remove(self) -> io::Result<()> {
         std::fs::remove_file(&self.path)
     }
 }

@@ -14,29 +14,30 @@
 //! later one). Only values already on disk are exported (see `persist`), so neither a crash nor
 //! a power cut can make an exported counter go backwards.
 
-pub mod format;
-pub mod live;
-pub mod store;
+pub(crate) mod format;
+pub(crate) mod live;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::store::{Loaded, SetAside, StateError, StateStore};
+pub use self::store::StateError;
+pub(crate) use self::store::StateStore;
 
 /// The largest total a file may claim, in joules: 1 PJ, about 280 GWh, or a 12 kW load running
 /// for 2,600 years. Anything above is corruption (and a total near `f64::MAX` would freeze the
 /// counter: adding a sample to it changes nothing).
-pub const MAX_PLAUSIBLE_JOULES: f64 = 1e15;
+pub(crate) const MAX_PLAUSIBLE_JOULES: f64 = 1e15;
 
 /// Per sensor and battery name, what the files hold. Sensors and batteries no longer
 /// configured are kept, so that re-adding one continues where it was.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct StoredState {
+pub(crate) struct StoredState {
     /// Totals per sensor name.
-    pub sensors: BTreeMap<String, StoredSensor>,
+    pub(crate) sensors: BTreeMap<String, StoredSensor>,
     /// Battery monitors per battery name.
-    pub batteries: BTreeMap<String, StoredBattery>,
+    pub(crate) batteries: BTreeMap<String, StoredBattery>,
 }
 
 /// How much a battery monitor knows about the state of charge.
@@ -55,7 +56,7 @@ pub enum SocStatus {
 
 impl SocStatus {
     /// As a number, for the live file.
-    pub fn code(self) -> f64 {
+    pub(crate) fn code(self) -> f64 {
         match self {
             SocStatus::Unknown => 0.0,
             SocStatus::Estimated => 1.0,
@@ -64,7 +65,7 @@ impl SocStatus {
     }
 
     /// From [`code`](Self::code).
-    pub fn from_code(code: f64) -> Option<SocStatus> {
+    pub(crate) fn from_code(code: f64) -> Option<SocStatus> {
         [
             SocStatus::Unknown,
             SocStatus::Estimated,
@@ -104,7 +105,7 @@ pub struct StoredBattery {
 mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         if v.is_finite() {
             s.serialize_f64(*v)
         } else {
@@ -112,17 +113,17 @@ mod nan_as_null {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
 }
 
 /// Values of a battery in the live file.
-pub const BATTERY_VALUES: usize = 9;
+pub(crate) const BATTERY_VALUES: usize = 9;
 
 impl StoredBattery {
     /// Why this state cannot be real, if it cannot.
-    pub fn implausible(&self) -> Option<String> {
+    pub(crate) fn implausible(&self) -> Option<String> {
         let coulombs = [
             ("below_full_coulombs", self.below_full_coulombs),
             ("charge_in_coulombs", self.charge_in_coulombs),
@@ -157,7 +158,7 @@ impl StoredBattery {
 
     /// The later of two states of one battery: the one with more samples counted; the
     /// counters never go back.
-    pub fn latest(self, other: StoredBattery) -> StoredBattery {
+    pub(crate) fn latest(self, other: StoredBattery) -> StoredBattery {
         let mut later = if other.samples > self.samples {
             other
         } else {
@@ -170,7 +171,7 @@ impl StoredBattery {
     }
 
     /// The live file's values.
-    pub fn to_values(&self) -> [f64; BATTERY_VALUES] {
+    pub(crate) fn to_values(self) -> [f64; BATTERY_VALUES] {
         [
             self.samples as f64,
             self.status.code(),
@@ -185,7 +186,7 @@ impl StoredBattery {
     }
 
     /// From the live file's values; `None` if they are not a battery's.
-    pub fn from_values(v: &[f64]) -> Option<StoredBattery> {
+    pub(crate) fn from_values(v: &[f64]) -> Option<StoredBattery> {
         let whole = |x: f64| {
             (x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 9e15).then_some(x as u64)
         };
@@ -206,23 +207,23 @@ impl StoredBattery {
 
 /// The largest charge a file may claim, in coulombs: a 1000 Ah battery cycled daily for
 /// 2,700 years.
-pub const MAX_PLAUSIBLE_COULOMBS: f64 = 1e13;
+pub(crate) const MAX_PLAUSIBLE_COULOMBS: f64 = 1e13;
 
 /// One sensor's totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredSensor {
     /// Energy drawn in the forward direction, in joules.
-    pub energy_joules: f64,
+    pub(crate) energy_joules: f64,
     /// Energy that flowed backwards, in joules.
     #[serde(default)]
-    pub energy_reverse_joules: f64,
+    pub(crate) energy_reverse_joules: f64,
     /// The local day "today" began on (0: none yet), for the energy used today ...
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub day: i64,
+    pub(crate) day: i64,
     /// ... and the forward total at its start.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
-    pub day_start_joules: f64,
+    pub(crate) day_start_joules: f64,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -235,7 +236,7 @@ fn is_zero_f64(v: &f64) -> bool {
 
 impl StoredSensor {
     /// Why these totals cannot be real, if they cannot.
-    pub fn implausible(&self) -> Option<String> {
+    pub(crate) fn implausible(&self) -> Option<String> {
         [
             ("energy_joules", self.energy_joules),
             ("energy_reverse_joules", self.energy_reverse_joules),
@@ -249,7 +250,7 @@ impl StoredSensor {
     }
 
     /// The later of two sets of totals of one sensor: each total only grows.
-    pub fn latest(self, other: StoredSensor) -> StoredSensor {
+    pub(crate) fn latest(self, other: StoredSensor) -> StoredSensor {
         let later = if other.energy_joules > self.energy_joules {
             other
         } else {
@@ -263,8 +264,9 @@ impl StoredSensor {
         }
     }
 
+    #[cfg(test)]
     /// Totals of forward and reverse energy only.
-    pub fn totals(energy_joules: f64, energy_reverse_joules: f64) -> StoredSensor {
+    pub(crate) fn totals(energy_joules: f64, energy_reverse_joules: f64) -> StoredSensor {
         StoredSensor {
             energy_joules,
             energy_reverse_joules,
@@ -273,7 +275,7 @@ impl StoredSensor {
     }
 
     /// The live file's values.
-    pub fn to_values(&self) -> [f64; 4] {
+    pub(crate) fn to_values(self) -> [f64; 4] {
         [
             self.energy_joules,
             self.energy_reverse_joules,
@@ -283,7 +285,7 @@ impl StoredSensor {
     }
 
     /// From the live file's values (a record of 0.2 has only the first two).
-    pub fn from_values(v: &[f64]) -> StoredSensor {
+    pub(crate) fn from_values(v: &[f64]) -> StoredSensor {
         let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
         let day = at(2);
         StoredSensor {
@@ -301,7 +303,7 @@ impl StoredSensor {
 
 impl StoredState {
     /// Take, per sensor and battery, the later state of `self` and `other`.
-    pub fn merge_latest(&mut self, other: &StoredState) {
+    pub(crate) fn merge_latest(&mut self, other: &StoredState) {
         for (name, theirs) in &other.sensors {
             let merged = self
                 .sensors

@@ -28,9 +28,9 @@ const LOCK_FILE: &str = "state.lock";
 /// Prefix of the names a file that could not be used is set aside under.
 const SET_ASIDE_PREFIX: &str = "state.json.corrupt-";
 /// A state file larger than this is not ours (a sensor's entry is about 100 bytes).
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 /// How many set-aside files are kept; older ones are deleted.
-pub const KEEP_SET_ASIDE: usize = 5;
+pub(crate) const KEEP_SET_ASIDE: usize = 5;
 
 /// Why the state directory or file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,27 +75,27 @@ pub enum StateError {
 
 /// What loading found.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The usable totals (empty for a new install).
-    pub state: StoredState,
+    pub(crate) state: StoredState,
     /// There was a state file (possibly set aside).
-    pub found: bool,
+    pub(crate) found: bool,
     /// The file had problems and was moved away.
-    pub set_aside: Option<SetAside>,
+    pub(crate) set_aside: Option<SetAside>,
 }
 
 /// A state file that was moved away, and why.
 #[derive(Debug)]
-pub struct SetAside {
+pub(crate) struct SetAside {
     /// Where it went.
-    pub moved_to: PathBuf,
+    pub(crate) moved_to: PathBuf,
     /// One line per problem: the whole file, or one sensor's entry.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 /// The state directory, locked for this process.
 #[derive(Debug)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     dir: PathBuf,
     _lock: File,
 }
@@ -179,7 +179,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 impl StateStore {
     /// Create (if needed) and lock `dir`. The directory itself may be a link (a state
     /// directory moved off the SD card); nothing inside it is followed.
-    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+    pub(crate) fn open(dir: &Path) -> Result<StateStore, StateError> {
         let directory_error = |source| StateError::Directory {
             dir: dir.to_path_buf(),
             source,
@@ -222,18 +222,18 @@ impl StateStore {
     }
 
     /// `state.json`.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
 
     /// The state directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Read the state file: every usable total, and the file set aside if anything in it was
     /// not usable.
-    pub fn load(&self) -> Result<Loaded, StateError> {
+    pub(crate) fn load(&self) -> Result<Loaded, StateError> {
         let path = self.path();
         let (state, problems) = match read_regular(&path) {
             Ok(None) => return Ok(Loaded::default()),
@@ -316,7 +316,7 @@ impl StateStore {
 
     /// Write `state` atomically and durably: when this returns `Ok`, the totals survive a
     /// power cut.
-    pub fn save(&self, state: &StoredState) -> Result<(), StateError> {
+    pub(crate) fn save(&self, state: &StoredState) -> Result<(), StateError> {
         let path = self.path();
         let write_error = |source| StateError::Write {
             path: path.clone(),

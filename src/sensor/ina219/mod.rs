@@ -31,7 +31,7 @@
 //! Current_LSB and of 20 × Current_LSB, where the software result is limited only by the ADCs
 //! (10 µV over the shunt, 4 mV on the bus).
 
-pub mod registers;
+pub(crate) mod registers;
 
 use std::time::Duration;
 
@@ -48,29 +48,29 @@ use super::{Reading, SensorError};
 use crate::config::{Ina219Setup, SensorConfig};
 
 /// Samples in a row without current after which configuration and calibration are read back.
-pub const VERIFY_AFTER: u32 = 16;
+pub(crate) const VERIFY_AFTER: u32 = 16;
 /// Conversions faster than this finish during any read sequence; the values of two adjacent
 /// ones differ by less than the noise, so they are taken without a second try.
-pub const MIXED_CHECK_ABOVE: Duration = Duration::from_millis(4);
+pub(crate) const MIXED_CHECK_ABOVE: Duration = Duration::from_millis(4);
 
 /// What the daemon writes into one chip.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChipSettings {
+pub(crate) struct ChipSettings {
     /// The chip's address.
-    pub address: u8,
+    pub(crate) address: u8,
     /// The configuration register.
-    pub configuration: Configuration,
+    pub(crate) configuration: Configuration,
     /// The calibration register and the LSBs it gives.
-    pub calibration: Calibration,
+    pub(crate) calibration: Calibration,
     /// The shunt, for current from shunt voltage.
-    pub shunt_ohms: f64,
+    pub(crate) shunt_ohms: f64,
     /// What they come from.
-    pub setup: Ina219Setup,
+    pub(crate) setup: Ina219Setup,
 }
 
 impl ChipSettings {
     /// The settings for `sensor`, an INA219 programmed with `setup`.
-    pub fn new(sensor: &SensorConfig, setup: Ina219Setup) -> ChipSettings {
+    pub(crate) fn new(sensor: &SensorConfig, setup: Ina219Setup) -> ChipSettings {
         ChipSettings {
             setup,
             address: sensor.address,
@@ -88,7 +88,7 @@ impl ChipSettings {
     }
 
     /// What the chip is programmed with, in words, for `check-config`.
-    pub fn describe(&self, sensor: &SensorConfig) -> String {
+    pub(crate) fn describe(&self, sensor: &SensorConfig) -> String {
         let (pga, range) = (
             self.setup.shunt_range.millivolts(),
             self.setup.bus_range.volts(),
@@ -107,14 +107,14 @@ impl ChipSettings {
     }
 
     /// One shunt plus one bus conversion.
-    pub fn conversion_time(&self) -> Duration {
+    pub(crate) fn conversion_time(&self) -> Duration {
         Duration::from_micros(u64::from(
             self.configuration.conversion_time_us().unwrap_or(0),
         ))
     }
 
     /// A reading from the two voltage registers and the OVF flag.
-    pub fn reading(&self, bus_volts: f64, shunt: u16, ovf: bool) -> Reading {
+    pub(crate) fn reading(&self, bus_volts: f64, shunt: u16, ovf: bool) -> Reading {
         let shunt_volts = decode_shunt(shunt);
         let full_scale = shunt_full_scale_counts(self.configuration.shunt_voltage_range);
         let saturated = i32::from(shunt as i16).abs() >= full_scale;
@@ -155,7 +155,7 @@ enum Check {
 
 /// A driver of one INA219.
 #[derive(Debug)]
-pub struct Ina219 {
+pub(crate) struct Ina219 {
     settings: ChipSettings,
     /// Samples in a row the power check could not decide.
     undecided: u32,
@@ -163,16 +163,11 @@ pub struct Ina219 {
 
 impl Ina219 {
     /// A driver that programs `settings`.
-    pub fn new(settings: ChipSettings) -> Ina219 {
+    pub(crate) fn new(settings: ChipSettings) -> Ina219 {
         Ina219 {
             settings,
             undecided: 0,
         }
-    }
-
-    /// What the chip is programmed with.
-    pub fn settings(&self) -> &ChipSettings {
-        &self.settings
     }
 
     fn check(&self, shunt: u16, bus: u16, power: u16) -> Check {
@@ -315,8 +310,8 @@ mod tests {
             shunt_ohms: 0.002,
             setup: Ina219Setup {
                 resolution: ina219::configuration::Resolution::Res12Bit,
-                shunt_range: crate::config::ShuntRange::Mv40,
-                bus_range: crate::config::BusRange::V16,
+                shunt_range: crate::config::chip::ShuntRange::Mv40,
+                bus_range: crate::config::chip::BusRange::V16,
             },
         }
     }

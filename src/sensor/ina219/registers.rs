@@ -7,50 +7,51 @@
 use ina219::configuration::{BusVoltageRange, ShuntVoltageRange};
 
 /// Register pointers (Table 2); configuration at 00h, as on every chip of the family.
-pub use crate::sensor::family::{CONFIG_RST, REG_CONFIG};
+pub(crate) use crate::sensor::family::REG_CONFIG;
 /// Shunt voltage (read-only).
-pub const REG_SHUNT_VOLTAGE: u8 = 0x01;
+pub(crate) const REG_SHUNT_VOLTAGE: u8 = 0x01;
 /// Bus voltage with CNVR and OVF (read-only).
-pub const REG_BUS_VOLTAGE: u8 = 0x02;
+pub(crate) const REG_BUS_VOLTAGE: u8 = 0x02;
 /// Power (read-only; reading it clears CNVR).
-pub const REG_POWER: u8 = 0x03;
+pub(crate) const REG_POWER: u8 = 0x03;
 /// Current (read-only).
-pub const REG_CURRENT: u8 = 0x04;
+pub(crate) const REG_CURRENT: u8 = 0x04;
 /// Calibration.
-pub const REG_CALIBRATION: u8 = 0x05;
+pub(crate) const REG_CALIBRATION: u8 = 0x05;
 
 /// Configuration register power-on value (8.6.2.1): 32 V, PGA /8, 12-bit, continuous.
-pub const CONFIG_RESET_VALUE: u16 = 0x399F;
+pub(crate) const CONFIG_RESET_VALUE: u16 = 0x399F;
 
 /// Shunt voltage LSB, whatever the PGA setting (8.6.3.1).
-pub const SHUNT_LSB_VOLTS: f64 = 10e-6;
+pub(crate) const SHUNT_LSB_VOLTS: f64 = 10e-6;
 /// Bus voltage LSB (8.6.3.2).
-pub const BUS_LSB_VOLTS: f64 = 4e-3;
+pub(crate) const BUS_LSB_VOLTS: f64 = 4e-3;
 /// The bus voltage sits in bits 15..3 of its register (8.6.3.2).
-pub const BUS_SHIFT: u32 = 3;
+pub(crate) const BUS_SHIFT: u32 = 3;
 /// Bus voltage register bit 1: a conversion finished since the last power-register read.
-pub const BUS_CNVR: u16 = 1 << 1;
+pub(crate) const BUS_CNVR: u16 = 1 << 1;
 /// Bus voltage register bit 0: the current or power arithmetic overflowed.
-pub const BUS_OVF: u16 = 1 << 0;
+pub(crate) const BUS_OVF: u16 = 1 << 0;
 
 /// Equation 1: Cal = trunc(0.04096 / (Current_LSB × R_shunt)).
-pub const CAL_SCALE: f64 = 0.04096;
+pub(crate) const CAL_SCALE: f64 = 0.04096;
 /// Equation 2: Current_LSB = max expected current / 2^15.
-pub const CURRENT_LSB_DIVISOR: f64 = 32_768.0;
+pub(crate) const CURRENT_LSB_DIVISOR: f64 = 32_768.0;
+#[cfg(test)]
 /// Equation 3: Power_LSB = 20 × Current_LSB.
-pub const POWER_LSB_PER_CURRENT_LSB: f64 = 20.0;
+pub(crate) const POWER_LSB_PER_CURRENT_LSB: f64 = 20.0;
 /// Equation 4: Current = Shunt × Cal / 4096.
-pub const CURRENT_DIVISOR: i32 = 4096;
+pub(crate) const CURRENT_DIVISOR: i32 = 4096;
 /// Equation 5: Power = Current × Bus / 5000 (bus in 4 mV counts).
-pub const POWER_DIVISOR: u32 = 5000;
+pub(crate) const POWER_DIVISOR: u32 = 5000;
 
 /// Full-scale shunt voltage of a PGA range, in 10 µV counts (±4000 … ±32000).
-pub fn shunt_full_scale_counts(range: ShuntVoltageRange) -> i32 {
+pub(crate) fn shunt_full_scale_counts(range: ShuntVoltageRange) -> i32 {
     i32::from(*range.range_mv().end()) * 100
 }
 
 /// Full-scale bus voltage in 4 mV counts (Figure 20: 16 V → 4000, 32 V → 8000).
-pub fn bus_full_scale_counts(range: BusVoltageRange) -> u16 {
+pub(crate) fn bus_full_scale_counts(range: BusVoltageRange) -> u16 {
     match range {
         BusVoltageRange::Fsr16v => 4000,
         BusVoltageRange::Fsr32v => 8000,
@@ -59,7 +60,7 @@ pub fn bus_full_scale_counts(range: BusVoltageRange) -> u16 {
 
 /// The shunt voltage register for `volts`: rounded to 10 µV, saturated at the PGA's full
 /// scale. The flag says the input was beyond it (the chip then raises OVF).
-pub fn encode_shunt(volts: f64, range: ShuntVoltageRange) -> (u16, bool) {
+pub(crate) fn encode_shunt(volts: f64, range: ShuntVoltageRange) -> (u16, bool) {
     let full_scale = shunt_full_scale_counts(range);
     let counts = (volts / SHUNT_LSB_VOLTS).round();
     let over = counts.abs() > f64::from(full_scale);
@@ -68,12 +69,12 @@ pub fn encode_shunt(volts: f64, range: ShuntVoltageRange) -> (u16, bool) {
 }
 
 /// Volts from a shunt voltage register word (two's complement, 10 µV).
-pub fn decode_shunt(word: u16) -> f64 {
+pub(crate) fn decode_shunt(word: u16) -> f64 {
     f64::from(word as i16) * SHUNT_LSB_VOLTS
 }
 
 /// The bus voltage register for `volts` with the CNVR and OVF flags.
-pub fn encode_bus(volts: f64, range: BusVoltageRange, cnvr: bool, ovf: bool) -> u16 {
+pub(crate) fn encode_bus(volts: f64, range: BusVoltageRange, cnvr: bool, ovf: bool) -> u16 {
     let counts = (volts / BUS_LSB_VOLTS)
         .round()
         .clamp(0.0, f64::from(bus_full_scale_counts(range))) as u16;
@@ -81,29 +82,29 @@ pub fn encode_bus(volts: f64, range: BusVoltageRange, cnvr: bool, ovf: bool) -> 
 }
 
 /// Bus voltage in 4 mV counts from its register word.
-pub fn bus_counts(word: u16) -> u16 {
+pub(crate) fn bus_counts(word: u16) -> u16 {
     word >> BUS_SHIFT
 }
 
 /// Volts from a bus voltage register word.
-pub fn decode_bus(word: u16) -> f64 {
+pub(crate) fn decode_bus(word: u16) -> f64 {
     f64::from(bus_counts(word)) * BUS_LSB_VOLTS
 }
 
 /// The current register the chip computes (Equation 4), or `None` when it overflows 16 bits.
-pub fn current_register(shunt: u16, calibration: u16) -> Option<u16> {
+pub(crate) fn current_register(shunt: u16, calibration: u16) -> Option<u16> {
     let value = i32::from(shunt as i16) * i32::from(calibration) / CURRENT_DIVISOR;
     i16::try_from(value).ok().map(|v| v as u16)
 }
 
 /// The power register the chip computes (Equation 5). Power is unsigned: the chip multiplies
 /// the magnitude of the current. It cannot overflow on its own: 32768 × 8191 / 5000 < 2^16.
-pub fn power_register(current: u16, bus: u16) -> u16 {
+pub(crate) fn power_register(current: u16, bus: u16) -> u16 {
     let magnitude = u32::from((current as i16).unsigned_abs());
     (magnitude * u32::from(bus_counts(bus)) / POWER_DIVISOR) as u16
 }
 
-pub use crate::sensor::family::Calibration;
+pub(crate) use crate::sensor::family::Calibration;
 
 /// The INA219's equations for its calibration.
 impl Calibration {
@@ -113,7 +114,7 @@ impl Calibration {
     /// small full-scale shunt voltage), Current_LSB is raised until it fits. Bit 0 of the
     /// register is void and reads 0 (8.6.4.1), so it is cleared here. The LSB reported is the
     /// one the truncated register really yields, so it carries no rounding error.
-    pub fn for_shunt(shunt_ohms: f64, max_current_amps: f64) -> Calibration {
+    pub(crate) fn for_shunt(shunt_ohms: f64, max_current_amps: f64) -> Calibration {
         let minimum_lsb = CAL_SCALE / (f64::from(u16::MAX - 1) * shunt_ohms);
         let current_lsb = (max_current_amps / CURRENT_LSB_DIVISOR).max(minimum_lsb);
         // The relative nudge keeps values that are whole numbers on paper (20480 in the
@@ -124,25 +125,28 @@ impl Calibration {
     }
 
     /// The calibration a register value stands for.
-    pub fn from_register(register: u16, shunt_ohms: f64) -> Calibration {
+    pub(crate) fn from_register(register: u16, shunt_ohms: f64) -> Calibration {
         Calibration {
             register,
             current_lsb_amps: CAL_SCALE / (f64::from(register) * shunt_ohms),
         }
     }
 
+    #[cfg(test)]
     /// Watts per count of the power register.
-    pub fn power_lsb_watts(&self) -> f64 {
+    pub(crate) fn power_lsb_watts(&self) -> f64 {
         POWER_LSB_PER_CURRENT_LSB * self.current_lsb_amps
     }
 
+    #[cfg(test)]
     /// Amperes from a current register word.
-    pub fn decode_current(&self, word: u16) -> f64 {
+    pub(crate) fn decode_current(&self, word: u16) -> f64 {
         f64::from(word as i16) * self.current_lsb_amps
     }
 
+    #[cfg(test)]
     /// Watts from a power register word.
-    pub fn decode_power(&self, word: u16) -> f64 {
+    pub(crate) fn decode_power(&self, word: u16) -> f64 {
         f64::from(word) * self.power_lsb_watts()
     }
 }

@@ -22,7 +22,7 @@
 //! Current and power come from the shunt (or current) and bus registers; the chip's power
 //! register, a product of the same two, adds nothing but a transfer.
 
-pub mod registers;
+pub(crate) mod registers;
 
 use std::time::Duration;
 
@@ -34,28 +34,28 @@ use crate::config::{Chip, Ina226Setup, SensorConfig};
 
 /// Conversions faster than this finish during any read sequence; two adjacent ones differ by
 /// less than the noise, so they are taken without a second try.
-pub const MIXED_CHECK_ABOVE: Duration = Duration::from_millis(4);
+pub(crate) const MIXED_CHECK_ABOVE: Duration = Duration::from_millis(4);
 
 /// What the daemon writes into an INA226 or INA260.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// INA226 or INA260.
-    pub chip: Chip,
+    pub(crate) chip: Chip,
     /// The configuration register.
-    pub configuration: u16,
+    pub(crate) configuration: u16,
     /// The INA226's calibration (the INA260 has none).
-    pub calibration: Option<Calibration>,
+    pub(crate) calibration: Option<Calibration>,
     /// The shunt.
-    pub shunt_ohms: f64,
+    pub(crate) shunt_ohms: f64,
     /// One shunt and one bus conversion, averaged.
-    pub conversion_time: Duration,
+    pub(crate) conversion_time: Duration,
     /// What the ADCs are programmed with.
-    pub adc: Ina226Setup,
+    pub(crate) adc: Ina226Setup,
 }
 
 impl Settings {
     /// The settings for `sensor`, an INA226 whose ADCs are programmed with `adc`.
-    pub fn ina226(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
+    pub(crate) fn ina226(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
         Settings {
             chip: Chip::Ina226,
             configuration: config_word(
@@ -72,7 +72,7 @@ impl Settings {
 
     /// The settings for `sensor`, an INA260 (its shunt inside) whose ADCs are programmed
     /// with `adc`.
-    pub fn ina260(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
+    pub(crate) fn ina260(sensor: &SensorConfig, adc: Ina226Setup) -> Settings {
         Settings {
             chip: Chip::Ina260,
             configuration: config_word(
@@ -88,7 +88,7 @@ impl Settings {
     }
 
     /// What the chip is programmed with, in words, for `check-config`.
-    pub fn describe(&self, sensor: &SensorConfig) -> String {
+    pub(crate) fn describe(&self, sensor: &SensorConfig) -> String {
         let adc = format!(
             "ADC {} µs ×{} ({:.2} ms)",
             self.adc.conversion.duration().as_micros(),
@@ -114,13 +114,13 @@ impl Settings {
 
 /// A driver of one INA226 or INA260.
 #[derive(Debug)]
-pub struct Ina226 {
+pub(crate) struct Ina226 {
     settings: Settings,
 }
 
 impl Ina226 {
     /// A driver that programs `settings`.
-    pub fn new(settings: Settings) -> Ina226 {
+    pub(crate) fn new(settings: Settings) -> Ina226 {
         Ina226 { settings }
     }
 
@@ -225,7 +225,7 @@ mod tests {
         let mut steps = vec![
             Read(REG_MANUFACTURER_ID, MANUFACTURER_TI),
             Read(REG_DIE_ID, die),
-            Write(REG_CONFIG, CONFIG_RST),
+            Write(REG_CONFIG, crate::sensor::family::CONFIG_RST),
         ];
         steps.extend(calibration.map(|c| Write(REG_CALIBRATION, c)));
         steps.extend([

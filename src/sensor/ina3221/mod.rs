@@ -16,7 +16,7 @@
 //! 3. **Mask/Enable** again: a CVRF set now means a cycle finished during the reads, and the
 //!    registers are read once more.
 
-pub mod registers;
+pub(crate) mod registers;
 
 use std::time::Duration;
 
@@ -32,21 +32,21 @@ const MIXED_CHECK_ABOVE: Duration = Duration::from_millis(6);
 
 /// What the daemon writes into one INA3221, from the sensors of its channels.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The configuration register.
-    pub configuration: u16,
+    pub(crate) configuration: u16,
     /// The shunt of each channel (index 0 for channel 1); `None` for a disabled channel.
-    pub shunts: [Option<f64>; 3],
+    pub(crate) shunts: [Option<f64>; 3],
     /// One cycle over every enabled channel.
-    pub cycle: Duration,
+    pub(crate) cycle: Duration,
     /// What the ADCs are programmed with.
-    pub adc: Ina226Setup,
+    pub(crate) adc: Ina226Setup,
 }
 
 impl Settings {
     /// The settings for one chip whose ADCs are programmed with `adc`, with its enabled
     /// channels and their shunts.
-    pub fn new(adc: Ina226Setup, channels: &[(Channel, f64)]) -> Settings {
+    pub(crate) fn new(adc: Ina226Setup, channels: &[(Channel, f64)]) -> Settings {
         let mut shunts = [None; 3];
         let mut numbers = Vec::new();
         for (channel, shunt_ohms) in channels {
@@ -63,7 +63,7 @@ impl Settings {
     }
 
     /// What the chip is programmed with, in words, for `check-config`.
-    pub fn describe(&self, sensor: &SensorConfig) -> String {
+    pub(crate) fn describe(&self, sensor: &SensorConfig) -> String {
         let enabled: Vec<String> = (1..=3u8)
             .filter(|c| self.shunts[usize::from(c - 1)].is_some())
             .map(|c| c.to_string())
@@ -84,7 +84,7 @@ impl Settings {
 
 /// A driver of one INA3221, shared by the sensors of its channels.
 #[derive(Debug)]
-pub struct Ina3221 {
+pub(crate) struct Ina3221 {
     settings: Settings,
     /// The newest reading of each channel, by cycle number.
     latest: [Option<(u64, Reading)>; 3],
@@ -95,7 +95,7 @@ pub struct Ina3221 {
 
 impl Ina3221 {
     /// A driver that programs `settings`.
-    pub fn new(settings: Settings) -> Ina3221 {
+    pub(crate) fn new(settings: Settings) -> Ina3221 {
         Ina3221 {
             settings,
             latest: [None; 3],
@@ -222,7 +222,7 @@ mod tests {
         vec![
             Read(REG_MANUFACTURER_ID, MANUFACTURER_TI),
             Read(REG_DIE_ID, DIE_INA3221),
-            Write(REG_CONFIG, CONFIG_RST),
+            Write(REG_CONFIG, crate::sensor::family::CONFIG_RST),
             Write(REG_CONFIG, configuration),
             Write(REG_MASK_ENABLE, ME_WEN),
             Read(REG_CONFIG, configuration),

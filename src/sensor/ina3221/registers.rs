@@ -2,47 +2,47 @@
 //! functions shared by the driver and the virtual chip. Sections refer to TI's datasheet
 //! SBOS576D.
 
-pub use crate::sensor::family::{
-    ConfigFields, CONFIG_RST, DIE_INA3221, MANUFACTURER_TI, MODE_CONTINUOUS, REG_CONFIG,
-    REG_DIE_ID, REG_MANUFACTURER_ID,
+pub(crate) use crate::sensor::family::{
+    ConfigFields, DIE_INA3221, MANUFACTURER_TI, MODE_CONTINUOUS, REG_CONFIG, REG_DIE_ID,
+    REG_MANUFACTURER_ID,
 };
 
 /// Mask/Enable: flags and alert controls; reading it clears CVRF (8.6.2.14).
-pub const REG_MASK_ENABLE: u8 = 0x0F;
+pub(crate) const REG_MASK_ENABLE: u8 = 0x0F;
 
 /// Shunt voltage register of channel 1, 2 or 3: 01h, 03h, 05h.
-pub fn reg_shunt(channel: u8) -> u8 {
+pub(crate) fn reg_shunt(channel: u8) -> u8 {
     2 * channel - 1
 }
 
 /// Bus voltage register of channel 1, 2 or 3: 02h, 04h, 06h.
-pub fn reg_bus(channel: u8) -> u8 {
+pub(crate) fn reg_bus(channel: u8) -> u8 {
     2 * channel
 }
 
 /// Power-on configuration: all three channels, AVG 1, 1.1 ms conversions, continuous.
-pub const CONFIG_RESET: u16 = 0x7127;
+pub(crate) const CONFIG_RESET: u16 = 0x7127;
 /// Configuration bit enabling channel 1, 2 or 3: bits 14, 13, 12.
-pub fn config_channel_enable(channel: u8) -> u16 {
+pub(crate) fn config_channel_enable(channel: u8) -> u16 {
     1 << (15 - channel)
 }
 
 /// Mask/Enable bit 0: a conversion cycle over every enabled channel finished.
-pub const ME_CVRF: u16 = 1 << 0;
+pub(crate) const ME_CVRF: u16 = 1 << 0;
 /// Mask/Enable bit 11: latch the warning alert. The warning limits stay at their power-on
 /// maximum, so it never fires: set when programmed and cleared only by a power-on reset, it is
 /// the brown-out canary, read with every CVRF.
-pub const ME_WEN: u16 = 1 << 11;
+pub(crate) const ME_WEN: u16 = 1 << 11;
 
 /// Shunt voltage LSB (8.6.2.2): bits 15–3, 40 µV.
-pub const SHUNT_LSB_VOLTS: f64 = 40e-6;
+pub(crate) const SHUNT_LSB_VOLTS: f64 = 40e-6;
 /// Bus voltage LSB (8.6.2.3): bits 15–3, 8 mV.
-pub const BUS_LSB_VOLTS: f64 = 8e-3;
+pub(crate) const BUS_LSB_VOLTS: f64 = 8e-3;
 /// Full scale of the 13-bit results: ±163.8 mV over the shunt, 32.76 V on the bus.
-pub const FULL_SCALE_COUNTS: i32 = 4095;
+pub(crate) const FULL_SCALE_COUNTS: i32 = 4095;
 
 /// The configuration word for the enabled channels, averaging and conversion-time codes.
-pub fn config_word(channels: &[u8], avg_code: u16, ct_code: u16) -> u16 {
+pub(crate) fn config_word(channels: &[u8], avg_code: u16, ct_code: u16) -> u16 {
     channels
         .iter()
         .fold(0, |w, c| w | config_channel_enable(*c))
@@ -50,7 +50,7 @@ pub fn config_word(channels: &[u8], avg_code: u16, ct_code: u16) -> u16 {
 }
 
 /// A result register (bits 15–3) for `value` in units of `lsb`, saturating at full scale.
-pub fn encode(value: f64, lsb: f64) -> u16 {
+pub(crate) fn encode(value: f64, lsb: f64) -> u16 {
     let counts = (value / lsb)
         .round()
         .clamp(-f64::from(FULL_SCALE_COUNTS), f64::from(FULL_SCALE_COUNTS)) as i16;
@@ -58,7 +58,7 @@ pub fn encode(value: f64, lsb: f64) -> u16 {
 }
 
 /// The signed count of a result register.
-pub fn counts(word: u16) -> i32 {
+pub(crate) fn counts(word: u16) -> i32 {
     i32::from((word as i16) >> 3)
 }
 

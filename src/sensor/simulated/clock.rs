@@ -13,7 +13,7 @@ pub struct Clock(Arc<dyn Fn() -> Duration + Send + Sync>);
 
 impl Clock {
     /// Monotonic wall time from now.
-    pub fn real() -> Clock {
+    pub(crate) fn real() -> Clock {
         let start = Instant::now();
         Clock(Arc::new(move || start.elapsed()))
     }

@@ -29,7 +29,7 @@ impl Window {
 }
 
 /// The faults of one chip.
-pub struct FaultSchedule {
+pub(crate) struct FaultSchedule {
     faults: Vec<(Window, FaultConfig)>,
     brownouts_done: usize,
     /// Transfers addressed to the chip so far.
@@ -39,7 +39,7 @@ pub struct FaultSchedule {
 
 impl FaultSchedule {
     /// The schedule of `faults`; `seed` drives the random ones.
-    pub fn new(faults: &[FaultConfig], seed: u64) -> FaultSchedule {
+    pub(crate) fn new(faults: &[FaultConfig], seed: u64) -> FaultSchedule {
         let faults = faults
             .iter()
             .map(|f| {
@@ -81,7 +81,7 @@ impl FaultSchedule {
     }
 
     /// Whether a transfer at `t` fails, and how; every call is one transfer to the chip.
-    pub fn transfer_error(&mut self, t: Duration) -> Option<VirtualI2cError> {
+    pub(crate) fn transfer_error(&mut self, t: Duration) -> Option<VirtualI2cError> {
         self.transfers += 1;
         let n = self.transfers;
         let mut nack = 0.0;
@@ -110,7 +110,7 @@ impl FaultSchedule {
     }
 
     /// When a transfer started at `t` gets unstuck, if a hang is under way.
-    pub fn hang_until(&self, t: Duration) -> Option<Duration> {
+    pub(crate) fn hang_until(&self, t: Duration) -> Option<Duration> {
         self.faults.iter().find_map(|(w, f)| {
             (matches!(f, FaultConfig::Hang { .. }) && w.contains(t))
                 .then_some(w.end)
@@ -119,13 +119,13 @@ impl FaultSchedule {
     }
 
     /// The ADC does not convert at `t`.
-    pub fn stuck(&self, t: Duration) -> bool {
+    pub(crate) fn stuck(&self, t: Duration) -> bool {
         self.active(t)
             .any(|f| matches!(f, FaultConfig::Stuck { .. }))
     }
 
     /// The load's watts replaced by an overload at `t`.
-    pub fn overload_watts(&self, t: Duration) -> Option<f64> {
+    pub(crate) fn overload_watts(&self, t: Duration) -> Option<f64> {
         self.active(t).find_map(|f| match *f {
             FaultConfig::Overload { watts, .. } => Some(watts),
             _ => None,
@@ -133,7 +133,7 @@ impl FaultSchedule {
     }
 
     /// The supply voltage replaced at `t`.
-    pub fn supply_volts(&self, t: Duration) -> Option<f64> {
+    pub(crate) fn supply_volts(&self, t: Duration) -> Option<f64> {
         self.active(t).find_map(|f| match *f {
             FaultConfig::Supply { volts, .. } => Some(volts),
             _ => None,
@@ -141,7 +141,7 @@ impl FaultSchedule {
     }
 
     /// True once for every brown-out whose moment (or transfer count) has come.
-    pub fn take_brownout(&mut self, t: Duration) -> bool {
+    pub(crate) fn take_brownout(&mut self, t: Duration) -> bool {
         let transfers = self.transfers;
         let due = self
             .faults

@@ -76,7 +76,7 @@ pub struct House {
 
 impl House {
     /// A house with its battery as `config` says, drawn on by `loads`.
-    pub fn new(
+    pub(crate) fn new(
         config: SimulatedBattery,
         loads: Vec<Load>,
         seed: u64,
@@ -106,8 +106,9 @@ impl House {
         self.soc
     }
 
+    #[cfg(test)]
     /// Times the charger found the battery full and went to float.
-    pub fn full_charges(&self) -> u64 {
+    pub(crate) fn full_charges(&self) -> u64 {
         self.full_charges
     }
 
@@ -194,7 +195,7 @@ impl House {
     }
 
     /// Bring the house to time `t`.
-    pub fn advance(&mut self, t: Duration) {
+    pub(crate) fn advance(&mut self, t: Duration) {
         let Some(mut step) = self.step else {
             self.step = Some(Duration::ZERO);
             self.begin_step(Duration::ZERO);
@@ -209,13 +210,13 @@ impl House {
     }
 
     /// The battery at `t`: terminal voltage and current (discharge positive).
-    pub fn battery(&mut self, t: Duration) -> (f64, f64) {
+    pub(crate) fn battery(&mut self, t: Duration) -> (f64, f64) {
         self.advance(t);
         (self.values.volts, self.values.amps)
     }
 
     /// Load `index` at `t`: the battery's terminal voltage and the load's draw in watts.
-    pub fn load(&mut self, index: usize, t: Duration) -> (f64, f64) {
+    pub(crate) fn load(&mut self, index: usize, t: Duration) -> (f64, f64) {
         self.advance(t);
         (
             self.values.volts,

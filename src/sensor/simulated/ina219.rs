@@ -12,7 +12,7 @@ use super::{completed_conversion, Cycle, Simulation, VirtualChip};
 use crate::sensor::ina219::registers::*;
 
 /// The chip: register file, pointer, conversion timing, and what it measures.
-pub struct VirtualIna219 {
+pub(crate) struct VirtualIna219 {
     shunt_ohms: f64,
     simulation: Simulation,
     cycle: Cycle,
@@ -29,25 +29,26 @@ pub struct VirtualIna219 {
 
 /// The chip's registers as a reader sees them, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registers {
+#[cfg(test)]
+pub(crate) struct Registers {
     /// 00h.
-    pub config: u16,
+    pub(crate) config: u16,
     /// 01h.
-    pub shunt: u16,
+    pub(crate) shunt: u16,
     /// 02h, with CNVR and OVF.
-    pub bus: u16,
+    pub(crate) bus: u16,
     /// 03h.
-    pub power: u16,
+    pub(crate) power: u16,
     /// 04h.
-    pub current: u16,
+    pub(crate) current: u16,
     /// 05h.
-    pub calibration: u16,
+    pub(crate) calibration: u16,
 }
 
 impl VirtualIna219 {
     /// A chip with its power-on register values, measuring across a `shunt_ohms` shunt. It has
     /// been powered for a while: a first conversion is in its registers.
-    pub fn new(shunt_ohms: f64, simulation: Simulation) -> VirtualIna219 {
+    pub(crate) fn new(shunt_ohms: f64, simulation: Simulation) -> VirtualIna219 {
         let mut chip = VirtualIna219 {
             shunt_ohms,
             simulation,
@@ -66,8 +67,9 @@ impl VirtualIna219 {
         chip
     }
 
+    #[cfg(test)]
     /// The registers as a reader would see them now.
-    pub fn registers(&self) -> Registers {
+    pub(crate) fn registers(&self) -> Registers {
         Registers {
             config: self.config,
             shunt: self.shunt,

@@ -15,7 +15,7 @@ const ME_WRITABLE: u16 = 0xFC03;
 const CAL_WRITABLE: u16 = 0x7FFF;
 
 /// The chip.
-pub struct VirtualIna226 {
+pub(crate) struct VirtualIna226 {
     chip: Chip,
     shunt_ohms: f64,
     simulation: Simulation,
@@ -35,7 +35,7 @@ pub struct VirtualIna226 {
 
 impl VirtualIna226 {
     /// An INA226 (`shunt_ohms` outside) or an INA260 (2 mΩ inside), powered up a while ago.
-    pub fn new(chip: Chip, shunt_ohms: f64, simulation: Simulation) -> VirtualIna226 {
+    pub(crate) fn new(chip: Chip, shunt_ohms: f64, simulation: Simulation) -> VirtualIna226 {
         let mut c = VirtualIna226 {
             chip,
             shunt_ohms,
@@ -182,7 +182,7 @@ impl VirtualChip for VirtualIna226 {
 
 /// One shunt and one bus conversion, averaged, for a configuration: from AVG, VBUSCT and
 /// VSHCT (the INA3221 converts one of these per enabled channel).
-pub fn period(config: u16) -> Duration {
+pub(crate) fn period(config: u16) -> Duration {
     let fields = ConfigFields::decode(config);
     let ct =
         |code: u16| Duration::from_micros(u64::from(ConversionTime::MICROS[usize::from(code)]));

@@ -18,7 +18,7 @@ struct Channel {
 }
 
 /// The chip.
-pub struct VirtualIna3221 {
+pub(crate) struct VirtualIna3221 {
     channels: [Option<Channel>; 3],
     /// Faults of the chip: those of its first channel's simulation.
     faults: FaultSchedule,
@@ -33,7 +33,7 @@ pub struct VirtualIna3221 {
 impl VirtualIna3221 {
     /// A chip with the given channels (number 1 to 3, shunt, what it measures), powered up a
     /// while ago.
-    pub fn new(inputs: Vec<(u8, f64, Simulation)>) -> VirtualIna3221 {
+    pub(crate) fn new(inputs: Vec<(u8, f64, Simulation)>) -> VirtualIna3221 {
         let mut channels: [Option<Channel>; 3] = [None, None, None];
         let mut faults = None;
         for (number, shunt_ohms, mut simulation) in inputs {

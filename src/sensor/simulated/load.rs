@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use crate::config::LoadModel;
 
 /// A running load model.
-pub struct Load {
+pub(crate) struct Load {
     model: Model,
     rng: StdRng,
 }
@@ -28,7 +28,7 @@ enum Model {
 
 impl Load {
     /// The model at its start; `seed` gives its day.
-    pub fn new(model: &LoadModel, seed: u64) -> Load {
+    pub(crate) fn new(model: &LoadModel, seed: u64) -> Load {
         let model = match *model {
             LoadModel::Constant { watts } => Model::Constant(watts),
             LoadModel::Uniform {
@@ -55,7 +55,7 @@ impl Load {
     }
 
     /// Watts drawn at `t` seconds after start. `t` must not go backwards.
-    pub fn watts(&mut self, t: f64) -> f64 {
+    pub(crate) fn watts(&mut self, t: f64) -> f64 {
         let rng = &mut self.rng;
         match &mut self.model {
             Model::Constant(w) => *w,

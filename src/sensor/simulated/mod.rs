@@ -5,7 +5,7 @@
 //! configuration, the conversion-ready flags, overflow and brown-outs all go through the
 //! driver and the chip model, register by register.
 
-pub mod clock;
+pub(crate) mod clock;
 mod faults;
 pub mod house;
 mod ina219;
@@ -21,30 +21,30 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 pub use self::clock::{Clock, ManualTime};
-pub use self::faults::FaultSchedule;
+pub(crate) use self::faults::FaultSchedule;
 use self::house::{House, SharedHouse};
-pub use self::ina219::{Registers, VirtualIna219};
-pub use self::ina226::VirtualIna226;
-pub use self::ina3221::VirtualIna3221;
-pub use self::load::Load;
+pub(crate) use self::ina219::VirtualIna219;
+pub(crate) use self::ina226::VirtualIna226;
+pub(crate) use self::ina3221::VirtualIna3221;
+pub(crate) use self::load::Load;
 use super::{family, sensors_on, ClassifyError, ErrorKind, Sensor};
 use crate::config::{Chip, SensorConfig, SimulationConfig};
 
 /// Where a chip's register pointer is, and its conversions: when the running cycle began
 /// (a configuration write, a reset) and when the last conversion completed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Cycle {
+pub(crate) struct Cycle {
     /// The register the next read returns.
-    pub pointer: u8,
+    pub(crate) pointer: u8,
     /// When the conversions (re)started.
-    pub start: Duration,
+    pub(crate) start: Duration,
     /// When the last conversion completed.
-    pub last: Option<Duration>,
+    pub(crate) last: Option<Duration>,
 }
 
 impl Cycle {
     /// Conversions restart at `t`: a configuration write, a reset.
-    pub fn restart(&mut self, t: Duration) {
+    pub(crate) fn restart(&mut self, t: Duration) {
         self.start = t;
         self.last = None;
     }
@@ -57,7 +57,7 @@ impl Cycle {
 /// one writes the register (RST in the configuration resets the chip, any other
 /// configuration write restarts its conversions), a read returns the register the pointer
 /// selects, MSB first.
-pub trait VirtualChip: Send {
+pub(crate) trait VirtualChip: Send {
     /// Its scheduled faults: the bus asks them about each transfer.
     fn faults(&mut self) -> &mut FaultSchedule;
     /// Its register pointer and conversion cycle.
@@ -114,6 +114,7 @@ pub trait VirtualChip: Send {
         self.was_read(pointer);
     }
 
+    #[cfg(test)]
     /// A register as it is now (tests and diagnostics; reading it this way changes nothing).
     fn register(&self, register: u8) -> Option<u16> {
         self.word(register)
@@ -123,7 +124,7 @@ pub trait VirtualChip: Send {
 /// The latest moment by `t` at which one of the conversions running back to back every
 /// `period` since `start` completed, if that is later than `last`: real chips convert on
 /// their own schedule, so a conversion can complete between two reads of one sample.
-pub fn completed_conversion(
+pub(crate) fn completed_conversion(
     start: Duration,
     period: Duration,
     last: Option<Duration>,
@@ -140,11 +141,11 @@ pub fn completed_conversion(
 
 /// What the chip's inputs see at a moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Signal {
+pub(crate) struct Signal {
     /// Voltage at IN- (the load side).
-    pub bus_volts: f64,
+    pub(crate) bus_volts: f64,
     /// Current through the shunt.
-    pub current_amps: f64,
+    pub(crate) current_amps: f64,
 }
 
 /// Where a virtual chip's signal comes from.
@@ -158,7 +159,7 @@ enum Source {
 }
 
 /// A load on a supply, with noise and faults: what one virtual chip measures.
-pub struct Simulation {
+pub(crate) struct Simulation {
     source: Source,
     source_ohms: f64,
     noise: f64,
@@ -168,7 +169,7 @@ pub struct Simulation {
 
 impl Simulation {
     /// A simulation of `config`; `seed` (unless the config has one) seeds its randomness.
-    pub fn new(config: &SimulationConfig, seed: u64) -> Simulation {
+    pub(crate) fn new(config: &SimulationConfig, seed: u64) -> Simulation {
         let seed = config.seed.unwrap_or(seed);
         Simulation::with_source(
             config,
@@ -191,7 +192,7 @@ impl Simulation {
     }
 
     /// Bus voltage and current at `t`.
-    pub fn signal(&mut self, t: Duration) -> Signal {
+    pub(crate) fn signal(&mut self, t: Duration) -> Signal {
         let (supply, mut watts) = match &mut self.source {
             Source::Own { load, supply_volts } => (*supply_volts, load.watts(t.as_secs_f64())),
             Source::HouseLoad { house, index } => house::lock(house).load(*index, t),
@@ -290,7 +291,7 @@ pub struct VirtualBus {
 
 impl VirtualBus {
     /// An empty bus on `clock`.
-    pub fn new(clock: Clock) -> VirtualBus {
+    pub(crate) fn new(clock: Clock) -> VirtualBus {
         VirtualBus {
             chips: Vec::new(),
             clock,
@@ -304,13 +305,14 @@ impl VirtualBus {
     }
 
     /// Put a chip at `address`.
-    pub fn attach(&mut self, address: u8, chip: Box<dyn VirtualChip>) {
+    pub(crate) fn attach(&mut self, address: u8, chip: Box<dyn VirtualChip>) {
         self.chips.retain(|(a, _)| *a != address);
         self.chips.push((address, chip));
     }
 
+    #[cfg(test)]
     /// A register of the chip at `address`, as it is now.
-    pub fn register(&self, address: u8, register: u8) -> Option<u16> {
+    pub(crate) fn register(&self, address: u8, register: u8) -> Option<u16> {
         self.chips
             .iter()
             .find(|(a, _)| *a == address)
@@ -355,7 +357,7 @@ impl I2c for VirtualBus {
 }
 
 /// A seed that differs per sensor and stays the same from run to run (FNV-1a of the name).
-pub fn seed_for(name: &str) -> u64 {
+pub(crate) fn seed_for(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
