@@ -26,9 +26,9 @@
 //!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line,
 //!     one place for errors and exit codes).
 //!
-//! Underneath everything: [`config`] (the file, and its checked form), [`time`] (Unix time and
-//! the local calendar) and [`chemistry`] (battery voltage curves, for the monitor and the
-//! simulator).
+//! Underneath everything: [`config`] (the file, and its checked form), [`files`] (reading a
+//! file without blocking on it or without end), [`time`] (Unix time and the local calendar)
+//! and [`chemistry`] (battery voltage curves, for the monitor and the simulator).
 #![warn(missing_docs)]
 
 pub mod anomaly;
@@ -38,6 +38,7 @@ pub mod check;
 pub mod chemistry;
 pub mod config;
 pub mod energy;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

@@ -98,22 +98,11 @@ struct FileConfig {
 impl Config {
     /// Read, parse and check a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        use std::io::Read;
-        let read_error = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(read_error)?
-            .take(MAX_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(read_error)?;
-        if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(read_error(std::io::Error::other(format!(
-                "larger than {MAX_FILE_BYTES} bytes"
-            ))));
-        }
+        let text =
+            crate::files::read_text(path, MAX_FILE_BYTES).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Config::from_toml(path, &text)
     }
 

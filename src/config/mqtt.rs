@@ -285,7 +285,7 @@ fn read_password(path: &Path) -> Result<Secret, Invalid> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text(path, crate::files::MAX_SMALL_FILE)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let password = text.lines().next().unwrap_or("").to_string();
     if password.is_empty() {

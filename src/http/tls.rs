@@ -61,12 +61,14 @@ fn pem_text(
 ) -> Result<Option<Vec<u8>>, Mistake> {
     if let Some(file) = file {
         let path = dir.join(&file);
-        return std::fs::read(&path).map(Some).map_err(|e| {
-            mistake(
-                format!("tls_server_config.{key}_file"),
-                format!("cannot read {}: {e}", path.display()),
-            )
-        });
+        return crate::files::read_capped(&path, crate::files::MAX_SMALL_FILE)
+            .map(Some)
+            .map_err(|e| {
+                mistake(
+                    format!("tls_server_config.{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            });
     }
     Ok(inline.map(String::into_bytes))
 }

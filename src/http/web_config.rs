@@ -84,7 +84,7 @@ pub struct WebSecurity {
     /// TLS for every connection, when configured.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Basic-auth users and their bcrypt hashes; empty: no authentication.
-    pub(crate) users: BTreeMap<String, String>,
+    pub(crate) users: super::auth::Users,
     /// Headers added to every response.
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// A limit on requests, when configured.
@@ -95,7 +95,7 @@ impl fmt::Debug for WebSecurity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSecurity")
             .field("tls", &self.tls.is_some())
-            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("users", &self.users.names().collect::<Vec<_>>())
             .field("headers", &self.headers)
             .field("rate_limit", &self.rate_limit)
             .finish()
@@ -111,8 +111,39 @@ struct FileIn {
     http_server_config: Option<HttpIn>,
     #[serde(default)]
     rate_limit: Option<RateLimitIn>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+/// A map in which a key given twice is a mistake rather than "the last one wins": two
+/// entries for one user would leave the reader to guess which password is in force.
+fn unique_keys<'de, D>(deserializer: D) -> Result<Option<BTreeMap<String, String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of names to strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "`{key}` is given twice; keep one"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique).map(Some)
 }
 
 #[derive(Deserialize, Default)]
@@ -121,7 +152,7 @@ struct HttpIn {
     #[serde(default)]
     #[allow(dead_code)]
     http2: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     headers: Option<BTreeMap<String, String>>,
 }
 
@@ -148,7 +179,7 @@ const HEADERS: [(&str, &[&str]); 5] = [
 /// rounds, seconds on a Raspberry Pi above this.
 const MAX_BCRYPT_COST: u32 = 14;
 
-fn check_users(users: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Mistake> {
+fn check_users(users: BTreeMap<String, String>) -> Result<super::auth::Users, Mistake> {
     for (user, hash) in &users {
         let key = format!("basic_auth_users.{user}");
         let parts = bcrypt::HashParts::from_str(hash).map_err(|_| {
@@ -167,7 +198,7 @@ fn check_users(users: BTreeMap<String, String>) -> Result<BTreeMap<String, Strin
             ));
         }
     }
-    Ok(users)
+    Ok(super::auth::Users::new(users))
 }
 
 fn check_headers(
@@ -226,6 +257,61 @@ fn check_rate_limit(limit: RateLimitIn) -> Result<Option<RateLimit>, Mistake> {
     }))
 }
 
+/// The deepest nesting of collections a web configuration may have: it has three levels, and
+/// YAML parsers spend time quadratic in the depth (a 200 KB file of nested `[` took 50 s).
+const MAX_DEPTH: usize = 32;
+
+/// Where the text nests collections deeper than [`MAX_DEPTH`]: the line and the depth. Flow
+/// collections (`[`, `{`) count a level each, outside quotes and comments; block collections
+/// a level per step of indentation.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let mut content = content;
+        if flow == 0 {
+            let mut indent = line.len() - content.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            // `- - - x` and `? ? x` nest on one line: a level per indicator.
+            while let Some(rest) = ["- ", "? "].iter().find_map(|i| content.strip_prefix(i)) {
+                let inner = rest.trim_start();
+                indent += content.len() - inner.len();
+                content = inner;
+                indents.push(indent);
+                if indents.len() > MAX_DEPTH {
+                    return Some((number + 1, indents.len()));
+                }
+            }
+        }
+        let mut quote: Option<char> = None;
+        for c in content.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            if flow + indents.len() > MAX_DEPTH {
+                return Some((number + 1, flow + indents.len()));
+            }
+        }
+        if indents.len() > MAX_DEPTH {
+            return Some((number + 1, indents.len()));
+        }
+    }
+    None
+}
+
 /// Read, check and load the web configuration file at `path`.
 pub(crate) fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
     let error = |position, key: String, message: String| WebConfigError {
@@ -234,8 +320,15 @@ pub(crate) fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
         key,
         message,
     };
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text(path, crate::files::MAX_SMALL_FILE)
         .map_err(|e| error(None, String::new(), format!("cannot read it: {e}")))?;
+    if let Some((line, depth)) = too_deep(&text) {
+        return Err(error(
+            Some((line, 1)),
+            String::new(),
+            format!("collections nested {depth} deep; expected at most {MAX_DEPTH} (a web configuration is a few levels deep)"),
+        ));
+    }
     let file: FileIn = if text.trim().is_empty() {
         FileIn::default()
     } else {
@@ -303,7 +396,7 @@ mod tests {
             "basic_auth_users:\n  prometheus: {HASH}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\nrate_limit:\n  burst: 5\n  interval: 100ms\n"
         ))
         .unwrap();
-        assert_eq!(web.users["prometheus"], HASH);
+        assert_eq!(web.users.hash("prometheus"), Some(HASH));
         assert_eq!(web.headers[0].0, "x-frame-options");
         assert_eq!(
             web.rate_limit,
@@ -372,6 +465,46 @@ mod tests {
             "tls_server_config.min_verison",
             "unknown key `min_verison`",
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let err = load_text(&format!(
+            "basic_auth_users:\n  prometheus: {HASH}\n  prometheus: {HASH}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`prometheus` is given twice"),
+            "{err}"
+        );
+        assert!(err.position.is_some(), "{err}");
+        let err = load_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Frame-Options: sameorigin\n").unwrap_err();
+        assert!(err.to_string().contains("given twice"), "{err}");
+        // Top-level keys: serde's own check.
+        let err = load_text("rate_limit: {burst: 1}\nrate_limit: {burst: 2}\n").unwrap_err();
+        assert!(err.to_string().contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        for text in [
+            "[".repeat(100_000),
+            format!("basic_auth_users:\n  a: {}", "{".repeat(50)),
+            format!("basic_auth_users:\n  {}x\n", "- ".repeat(40)),
+            (0..40)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                .collect(),
+        ] {
+            let started = std::time::Instant::now();
+            let err = load_text(&text).unwrap_err();
+            assert!(err.to_string().contains("nested"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        // A flow map on one line, quotes with brackets and comments are not nesting.
+        assert!(
+            too_deep("rate_limit: { burst: 20, interval: 100ms }\nx: \"[[[[\" # {{{{\n").is_none()
+        );
+        assert!(too_deep(&format!("a:\n  - b: {}\n", "[1] ".repeat(100))).is_none());
     }
 
     #[test]

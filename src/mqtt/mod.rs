@@ -172,8 +172,12 @@ fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
         .clone()
         .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
     let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca_path)
-        .and_then(Iterator::collect)
+    let read = |path: &std::path::Path| {
+        crate::files::read_capped(path, crate::files::MAX_SMALL_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&ca_path)?)
+        .collect::<Result<_, _>>()
         .map_err(|e| {
             format!(
                 "cannot read the CA certificates in {}: {e}",
@@ -191,11 +195,11 @@ fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
         .with_root_certificates(roots);
     match &config.client_cert {
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect)
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+                .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("the client certificate and key do not go together: {e}"))

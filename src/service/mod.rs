@@ -212,6 +212,8 @@ struct Daemon {
     persist_interval: watch::Sender<Duration>,
     /// The MQTT publisher, when `[mqtt]` asks for one.
     mqtt: Option<crate::mqtt::Mqtt>,
+    /// Whether a reload's files are being read.
+    reading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT, secured by `web` (see [`Options::load_web`]).
@@ -259,11 +261,16 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         app.connections().cap()
     );
     let persist_interval = config.daemon.persist_interval;
+    let live = paths::create_live(&live_path);
+    metrics
+        .daemon
+        .live_file
+        .set(if live.is_some() { 1.0 } else { 0.0 });
     let sampling = Sampling::start(
         config,
         sampler,
         Arc::clone(&persister),
-        paths::create_live(&live_path),
+        live,
         Arc::clone(&board),
     )?;
     // At once, so that a new install has its totals on disk and a restart after a crash
@@ -282,9 +289,11 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         notifier: Notifier::new(board, health),
         persist_interval: watch::channel(persist_interval).0,
         mqtt: None,
+        reading: Arc::default(),
     };
     let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
-    drop(runtime);
+    // Blocking work still queued (a password check, a reload's read) is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     daemon.stop();
     outcome
 }
@@ -297,6 +306,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, ServiceError> {
         // The blocking thread that saves the state file outlives the save interval: one
         // thread for the daemon's life rather than a new one for every save.
         .thread_keep_alive(Duration::from_secs(600))
+        // Saves, reloads and password checks; each kind bounds its own use.
+        .max_blocking_threads(8)
         .build()
         .map_err(|source| ServiceError::System {
             doing: "start the async runtime",
@@ -340,7 +351,17 @@ impl Daemon {
             tokio::select! {
                 _ = signals.term.recv() => { log::info!("SIGTERM: stopping"); break Ok(()); }
                 _ = signals.int.recv() => { log::info!("SIGINT: stopping"); break Ok(()); }
-                _ = signals.hup.recv() => self.reload().await,
+                _ = signals.hup.recv() => {
+                    self.notifier.reloading();
+                    let reading = reload::read(self.config_path.clone(), self.options.clone(), Arc::clone(&self.reading));
+                    // A stop signal is heard while the files are read.
+                    let read = tokio::select! {
+                        read = reading => read,
+                        _ = signals.term.recv() => { log::info!("SIGTERM during a reload: stopping"); break Ok(()); }
+                        _ = signals.int.recv() => { log::info!("SIGINT during a reload: stopping"); break Ok(()); }
+                    };
+                    self.reload(read).await;
+                }
                 bus = fatal.recv() => break Err(ServiceError::SamplerDied { bus: bus.unwrap_or_default() }),
             }
         };

@@ -10,19 +10,66 @@
 //! interval change at once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::sampling::Changes;
-use super::{bind, lock, logging, Daemon};
+use super::{bind, lock, logging, Daemon, Options};
 use crate::config::Config;
+use crate::http::WebSecurity;
+
+/// How long reading and checking the files of a reload may take. They are read off the
+/// runtime's thread, so serving, sampling and saving go on meanwhile; past this the reload is
+/// refused (the files are small and read without blocking: this is the last line of defence).
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The files of a reload, read and checked.
+pub(super) type Read = Result<(Config, WebSecurity), String>;
+
+/// Read and check the configuration at `path` and the web configuration it names, off the
+/// runtime's thread and within [`READ_DEADLINE`].
+/// `busy` is held while a read runs: a read stuck past its deadline (a file system that does
+/// not answer) keeps its thread, and the reloads after it are refused rather than stack up
+/// threads.
+pub(super) async fn read(
+    path: std::path::PathBuf,
+    options: Options,
+    busy: Arc<AtomicBool>,
+) -> Read {
+    if busy.swap(true, Ordering::AcqRel) {
+        return Err("the files of an earlier reload are still being read".into());
+    }
+    let reading = tokio::task::spawn_blocking(move || {
+        struct Done(Arc<AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(busy);
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let web = options.load_web(&config).map_err(|e| e.to_string())?;
+        Ok((config, web))
+    });
+    match tokio::time::timeout(READ_DEADLINE, reading).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => Err(format!("reading the files failed: {e}")),
+        // The thread finishes on its own (or never, on a file system that hangs); nothing
+        // waits for it.
+        Err(_) => Err(format!(
+            "reading the configuration took longer than {} s",
+            READ_DEADLINE.as_secs()
+        )),
+    }
+}
 
 impl Daemon {
-    /// SIGHUP: re-read the file and apply it, or keep running on the old one.
-    pub(super) async fn reload(&mut self) {
-        self.notifier.reloading();
-        let outcome = match crate::config::Config::load(&self.config_path) {
-            Ok(new) => self.apply(new).await,
-            Err(e) => Err(e.to_string()),
+    /// SIGHUP, once the files are [`read`]: apply them, or keep running on the old ones.
+    pub(super) async fn reload(&mut self, read: Read) {
+        let outcome = match read {
+            Ok((new, web)) => self.apply(new, web).await,
+            Err(e) => Err(e),
         };
         match &outcome {
             Ok(changes) => {
@@ -43,11 +90,10 @@ impl Daemon {
 
     /// Apply a loaded configuration: listeners first (a bind can fail), then the sensors,
     /// then the log level and persist interval.
-    async fn apply(&mut self, new: Config) -> Result<Changes, String> {
+    async fn apply(&mut self, new: Config, web: WebSecurity) -> Result<Changes, String> {
         let level = new.daemon.log_level;
         let interval = new.daemon.persist_interval;
         let public_healthz = new.daemon.public_healthz;
-        let web = self.options.load_web(&new).map_err(|e| e.to_string())?;
         if self.options.listen.is_empty() {
             self.rebind(&new.daemon.listen).await?;
         } else if new.daemon.listen != lock(&self.sampling).config().daemon.listen {
