@@ -231,7 +231,7 @@ async fn connection(
             let (app, place) = (Arc::clone(&app), Arc::clone(&place));
             async move {
                 place.busy();
-                let response = routes::handle(&app, &request).await;
+                let response = routes::handle(&app, peer.ip(), &request).await;
                 place.idle();
                 Ok::<_, Infallible>(response)
             }

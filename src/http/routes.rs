@@ -1,5 +1,7 @@
 //! What each request gets: the rate limit, authentication, the route, the configured headers.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -8,6 +10,7 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::auth::Verdict;
 use super::web_config::RateLimit;
 use super::{api, page, App};
 use crate::metrics::CONTENT_TYPE;
@@ -29,28 +32,60 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response(status, "text/plain; charset=utf-8", body)
 }
 
-/// A token bucket: `burst` requests at once, one more per `interval`.
+/// A token bucket per client address: `burst` requests at once, one more per `interval`.
+///
+/// Per client, not one for everyone (the exporter-toolkit's single bucket): one client's
+/// flood then costs only that client its answers, never the scraper's. It applies before
+/// authentication, so a flood of guesses is also held back before any bcrypt. An IPv6 client
+/// is its /64 (what one host usually gets); past [`MAX_CLIENTS`] buckets, the clients beyond
+/// share one.
 pub(crate) struct Limiter {
     limit: RateLimit,
-    state: Mutex<(f64, Instant)>,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Client buckets kept at most.
+const MAX_CLIENTS: usize = 4096;
+
+/// The address that stands for `peer`'s client: an IPv4 address, or an IPv6 /64.
+fn client(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 impl Limiter {
-    /// A full bucket.
+    /// Full buckets for everyone.
     pub(crate) fn new(limit: RateLimit) -> Limiter {
         Limiter {
             limit,
-            state: Mutex::new((f64::from(limit.burst), Instant::now())),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Take a token if there is one.
-    pub(crate) fn allow(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (tokens, last) = &mut *state;
+    /// Take a token from `peer`'s bucket if there is one.
+    pub(crate) fn allow(&self, peer: IpAddr) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let refill = now.duration_since(*last).as_secs_f64() / self.limit.interval.as_secs_f64();
-        *tokens = (*tokens + refill).min(f64::from(self.limit.burst));
+        let burst = f64::from(self.limit.burst);
+        let refill = |tokens: f64, last: Instant| {
+            (tokens + now.duration_since(last).as_secs_f64() / self.limit.interval.as_secs_f64())
+                .min(burst)
+        };
+        let mut key = client(peer);
+        if !buckets.contains_key(&key) && buckets.len() >= MAX_CLIENTS {
+            // A full bucket is as good as none.
+            buckets.retain(|_, (tokens, last)| refill(*tokens, *last) < burst);
+            if buckets.len() >= MAX_CLIENTS {
+                key = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+            }
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((burst, now));
+        *tokens = refill(*tokens, *last);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -61,31 +96,50 @@ impl Limiter {
     }
 }
 
-/// Answer a request: rate limit, authentication (except `/healthz` when it is public), the
-/// route, then the headers the web configuration adds.
-pub(crate) async fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
+/// Answer `peer`'s request: rate limit, authentication (except `/healthz` when it is public),
+/// the route, then the headers the web configuration adds.
+pub(crate) async fn handle<B>(
+    app: &App,
+    peer: IpAddr,
+    request: &Request<B>,
+) -> Response<Full<Bytes>> {
     let web = app.web();
     let public = web.public_healthz && request.uri().path() == "/healthz";
     let needs_auth = !(web.security.users.is_empty() || public);
-    let mut response = if web.limiter.as_ref().is_some_and(|l| !l.allow()) {
-        text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n")
-    } else if needs_auth
-        && !app
-            .auth
-            .check(
-                &web.security.users,
-                request.headers().get(header::AUTHORIZATION),
-            )
-            .await
-    {
-        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"power-monitord\""),
-        );
-        r
+    let verdict = if web.limiter.as_ref().is_some_and(|l| !l.allow(peer)) {
+        None
+    } else if needs_auth {
+        Some(
+            app.auth
+                .check(
+                    &web.security.users,
+                    request.headers().get(header::AUTHORIZATION),
+                )
+                .await,
+        )
     } else {
-        route(app, request)
+        Some(Verdict::Allowed)
+    };
+    let mut response = match verdict {
+        None => text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n"),
+        Some(Verdict::Allowed) => route(app, request),
+        Some(Verdict::Refused) => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"power-monitord\""),
+            );
+            r
+        }
+        Some(Verdict::Busy) => {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many password checks at once; try again\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
     };
     let headers = response.headers_mut();
     headers.insert(
@@ -256,11 +310,45 @@ mod tests {
             burst: 3,
             interval: std::time::Duration::from_millis(50),
         });
-        assert!((0..3).all(|_| limiter.allow()));
-        assert!(!limiter.allow());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..3).all(|_| limiter.allow(a)));
+        assert!(!limiter.allow(a));
         std::thread::sleep(std::time::Duration::from_millis(60));
-        assert!(limiter.allow());
-        assert!(!limiter.allow());
+        assert!(limiter.allow(a));
+        assert!(!limiter.allow(a));
+    }
+
+    #[test]
+    fn one_client_cannot_use_up_another_clients_requests() {
+        let limiter = Limiter::new(RateLimit {
+            burst: 2,
+            interval: std::time::Duration::from_secs(3600),
+        });
+        let flooder: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_host: IpAddr = "2001:db8::2".parse().unwrap();
+        let scraper: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!((0..100).filter(|_| limiter.allow(flooder)).count(), 2);
+        // The flooder's /64 is one client.
+        assert!(!limiter.allow(same_host));
+        // Another client has its own burst; an IPv4-mapped address is the IPv4 client.
+        assert!(limiter.allow(scraper));
+        assert!(limiter.allow("192.0.2.7".parse().unwrap()));
+        assert!(!limiter.allow(scraper));
+    }
+
+    #[test]
+    fn past_the_bucket_limit_new_clients_share_one() {
+        let limiter = Limiter::new(RateLimit {
+            burst: 1,
+            interval: std::time::Duration::from_secs(3600),
+        });
+        for i in 0..MAX_CLIENTS as u32 {
+            assert!(limiter.allow(IpAddr::V4(i.into())));
+        }
+        let late: IpAddr = "2001:db8:1::1".parse().unwrap();
+        assert!(limiter.allow(late));
+        assert!(!limiter.allow("2001:db8:2::1".parse().unwrap()));
+        assert_eq!(limiter.buckets.lock().unwrap().len(), MAX_CLIENTS + 1);
     }
 
     proptest! {
