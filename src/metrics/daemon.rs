@@ -12,6 +12,8 @@ pub(crate) struct DaemonMetrics {
     pub(crate) reload_successful: Gauge,
     /// Unix time of the last successful reload (or of the start).
     pub(crate) reload_success_time: Gauge,
+    /// 1 while every sample's totals reach the live file.
+    pub(crate) live_file: Gauge,
 }
 
 impl DaemonMetrics {
@@ -29,6 +31,7 @@ impl DaemonMetrics {
             state_persist_failures: IntCounter::new("powermon_state_persist_failures_total", "Saves of the energy totals to the state file that failed.")?,
             reload_successful: Gauge::new("powermon_config_last_reload_successful", "1 if the last reload of the configuration file was applied, 0 if it was refused (the daemon runs on the previous one).")?,
             reload_success_time: Gauge::new("powermon_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load of the configuration file (at start or by a reload).")?,
+            live_file: Gauge::new("powermon_state_live_file", "1 if the totals of every sample reach the live file in the runtime directory, so a crash loses nothing; 0 if it could not be created (e.g. a full runtime directory), so a crash loses the energy since the last save of the state file.")?,
         };
         metrics.reload_successful.set(1.0);
         for registry in registries {
@@ -37,6 +40,7 @@ impl DaemonMetrics {
             registry.register(Box::new(metrics.state_persist_failures.clone()))?;
             registry.register(Box::new(metrics.reload_successful.clone()))?;
             registry.register(Box::new(metrics.reload_success_time.clone()))?;
+            registry.register(Box::new(metrics.live_file.clone()))?;
         }
         Ok(metrics)
     }

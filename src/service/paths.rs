@@ -155,8 +155,9 @@ pub(crate) fn load_totals(
 const LIVE_RECORDS: usize =
     2 * crate::config::MAX_SENSORS + 2 * crate::config::battery::MAX_BATTERIES;
 
-/// A new live file at `path`; without one (a runtime directory that cannot be written), a
-/// crash loses what was not saved yet.
+/// A new live file at `path`, its pages allocated; without one (a runtime directory that
+/// cannot be written, or is full), a crash loses what was not saved yet, which one warning
+/// and `powermon_state_live_file` 0 say.
 pub(crate) fn create_live(path: &Path) -> Option<live::LiveFile> {
     live::LiveFile::create(path, LIVE_RECORDS)
         .map_err(|e| {

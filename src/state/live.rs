@@ -221,6 +221,27 @@ impl Drop for LiveSlot {
     }
 }
 
+/// Give `file` `len` bytes of real storage, not a sparse hole: a page of a mapped file that
+/// the file system cannot allocate when it is first touched (a full tmpfs) kills the process
+/// with SIGBUS, so every page is allocated before the mapping, and no space is an error here.
+fn allocate(file: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len_off = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "live file too large"))?;
+    // SAFETY: a valid open descriptor; the call reads no memory of ours.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) } {
+        0 => Ok(()),
+        // A file system without fallocate (musl does not emulate it): write the zeros.
+        libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => {
+            use std::io::Write;
+            let mut writer = io::BufWriter::new(file);
+            io::copy(&mut io::repeat(0).take(len), &mut writer)?;
+            writer.flush()
+        }
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 impl LiveFile {
     /// Replace the file at `path` with one of `capacity` empty records (at most
     /// [`MAX_RECORDS`]).
@@ -233,7 +254,7 @@ impl LiveFile {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = tempfile::Builder::new().prefix(".live.").tempfile_in(dir)?;
-        tmp.as_file().set_len((HEADER + capacity * RECORD) as u64)?;
+        allocate(tmp.as_file(), (HEADER + capacity * RECORD) as u64)?;
         let map = MmapOptions::new().map_raw(tmp.as_file())?;
         let mut header = [0u8; 16];
         header[..8].copy_from_slice(&MAGIC);
