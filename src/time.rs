@@ -25,28 +25,57 @@ fn local(unix: i64) -> Option<libc::tm> {
     ok.then_some(tm)
 }
 
-/// The local day `unix` falls on (a number that changes at each local midnight) and the Unix
-/// time of the next local midnight.
-pub(crate) fn local_day(unix: f64) -> (i64, f64) {
+/// A local calendar day.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LocalDay {
+    /// A number that changes at each local midnight (not a count of days).
+    pub(crate) number: i64,
+    /// The Unix time of its midnight.
+    pub(crate) start: f64,
+    /// The Unix time of the next midnight.
+    pub(crate) end: f64,
+}
+
+impl LocalDay {
+    /// Whether `unix` falls on this day.
+    pub(crate) fn holds(&self, unix: f64) -> bool {
+        (self.start..self.end).contains(&unix)
+    }
+}
+
+/// The local day `unix` falls on.
+pub(crate) fn local_day(unix: f64) -> LocalDay {
     let secs = unix.floor() as i64;
     let Some(mut tm) = local(secs) else {
         let day = secs.div_euclid(86_400);
-        return (day, ((day + 1) * 86_400) as f64);
+        return LocalDay {
+            number: day,
+            start: (day * 86_400) as f64,
+            end: ((day + 1) * 86_400) as f64,
+        };
     };
-    let day = i64::from(tm.tm_year) * 1000 + i64::from(tm.tm_yday);
-    tm.tm_mday += 1;
+    let number = i64::from(tm.tm_year) * 1000 + i64::from(tm.tm_yday);
     tm.tm_hour = 0;
     tm.tm_min = 0;
     tm.tm_sec = 0;
     tm.tm_isdst = -1;
-    // SAFETY: `tm` is a valid, normalisable calendar time.
-    let next = unsafe { libc::mktime(&mut tm) };
-    let next = if next > secs as _ {
-        next as f64
+    let mut next_tm = tm;
+    next_tm.tm_mday += 1;
+    // SAFETY: both are valid, normalisable calendar times.
+    let (start, end) = unsafe { (libc::mktime(&mut tm), libc::mktime(&mut next_tm)) };
+    // Where a zone skips midnight, mktime moves on to the first existing time; any failure
+    // falls back to whole days of 24 hours around `unix`.
+    let start = if start != -1 && start <= secs as _ {
+        start as f64
+    } else {
+        (secs - secs.rem_euclid(86_400)) as f64
+    };
+    let end = if end > secs as _ {
+        end as f64
     } else {
         (secs + 86_400) as f64
     };
-    (day, next)
+    LocalDay { number, start, end }
 }
 
 /// The local time of day now, as a duration since midnight.
@@ -64,12 +93,17 @@ mod tests {
 
     #[test]
     fn local_days_turn_at_midnight() {
-        let (day, next) = local_day(1.8e9);
-        assert!(next > 1.8e9 && next <= 1.8e9 + 86_400.0 + 3_600.0);
-        let (same, _) = local_day(next - 1.0);
-        let (following, after) = local_day(next);
-        assert_eq!(same, day);
-        assert_ne!(following, day);
-        assert!(after > next);
+        let day = local_day(1.8e9);
+        assert!(day.holds(1.8e9));
+        assert!(day.end > 1.8e9 && day.end <= 1.8e9 + 86_400.0 + 3_600.0);
+        assert!(day.start <= 1.8e9 && day.start > 1.8e9 - 86_400.0 - 3_600.0);
+        assert_eq!(local_day(day.end - 1.0), day);
+        assert_eq!(local_day(day.start), day);
+        let following = local_day(day.end);
+        assert_ne!(following.number, day.number);
+        assert_eq!(following.start, day.end);
+        let before = local_day(day.start - 1.0);
+        assert_ne!(before.number, day.number);
+        assert_eq!(before.end, day.start);
     }
 }

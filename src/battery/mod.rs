@@ -90,6 +90,9 @@ impl Alarm {
     }
 }
 
+/// Unix times before this (2020-01-01) come from a clock that was not set.
+const PLAUSIBLE_UNIX: f64 = 1_577_836_800.0;
+
 /// The monitor of one battery.
 #[derive(Debug, Clone)]
 pub(crate) struct BatteryMonitor {
@@ -109,6 +112,10 @@ pub(crate) struct BatteryMonitor {
     low_soc: Alarm,
     low_time_to_go: Alarm,
     not_full: Alarm,
+    /// How long since the last full charge (or the first sample), in seconds, at an instant
+    /// of this process: the age counts on from there on the monotonic clock, so a step of the
+    /// wall clock cannot make it older or younger.
+    since_full: Option<(Instant, f64)>,
 }
 
 impl BatteryMonitor {
@@ -131,6 +138,7 @@ impl BatteryMonitor {
             low_soc: Alarm::default(),
             low_time_to_go: Alarm::default(),
             not_full: Alarm::default(),
+            since_full: None,
             config: config.clone(),
         }
     }
@@ -250,8 +258,19 @@ impl BatteryMonitor {
         }
     }
 
-    /// The first sample of this process: where to start.
-    fn start(&mut self, wall_unix: f64) {
+    /// The first sample of this process, at `at` (`wall_unix` on the wall clock): where to
+    /// start.
+    fn start(&mut self, at: Instant, wall_unix: f64) {
+        // The age of the last full charge, from the wall clock once, within reason: a
+        // reference in the future, or from before the clock was set (a Pi without a
+        // real-time clock boots in 1970), counts from now.
+        let age = wall_unix - self.state.reference_unix;
+        let age = if self.state.reference_unix >= PLAUSIBLE_UNIX && age > 0.0 {
+            age
+        } else {
+            0.0
+        };
+        self.since_full = Some((at, age));
         if self.state.samples == 0 {
             self.state.reference_unix = wall_unix;
             if let InitialSoc::Ratio(r) = self.config.initial_soc {
@@ -324,10 +343,11 @@ impl BatteryMonitor {
         self.state.uncertainty_ratio = 0.0;
         self.state.full_charges += 1;
         self.state.reference_unix = wall_unix;
+        self.since_full = Some((at, 0.0));
     }
 
     /// The rules, after a sample.
-    fn alarms(&mut self, wall_unix: f64, mut on: impl FnMut(Transition)) {
+    fn alarms(&mut self, at: Instant, mut on: impl FnMut(Transition)) {
         let a = self.config.anomaly;
         let soc = self.state_of_charge();
         if let Some(min) = a.min_state_of_charge {
@@ -357,7 +377,10 @@ impl BatteryMonitor {
             }
         }
         if let Some(within) = a.full_charge_within {
-            let days = (wall_unix - self.state.reference_unix) / 86_400.0;
+            let age = self.since_full.map_or(0.0, |(anchor, age)| {
+                age + at.saturating_duration_since(anchor).as_secs_f64()
+            });
+            let days = age / 86_400.0;
             let limit = within.as_secs_f64() / 86_400.0;
             let changed = self.not_full.update(days > limit, days <= limit);
             if let Some(started) = changed {
@@ -390,7 +413,7 @@ impl BatteryMonitor {
             amps = 0.0;
         }
         if self.last.is_none() {
-            self.start(wall_unix);
+            self.start(at, wall_unix);
         }
         self.integrate(amps, at);
         let dt = self.last.map_or(0.0, |(t0, _)| {
@@ -408,7 +431,7 @@ impl BatteryMonitor {
         self.synchronise(amps, volts, at, wall_unix);
         self.state.samples += 1;
         self.state.last_sample_unix = wall_unix;
-        self.alarms(wall_unix, on);
+        self.alarms(at, on);
     }
 }
 

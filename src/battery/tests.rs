@@ -22,6 +22,8 @@ struct Run {
     monitor: BatteryMonitor,
     origin: Instant,
     t: f64,
+    /// How far the wall clock is off.
+    wall_step: f64,
     transitions: Vec<(Rule, bool)>,
 }
 
@@ -32,6 +34,7 @@ impl Run {
             monitor,
             origin: Instant::now(),
             t: 0.0,
+            wall_step: 0.0,
             transitions: Vec::new(),
         }
     }
@@ -59,7 +62,7 @@ impl Run {
 
     fn sample(&mut self, amps: f64, volts: f64) {
         let at = self.origin + Duration::from_secs_f64(self.t);
-        let wall = 1.7e9 + self.t;
+        let wall = 1.7e9 + self.t + self.wall_step;
         let transitions = &mut self.transitions;
         self.monitor.observe(amps, volts, at, wall, |t| {
             transitions.push((t.rule, t.started))
@@ -235,4 +238,43 @@ fn a_battery_unwatched_for_hours_is_an_estimate_again() {
     later.t = 4.0 * HOUR;
     later.sample(5.0, 13.2);
     assert!(!later.monitor.snapshot().synchronized());
+}
+
+#[test]
+fn a_step_of_the_wall_clock_neither_ages_nor_rejuvenates_the_last_full_charge() {
+    let keys = "[battery.anomaly]\nfull_charge_within = \"14d\"";
+    let mut run = Run::synced(keys, 0.9);
+    run.hold(1.0, 13.0, 600.0, 60.0);
+    // The clock jumps 20 days ahead and comes back a minute later: no alarm.
+    run.wall_step = 20.0 * 86_400.0;
+    run.hold(1.0, 13.0, 60.0, 10.0);
+    run.wall_step = 0.0;
+    run.hold(1.0, 13.0, 600.0, 60.0);
+    assert_eq!(run.transitions, []);
+    // Fourteen days on the monotonic clock: the alarm, whatever the wall clock says.
+    run.wall_step = -30.0 * 86_400.0;
+    run.hold(1.0, 13.0, 14.1 * 86_400.0, 3600.0);
+    assert_eq!(run.transitions, [(Rule::NotFullyCharged, true)]);
+}
+
+#[test]
+fn at_start_the_age_of_the_last_full_charge_is_taken_within_reason() {
+    let keys = "[battery.anomaly]\nfull_charge_within = \"14d\"";
+    let stored = |reference_unix| StoredBattery {
+        samples: 1,
+        status: SocStatus::Estimated,
+        reference_unix,
+        last_sample_unix: 1.7e9,
+        ..StoredBattery::default()
+    };
+    // Saved 20 days before now: the alarm at once.
+    let mut run = Run::new(keys, stored(1.7e9 - 20.0 * 86_400.0));
+    run.sample(1.0, 13.0);
+    assert_eq!(run.transitions, [(Rule::NotFullyCharged, true)]);
+    // Saved under a clock that was ahead, or one that was not set: counted from now.
+    for reference in [1.7e9 + 30.0 * 86_400.0, 86_400.0] {
+        let mut run = Run::new(keys, stored(reference));
+        run.hold(1.0, 13.0, 86_400.0, 600.0);
+        assert_eq!(run.transitions, [], "saved at {reference}");
+    }
 }

@@ -60,7 +60,7 @@ fn span(seconds: f64) -> String {
 /// A Unix time as the server's local time of day.
 fn clock(unix: f64) -> String {
     let seconds = unix.floor() as i64;
-    let midnight = crate::time::local_day(unix).1 - 86_400.0;
+    let midnight = crate::time::local_day(unix).start;
     let of_day = (seconds as f64 - midnight).rem_euclid(86_400.0) as i64;
     format!(
         "{:02}:{:02}:{:02}",

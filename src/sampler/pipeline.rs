@@ -14,6 +14,7 @@ use crate::sensor::ladder::OUTAGE_GRACE;
 use crate::sensor::{ErrorKind, Events, Reading, SensorError};
 use crate::state::live::LiveSlot;
 use crate::state::{StoredBattery, StoredSensor};
+use crate::time::LocalDay;
 
 /// Longest pause between retries of a failing sensor (or its interval, if longer).
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -37,8 +38,8 @@ pub struct SensorPipeline {
     battery: Option<BatteryMonitor>,
     /// Where the battery's state goes after every sample.
     battery_live: Option<LiveSlot>,
-    /// When "today" ends, in Unix time.
-    next_midnight: f64,
+    /// The local day "today" is.
+    today: Today,
     /// Consecutive failed reads.
     failures: u32,
     /// When the current run of failed reads began.
@@ -47,6 +48,36 @@ pub struct SensorPipeline {
     backoff_steps: u32,
     /// The outage was logged, so its end is too.
     logged_down: bool,
+}
+
+/// The local day of "energy today", following the wall clock's date in either direction.
+#[derive(Debug, Clone, Copy)]
+struct Today {
+    day: LocalDay,
+    /// The day before this one (in the order they came, not the calendar's) and the forward
+    /// total when it began: a clock stepped ahead a day and back (an NTP fix on a Pi without
+    /// a real-time clock) returns to its day with that day's energy. Only a step back returns:
+    /// the real midnight after is a new day.
+    left: Option<(i64, f64)>,
+}
+
+impl Today {
+    /// A sample at `unix`: if its local date is another, "today" is that date's from now on
+    /// (or, back on the day the clock just left, that day's again).
+    fn follow(&mut self, s: &mut Snapshot, unix: f64) {
+        if self.day.holds(unix) {
+            return;
+        }
+        let day = crate::time::local_day(unix);
+        let start = match self.left {
+            Some((number, start)) if number == day.number && day.start < self.day.start => start,
+            _ => s.energy_joules,
+        };
+        self.left = Some((s.day, s.day_start_joules));
+        s.day = day.number;
+        s.day_start_joules = start;
+        self.day = day;
+    }
 }
 
 impl SensorPipeline {
@@ -65,11 +96,12 @@ impl SensorPipeline {
         let rules = detector
             .rules()
             .union(battery.as_ref().map(|b| b.rules()).unwrap_or_default());
-        // Energy "today" continues if the saved day is today; else today starts now.
-        let (today, next_midnight) = crate::time::local_day(crate::time::unix_now());
+        // Energy "today" continues if the saved day is today; else (an earlier day, or a
+        // later one, saved under a clock that was ahead) today starts now.
+        let today = crate::time::local_day(crate::time::unix_now());
         let mut stored = stored;
-        if stored.day != today {
-            stored.day = today;
+        if stored.day != today.number {
+            stored.day = today.number;
             stored.day_start_joules = stored.energy_joules;
         }
         let status = SensorStatus::new(config, rules, stored);
@@ -89,7 +121,10 @@ impl SensorPipeline {
             live,
             battery,
             battery_live: None,
-            next_midnight,
+            today: Today {
+                day: today,
+                left: None,
+            },
             failures: 0,
             failing_since: None,
             backoff_steps: 0,
@@ -179,12 +214,7 @@ impl SensorPipeline {
             s.stats.add(reading.power_watts, &step);
             s.energy_joules = self.integrator.forward_joules();
             s.energy_reverse_joules = self.integrator.reverse_joules();
-            if unix >= self.next_midnight {
-                let (day, next) = crate::time::local_day(unix);
-                s.day = day;
-                s.day_start_joules = s.energy_joules;
-                self.next_midnight = next;
-            }
+            self.today.follow(s, unix);
             if let Some(live) = &mut self.live {
                 live.store(&s.totals().to_values());
             }
@@ -339,6 +369,41 @@ mod tests {
     use crate::config::Config;
     use crate::metrics::Metrics;
     use std::path::Path;
+
+    #[test]
+    fn today_follows_the_date_both_ways_and_returns_to_a_day_it_left() {
+        let day = crate::time::local_day(1.8e9);
+        let mut today = Today { day, left: None };
+        let mut s = Snapshot {
+            day: day.number,
+            day_start_joules: 100.0,
+            energy_joules: 150.0,
+            ..Snapshot::default()
+        };
+        today.follow(&mut s, day.start + 60.0);
+        assert_eq!((s.day, s.day_start_joules), (day.number, 100.0));
+        // The clock steps a day ahead: a new day.
+        today.follow(&mut s, day.end + 3600.0);
+        assert_ne!(s.day, day.number);
+        assert_eq!(s.energy_today_joules(), 0.0);
+        // ... and back: the day it left, with that day's energy.
+        s.energy_joules = 160.0;
+        today.follow(&mut s, day.start + 120.0);
+        assert_eq!((s.day, s.energy_today_joules()), (day.number, 60.0));
+        // The real midnight after that: a new day, from zero.
+        let (mut after, mut t) = (today, s);
+        after.follow(&mut t, day.end + 1.0);
+        assert_eq!(t.energy_today_joules(), 0.0);
+        // A step back to yesterday is a day change too.
+        today.follow(&mut s, day.start - 3600.0);
+        assert_ne!(s.day, day.number);
+        assert_eq!(s.energy_today_joules(), 0.0);
+        // The real midnight after: a new day from there.
+        s.energy_joules = 170.0;
+        today.follow(&mut s, day.end + 1.0);
+        assert_eq!(s.energy_today_joules(), 0.0);
+        assert_eq!(s.day, crate::time::local_day(day.end).number);
+    }
 
     fn pipeline(text: &str) -> (SensorPipeline, Arc<SensorStatus>, Metrics) {
         let config = Config::from_toml(Path::new("t.toml"), text).unwrap();
