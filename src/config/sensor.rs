@@ -19,6 +19,14 @@ use super::diagnostic::{invalid, Check, Invalid};
 use super::simulation::SimulationConfig;
 use super::values::{duration, opt_duration};
 
+/// The smallest shunt accepted: 10 µΩ is a 5000 A / 50 mV shunt. Below it the readings (and
+/// the energy totals) would be nonsense from a typo.
+const MIN_SHUNT_OHMS: f64 = 1e-5;
+/// The largest shunt accepted (microampere measurements use 10–100 Ω).
+const MAX_SHUNT_OHMS: f64 = 1000.0;
+/// The largest current accepted.
+const MAX_CURRENT_AMPS: f64 = 10_000.0;
+
 /// The addresses of the family: 0x40 to 0x4F (the INA3221 takes the first four).
 pub const ADDRESS_RANGE: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
 /// The longest sampling interval.
@@ -449,23 +457,24 @@ impl SensorFile {
         })
     }
 
-    /// The shunt and the largest current, against what the chip's shunt input reads.
+    /// The shunt and the largest current, within [`MIN_SHUNT_OHMS`]..[`MAX_SHUNT_OHMS`] and
+    /// up to [`MAX_CURRENT_AMPS`], against what the chip's shunt input reads.
     fn check_shunt(&self, chip: Chip) -> Check {
         let shunt = self.shunt_ohms();
-        if !(shunt.is_finite() && shunt > 0.0) {
+        if !(MIN_SHUNT_OHMS..=MAX_SHUNT_OHMS).contains(&shunt) {
             return Err(invalid(
                 "shunt_ohms",
                 format!(
-                    "{shunt} is not a usable shunt resistance; expected a positive number of ohms, e.g. 0.1 for a stock breakout or 0.000375 for a 75 mV / 200 A shunt"
+                    "{shunt} is not a usable shunt resistance; expected a positive number of ohms, from {MIN_SHUNT_OHMS} (10 µΩ) to {MAX_SHUNT_OHMS}, e.g. 0.1 for a stock breakout or 0.000375 for a 75 mV / 200 A shunt"
                 ),
             ));
         }
         let current = self.max_current_amps();
-        if !(current.is_finite() && current > 0.0) {
+        if !(current > 0.0 && current <= MAX_CURRENT_AMPS) {
             return Err(invalid(
                 "max_current_amps",
                 format!(
-                    "{current} is not a usable current; expected the largest current you expect, in amperes, above 0"
+                    "{current} is not a usable current; expected the largest current you expect, in amperes, above 0 and at most {MAX_CURRENT_AMPS}"
                 ),
             ));
         }

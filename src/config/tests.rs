@@ -334,7 +334,7 @@ fn rejects_a_persist_interval_beyond_an_hour() {
         "[daemon]\npersist_interval = \"18446744073709551615s\"\n[[sensor]]\nname = \"a\"\n",
         2,
         "daemon.persist_interval",
-        "expected 1s to 1h",
+        "longer than a year",
     );
 }
 
@@ -485,4 +485,26 @@ mod generated {
             let _ = load(&text);
         }
     }
+}
+
+#[test]
+fn rejects_implausible_shunts_currents_and_durations() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\nshunt_ohms = 1e-300\n",
+        3,
+        "sensor[0].shunt_ohms",
+        "from 0.00001 (10 µΩ) to 1000",
+    );
+    rejects(
+        "[[sensor]]\nname = \"a\"\ndriver = \"ina226\"\nshunt_ohms = 0.00001\nmax_current_amps = 1e300\n",
+        5,
+        "sensor[0].max_current_amps",
+        "at most 10000",
+    );
+    rejects(
+        "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n[sensor.simulation]\nfaults = [\n  { kind = \"nack\", rate = 0.5, duration = \"18446744073709551615s\" },\n]\n",
+        5,
+        "sensor[0].simulation.faults[0]",
+        "longer than a year",
+    );
 }

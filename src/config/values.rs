@@ -18,12 +18,23 @@ where
     let text = String::deserialize(deserializer).map_err(|_| {
         serde::de::Error::custom("expected a duration string such as \"500ms\", \"30s\" or \"24h\"")
     })?;
-    humantime::parse_duration(&text).map_err(|e| {
+    let d = humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
             "invalid duration {text:?}: {e}; expected a number and a unit, such as \"500ms\", \"30s\" or \"24h\""
         ))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is longer than a year; expected at most \"366d\""
+        )));
+    }
+    Ok(d)
 }
+
+/// The longest duration a config file may give: every one of them (intervals, windows,
+/// simulated faults, how long a battery may go without a full charge) is far shorter, and
+/// time arithmetic on a longer one could overflow.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// An optional [`duration`].
 pub(crate) fn opt_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
