@@ -107,7 +107,27 @@ impl Daemon {
 
     /// Start with a config file and state directory that outlive this daemon.
     pub fn start_with(config_path: &Path, state_dir: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::start_wrapped(&[], &[], config_path, state_dir)
+    }
+
+    /// Start as [`Daemon::start_with`] does, the command line after `wrapper` (a program
+    /// that ends by running its arguments, e.g. `unshare --mount`), with `env` added.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        config_path: &Path,
+        state_dir: &Path,
+    ) -> Daemon {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config_path)
             .args(["--listen", "127.0.0.1:0"])
