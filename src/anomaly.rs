@@ -92,6 +92,10 @@ impl RuleSet {
             self.set(rule, true);
         }
     }
+    /// Whether the set holds no rule.
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
     /// Both sets together.
     pub(crate) fn union(self, other: RuleSet) -> RuleSet {
         RuleSet(self.0 | other.0)

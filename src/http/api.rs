@@ -21,8 +21,9 @@ pub(crate) struct Readings<'a> {
     pub(crate) batteries: Vec<BatteryReading<'a>>,
 }
 
-/// A battery: JSON has no infinity, so a time to go without limit is `null` with
-/// `discharging` false; every value that is not known is `null`.
+/// A battery: `discharging` follows the sign of the averaged current (discharge positive),
+/// whether or not the state of charge is known; JSON has no infinity, so a time to go without
+/// limit is `null`; every value that is not known is `null`.
 #[derive(Serialize)]
 pub(crate) struct BatteryReading<'a> {
     pub(crate) name: &'a str,
@@ -57,7 +58,7 @@ fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
         state_of_charge: b.state_of_charge,
         state_of_charge_uncertainty: b.uncertainty(),
         synchronized: b.synchronized(),
-        discharging: b.time_to_go_seconds.is_some_and(f64::is_finite),
+        discharging: b.average_current_amperes > 0.0,
         time_to_go_seconds: b.time_to_go_seconds.and_then(finite),
         average_current_amperes: b.average_current_amperes,
         consumed_ah: b

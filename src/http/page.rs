@@ -191,13 +191,13 @@ fn battery_card(b: &BatteryReading<'_>) -> String {
         b.state_of_charge.unwrap_or(0.0),
         if b.state_of_charge.is_none() { " hidden" } else { "" }
     );
-    let togo = match (b.time_to_go_seconds, b.state_of_charge) {
-        (Some(t), _) => format!("{} to go at {:.1} A", span(t), b.average_current_amperes),
-        (None, Some(_)) if b.average_current_amperes < 0.0 => {
-            format!("charging at {:.1} A", -b.average_current_amperes)
-        }
-        (None, Some(_)) => "idle".to_string(),
-        (None, None) => String::new(),
+    let amps = b.average_current_amperes;
+    let togo = match (b.discharging, b.time_to_go_seconds, b.state_of_charge) {
+        (true, Some(t), _) => format!("{} to go at {amps:.1} A", span(t)),
+        (true, None, _) => format!("discharging at {amps:.1} A"),
+        (false, _, _) if amps < 0.0 => format!("charging at {:.1} A", -amps),
+        (false, _, Some(_)) => "idle".to_string(),
+        (false, _, None) => String::new(),
     };
     let sure = match (
         b.synchronized,

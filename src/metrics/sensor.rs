@@ -27,8 +27,16 @@ pub(super) struct PerSensor {
     pub(super) series: Series,
 }
 
-fn reading(s: &Snapshot, value: fn(&crate::sensor::Reading) -> f64) -> f64 {
-    s.reading.as_ref().map_or(0.0, value)
+/// A value of the last reading to `emit`; none before the first: a sensor never read has no
+/// power, voltage or current series (not a believable 0), only `powermon_sensor_up 0`.
+fn reading(
+    s: &Snapshot,
+    value: fn(&crate::sensor::Reading) -> f64,
+    emit: &mut dyn FnMut(&'static str, f64),
+) {
+    if let Some(r) = &s.reading {
+        emit("", value(r));
+    }
 }
 
 /// Every family with a series per sensor, by name.
@@ -61,17 +69,17 @@ pub(super) const FAMILIES: [PerSensor; 14] = [
     },
     PerSensor {
         name: "powermon_bus_voltage_volts",
-        help: "Voltage from IN- to ground at the last sample (the load side of the shunt).",
+        help: "Voltage from IN- to ground at the last sample (the load side of the shunt); no series before the first.",
         kind: Kind::Gauge,
         label: None,
-        series: |_, s, emit| emit("", reading(s, |r| r.bus_voltage_volts)),
+        series: |_, s, emit| reading(s, |r| r.bus_voltage_volts, emit),
     },
     PerSensor {
         name: "powermon_current_amperes",
-        help: "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated.",
+        help: "Current through the shunt at the last sample; negative when it flows backwards; NaN while the shunt is saturated; no series before the first sample.",
         kind: Kind::Gauge,
         label: None,
-        series: |_, s, emit| emit("", reading(s, |r| r.current_amperes)),
+        series: |_, s, emit| reading(s, |r| r.current_amperes, emit),
     },
     PerSensor {
         name: "powermon_energy_joules_total",
@@ -96,17 +104,21 @@ pub(super) const FAMILIES: [PerSensor; 14] = [
     },
     PerSensor {
         name: "powermon_last_sample_timestamp_seconds",
-        help: "Unix time of the last valid sample.",
+        help: "Unix time of the last valid sample; no series before the first.",
         kind: Kind::Gauge,
         label: None,
-        series: |_, s, emit| emit("", s.last_sample_unix.unwrap_or(0.0)),
+        series: |_, s, emit| {
+            if let Some(unix) = s.last_sample_unix {
+                emit("", unix);
+            }
+        },
     },
     PerSensor {
         name: "powermon_power_watts",
-        help: "Power at the last sample (bus voltage times current); NaN while the shunt is saturated.",
+        help: "Power at the last sample (bus voltage times current); NaN while the shunt is saturated; no series before the first sample.",
         kind: Kind::Gauge,
         label: None,
-        series: |_, s, emit| emit("", reading(s, |r| r.power_watts)),
+        series: |_, s, emit| reading(s, |r| r.power_watts, emit),
     },
     PerSensor {
         name: "powermon_read_errors_total",
@@ -145,10 +157,10 @@ pub(super) const FAMILIES: [PerSensor; 14] = [
     },
     PerSensor {
         name: "powermon_shunt_voltage_volts",
-        help: "Voltage across the shunt at the last sample.",
+        help: "Voltage across the shunt at the last sample; no series before the first.",
         kind: Kind::Gauge,
         label: None,
-        series: |_, s, emit| emit("", reading(s, |r| r.shunt_voltage_volts)),
+        series: |_, s, emit| reading(s, |r| r.shunt_voltage_volts, emit),
     },
 ];
 

@@ -137,13 +137,19 @@ pub(crate) fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Disc
         "up",
         connectivity,
     ));
-    for rule in status.rules.iter() {
-        let key = format!("anomalies.{}", rule.as_str());
+    if !status.rules.is_empty() {
+        // One problem flag per sensor, on while any of its rules is in an episode, with each
+        // rule's state as an attribute: what ESPHome and the Victron integrations show, rather
+        // than an entity per rule.
         out.push(flag(
-            format!("{sensor}_{}", rule.as_str()),
-            format!("{sensor} {}", rule.as_str().replace('_', " ")),
-            &key,
-            json!({"device_class": "problem"}),
+            format!("{sensor}_problem"),
+            format!("{sensor} problem"),
+            "problem",
+            json!({
+                "device_class": "problem",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ value_json.anomalies | tojson }}",
+            }),
         ));
     }
     if let Some(battery) = &status.battery {
@@ -152,25 +158,36 @@ pub(crate) fn sensor_discovery(names: &Names, status: &SensorStatus) -> Vec<Disc
     out
 }
 
-/// The discovery topics a sensor can have announced (its quantities, its `up`, every rule's
+fn discovery_topic(names: &Names, component: &str, sensor: &str, key: &str) -> String {
+    format!(
+        "{}/{component}/{}/{sensor}_{key}/config",
+        names.discovery_prefix, names.node
+    )
+}
+
+/// The discovery topics a sensor can have announced (its quantities, its `up`, its problem
 /// flag), for emptying them when it goes: Home Assistant removes an entity whose config is
-/// emptied.
+/// emptied. With the flags of each rule that 0.2.0 announced.
 pub(crate) fn sensor_discovery_topics(names: &Names, sensor: &str) -> Vec<String> {
-    let topic = |component: &str, key: &str| {
-        format!(
-            "{}/{component}/{}/{sensor}_{key}/config",
-            names.discovery_prefix, names.node
-        )
-    };
-    let flags = ["up"]
-        .into_iter()
-        .chain(crate::anomaly::Rule::ALL.map(|r| r.as_str()));
+    let flags = ["up", "problem"].into_iter();
     SENSOR_QUANTITIES
         .iter()
         .chain([&RETURNED])
-        .map(|q| topic("sensor", q.0))
-        .chain(flags.map(|key| topic("binary_sensor", key)))
+        .map(|q| discovery_topic(names, "sensor", sensor, q.0))
+        .chain(flags.map(|key| discovery_topic(names, "binary_sensor", sensor, key)))
+        .chain(retired_discovery_topics(names, sensor))
         .collect()
+}
+
+/// The flag per rule of each sensor that 0.2.0 announced, now the problem flag's attributes:
+/// emptied when the sensor is announced, so Home Assistant drops those entities.
+pub(crate) fn retired_discovery_topics<'a>(
+    names: &'a Names,
+    sensor: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    crate::anomaly::Rule::ALL
+        .into_iter()
+        .map(move |r| discovery_topic(names, "binary_sensor", sensor, r.as_str()))
 }
 
 /// A measured quantity: its key in the state message, its name, device class, state class,
@@ -271,11 +288,15 @@ fn on_off(on: bool) -> &'static str {
     }
 }
 
+/// `value` rounded to `decimals` under `key`; `null` when it is not known: every key the
+/// discovery templates read is in every message (Home Assistant shows a `null` as unknown,
+/// and warns about a key that is missing).
 fn put(map: &mut Map<String, Value>, key: &str, value: Option<f64>, decimals: i32) {
-    if let Some(v) = value.filter(|v| v.is_finite()) {
+    let value = value.filter(|v| v.is_finite()).map(|v| {
         let scale = 10f64.powi(decimals);
-        map.insert(key.into(), json!((v * scale).round() / scale));
-    }
+        (v * scale).round() / scale
+    });
+    map.insert(key.into(), json!(value));
 }
 
 /// A sensor's state, with the exported (saved) energy totals: the same numbers Prometheus
@@ -301,6 +322,7 @@ pub(crate) fn sensor_state(status: &SensorStatus) -> String {
         );
     }
     map.insert("up".into(), json!(on_off(snap.up)));
+    map.insert("problem".into(), json!(on_off(!snap.active.is_empty())));
     let anomalies: Map<String, Value> = status
         .rules
         .iter()
@@ -412,12 +434,67 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), all.len());
-        // A state before any reading: down, energy from the saved total, nothing made up.
+        // A state before any reading: down, energy from the saved total, nothing made up,
+        // and every key a template reads is there (null: unknown).
         status.exported.energy_joules.raise_to(3.6e6);
         let state: Value = serde_json::from_str(&sensor_state(&status)).unwrap();
         assert_eq!(state["up"], "OFF");
         assert_eq!(state["energy"], 1.0);
-        assert!(state.get("power").is_none());
+        let keys: Vec<String> = all
+            .iter()
+            .filter(|d| d.topic.contains("/bank_"))
+            .map(|d| {
+                let config: Value = serde_json::from_str(&d.payload).unwrap();
+                let template = config["value_template"].as_str().unwrap().to_string();
+                template["{{ value_json.".len()..template.len() - " }}".len()].to_string()
+            })
+            .collect();
+        assert!(keys.contains(&"power".to_string()), "{keys:?}");
+        for key in keys {
+            assert!(state.get(&key).is_some(), "{key} missing from {state}");
+        }
+        assert_eq!(state["power"], Value::Null);
+    }
+
+    #[test]
+    fn one_problem_flag_per_sensor_with_its_rules_as_attributes() {
+        let config = Config::from_toml(
+            Path::new("t.toml"),
+            "[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n",
+        )
+        .unwrap();
+        let mut rules = crate::anomaly::RuleSet::default();
+        for rule in crate::anomaly::Rule::ALL {
+            rules.insert_if(rule, true);
+        }
+        let status = SensorStatus::new(&config.sensors[0], rules, Default::default());
+        let all = sensor_discovery(&names(), &status);
+        // power, energy, voltage, current, up, problem.
+        assert_eq!(
+            all.len(),
+            6,
+            "{:?}",
+            all.iter().map(|d| &d.topic).collect::<Vec<_>>()
+        );
+        let problem = all
+            .iter()
+            .find(|d| d.topic.contains("/bank_problem/"))
+            .unwrap();
+        let flag: Value = serde_json::from_str(&problem.payload).unwrap();
+        assert_eq!(flag["device_class"], "problem");
+        assert_eq!(
+            flag["json_attributes_template"],
+            "{{ value_json.anomalies | tojson }}"
+        );
+        let state: Value = serde_json::from_str(&sensor_state(&status)).unwrap();
+        assert_eq!(state["problem"], "OFF");
+        assert_eq!(
+            state["anomalies"].as_object().unwrap().len(),
+            crate::anomaly::Rule::ALL.len()
+        );
+        // Without rules, no problem flag.
+        let plain = SensorStatus::new(&config.sensors[0], Default::default(), Default::default());
+        assert_eq!(sensor_discovery(&names(), &plain).len(), 5);
     }
 
     #[test]

@@ -313,6 +313,10 @@ async fn publisher(
                 if config.discovery {
                     announced = discover(&client, &names, &board, &[]).await;
                 }
+                // States soon after (a second, for Home Assistant to subscribe to what the
+                // discovery named), not an interval later: an entity with `expire_after` is
+                // unavailable until its first state.
+                ticker.reset_after(config.interval.min(Duration::from_secs(1)));
             }
             _ = stopped.changed() => {
                 let _ = client.try_publish(names.availability(), QoS::AtLeastOnce, true, "offline");
@@ -343,6 +347,9 @@ async fn discover(
             let _ = client
                 .publish(d.topic, QoS::AtLeastOnce, true, d.payload)
                 .await;
+        }
+        for topic in messages::retired_discovery_topics(names, &s.name) {
+            let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
         }
     }
     let current: Vec<String> = sensors.iter().map(|s| s.name.clone()).collect();

@@ -161,8 +161,11 @@ function updateBattery(card, b) {
   set(card, 'ah', known ? number(b.state_of_charge * b.capacity_ah, 0) + ' of ' + number(b.capacity_ah, 0) + ' Ah'
     : 'state of charge unknown until the first full charge');
   let togo = '';
-  if (b.discharging) togo = span(b.time_to_go_seconds) + ' to go at ' + number(b.average_current_amperes, 1) + ' A';
-  else if (b.state_of_charge !== null) togo = b.average_current_amperes < 0 ? 'charging at ' + number(-b.average_current_amperes, 1) + ' A' : 'idle';
+  if (b.discharging) {
+    togo = (b.time_to_go_seconds !== null ? span(b.time_to_go_seconds) + ' to go at ' : 'discharging at ')
+      + number(b.average_current_amperes, 1) + ' A';
+  } else if (b.average_current_amperes < 0) togo = 'charging at ' + number(-b.average_current_amperes, 1) + ' A';
+  else if (b.state_of_charge !== null) togo = 'idle';
   set(card, 'togo', togo);
   let sure = '';
   if (b.synchronized) sure = 'synchronised to a full charge';
