@@ -230,3 +230,36 @@ load = { model = "constant", watts = 300.0 }
     bench.step();
     assert!(bench.battery().time_to_go_seconds.unwrap() < 600.0);
 }
+
+/// A house that never rests (the fridge, the lights): given the bank's internal resistance,
+/// `initial_soc = "voltage"` estimates under load within a minute at any hour, and the
+/// truth is within the stated uncertainty.
+#[test]
+fn a_house_that_never_rests_has_a_state_of_charge_within_a_minute_at_any_hour() {
+    for time in ["00:00", "03:30", "08:00", "12:00", "17:00", "21:30"] {
+        for soc in [0.25, 0.5, 0.8] {
+            let battery =
+                format!("state_of_charge = {soc}, internal_ohms = 0.01, solar_peak_watts = 1500.0");
+            let monitor = "initial_soc = \"voltage\"\ninternal_resistance_ohms = 0.01";
+            let text = house(&battery, LOADS, monitor).replacen(
+                "time_of_day = \"00:00\"",
+                &format!("time_of_day = \"{time}\""),
+                1,
+            );
+            let mut bench = Bench::new(&text);
+            for _ in 0..6 {
+                bench.step();
+            }
+            let b = bench.battery();
+            let estimate = b
+                .state_of_charge
+                .unwrap_or_else(|| panic!("none at {time}, {soc}"));
+            let uncertainty = b.uncertainty().expect("an estimate has an uncertainty");
+            let truth = bench.truth();
+            assert!(
+                (estimate - truth).abs() <= uncertainty + 0.01,
+                "{time}, {soc}: estimate {estimate:.3} ± {uncertainty:.3}, truth {truth:.3}"
+            );
+        }
+    }
+}

@@ -114,12 +114,20 @@ fn the_simulated_house_reports_all_sensors_and_passes_promtool() {
     let battery = &api["batteries"][0];
     assert_eq!(battery["name"], "house");
     assert_eq!(battery["capacity_ah"], 400.0);
-    // Known only from a rest voltage or a full charge: a number with its uncertainty, or none.
-    assert_eq!(
-        battery["state_of_charge"].is_null(),
-        battery["state_of_charge_uncertainty"].is_null()
-            && !battery["synchronized"].as_bool().unwrap()
+    // The house never rests; estimated under load from its first sample, at any hour: a
+    // number with its uncertainty, and time to go while it discharges.
+    assert!(battery["state_of_charge"].is_number(), "{battery}");
+    assert!(
+        battery["state_of_charge_uncertainty"].is_number(),
+        "{battery}"
     );
+    assert_eq!(
+        battery["discharging"].as_bool().unwrap(),
+        battery["average_current_amperes"].as_f64().unwrap() > 0.0
+    );
+    if battery["discharging"].as_bool().unwrap() {
+        assert!(battery["time_to_go_seconds"].is_number(), "{battery}");
+    }
 
     let mut check = common::promtool()
         .args(["check", "metrics"])

@@ -60,7 +60,7 @@ impl BatterySnapshot {
     }
 
     /// The uncertainty of the state of charge, when it is known (0 when synchronised).
-    pub(crate) fn uncertainty(&self) -> Option<f64> {
+    pub fn uncertainty(&self) -> Option<f64> {
         match self.stored.status {
             SocStatus::Unknown => None,
             SocStatus::Synchronized => Some(0.0),
@@ -285,29 +285,43 @@ impl BatteryMonitor {
         }
     }
 
-    /// An estimate from the voltage of the battery at rest.
+    /// An estimate from the voltage of the battery at rest; or, given its internal
+    /// resistance, under load (up to a C/2 current) from the voltage it would have at rest:
+    /// the terminal voltage plus current × resistance, with a quarter of that correction
+    /// added to the tolerance (the resistance is not exact, and a battery under load
+    /// polarises).
     fn estimate(&mut self, amps: f64, volts: f64) {
+        if self.state.status != SocStatus::Unknown || self.config.initial_soc != InitialSoc::Voltage
+        {
+            return;
+        }
         let rest = self
             .config
             .current_threshold_amps
             .max(self.rated_amps / 5.0);
-        if self.state.status != SocStatus::Unknown
-            || self.config.initial_soc != InitialSoc::Voltage
-            || amps.abs() > rest
-        {
-            return;
-        }
+        let (open_circuit, correction) = match self.config.internal_resistance_ohms {
+            Some(ohms) if amps.abs() <= self.config.capacity_ah / 2.0 => {
+                (volts + amps * ohms, (amps * ohms).abs())
+            }
+            _ if amps.abs() <= rest => (volts, 0.0),
+            _ => return,
+        };
         let chemistry: Chemistry = self.config.chemistry;
         let cells = ocv::cells(chemistry, self.config.nominal_volts);
-        let per_cell = volts / cells;
+        let per_cell = open_circuit / cells;
+        let tolerance = REST_TOLERANCE_VOLTS + correction / 4.0 / cells;
         let soc = ocv::soc_at(chemistry, per_cell);
         self.state.status = SocStatus::Estimated;
         self.state.below_full_coulombs = (1.0 - soc) * self.capacity;
-        self.state.uncertainty_ratio =
-            ocv::uncertainty_at(chemistry, per_cell, REST_TOLERANCE_VOLTS);
+        self.state.uncertainty_ratio = ocv::uncertainty_at(chemistry, per_cell, tolerance);
+        let how = if correction > 0.0 {
+            format!("{volts:.2} V at {amps:.1} A, {open_circuit:.2} V at rest")
+        } else {
+            format!("{volts:.2} V at rest")
+        };
         log::info!(
             battery = self.config.name.as_str();
-            "battery {}: {:.0} % estimated from {volts:.2} V at rest (± {:.0} %); counting from there until the first full charge",
+            "battery {}: {:.0} % estimated from {how} (± {:.0} %); counting from there until the first full charge",
             self.config.name,
             soc * 100.0,
             self.state.uncertainty_ratio * 100.0

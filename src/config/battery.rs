@@ -32,7 +32,8 @@ pub(crate) enum InitialSoc {
     /// Unknown: no state of charge is exported until the first full charge.
     #[default]
     Unknown,
-    /// Estimated from the voltage at the first sample at rest, with its uncertainty.
+    /// Estimated from the voltage at the first sample at rest (or under load, given the
+    /// internal resistance), with its uncertainty.
     Voltage,
     /// As stated (0 to 1).
     Ratio(f64),
@@ -122,6 +123,11 @@ pub(crate) struct BatteryConfig {
     /// Where the state of charge starts before the first full charge.
     #[serde(default)]
     pub(crate) initial_soc: InitialSoc,
+    /// The bank's internal resistance with its cables, in ohms: with it, `initial_soc =
+    /// "voltage"` need not wait for the battery to rest, but estimates under load from the
+    /// voltage plus current × resistance.
+    #[serde(default)]
+    pub(crate) internal_resistance_ohms: Option<f64>,
     /// Alarms.
     #[serde(default)]
     pub(crate) anomaly: BatteryAnomalyConfig,
@@ -190,7 +196,14 @@ impl BatteryConfig {
 
     /// The numbers, each within what a battery can have.
     fn check_ranges(&self) -> Check {
-        let ranges: [(&str, Option<f64>, f64, f64, &str); 7] = [
+        let ranges: [(&str, Option<f64>, f64, f64, &str); 8] = [
+            (
+                "internal_resistance_ohms",
+                self.internal_resistance_ohms,
+                0.0,
+                1.0,
+                "ohms",
+            ),
             (
                 "capacity_ah",
                 Some(self.capacity_ah),
