@@ -259,9 +259,36 @@ pub(crate) fn explain_serde_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("required key {rest} is missing");
     }
-    message
-        .replace("u8", "an integer from 0 to 255")
-        .replace("u16", "an integer from 0 to 65535")
+    // serde names Rust types; a person editing a file thinks in numbers.
+    [
+        ("u8", "an integer from 0 to 255"),
+        ("u16", "an integer from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number of at least 0"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (rust, words)| {
+        m.replace(&format!("expected {rust}"), &format!("expected {words}"))
+    })
+}
+
+/// [`explain_serde_message`] for `key`: an address is the chip's, in hex.
+pub(crate) fn explain_serde_message_at(key: &str, message: &str) -> String {
+    if key == "address" || key.ends_with(".address") {
+        if let Some(at) = message.find("expected u8") {
+            let (start, end) = (
+                crate::config::sensor::ADDRESS_RANGE.start(),
+                crate::config::sensor::ADDRESS_RANGE.end(),
+            );
+            return format!(
+                "{}expected the chip's I2C address, {start:#04x} to {end:#04X} (set by the address pins)",
+                &message[..at]
+            );
+        }
+    }
+    explain_serde_message(message)
 }
 
 /// For a syntax error, the key of the line it is on (`key = value` lines), if any.

@@ -149,7 +149,7 @@ fn rejects_wrong_type() {
         "[[sensor]]\nname = \"a\"\nshunt_ohms = \"0.1\"\n",
         3,
         "sensor[0].shunt_ohms",
-        "expected f64",
+        "expected a number",
     );
 }
 
@@ -506,5 +506,15 @@ fn rejects_implausible_shunts_currents_and_durations() {
         5,
         "sensor[0].simulation.faults[0]",
         "longer than a year",
+    );
+}
+
+#[test]
+fn an_address_out_of_a_byte_names_the_chips_range_in_hex() {
+    rejects(
+        "[[sensor]]\nname = \"a\"\naddress = 300\n",
+        3,
+        "sensor[0].address",
+        "expected the chip's I2C address, 0x40 to 0x4F",
     );
 }
