@@ -333,7 +333,7 @@ fn check_sensors(files: Vec<SensorFile>) -> Result<Vec<SensorConfig>, Invalid> {
     if files.is_empty() {
         return Err(invalid(
             "sensor",
-            "no [[sensor]] is configured; expected at least one (see the annotated example in /usr/share/doc/power-monitord/examples/)",
+            "no [[sensor]] is configured; expected at least one (see the annotated example /usr/share/doc/power-monitord/examples/config.toml)",
         ));
     }
     if files.len() > MAX_SENSORS {
