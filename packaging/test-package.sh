@@ -59,6 +59,9 @@ for path in \
   ./usr/share/doc/power-monitord/docs/home-assistant.md \
   ./usr/share/doc/power-monitord/docs/battery.md \
   ./usr/share/doc/power-monitord/docs/hardware.md \
+  ./usr/share/doc/power-monitord/docs/images/status-phone.png \
+  ./usr/share/doc/power-monitord/docs/images/dashboard-layout.svg \
+  ./usr/share/doc/power-monitord/examples/config.toml \
   ./usr/share/power-monitord/prometheus/power-monitord.rules.days.test.yml \
   ./usr/share/doc/power-monitord/copyright \
   ./usr/share/doc/power-monitord/changelog.Debian.gz \

@@ -58,7 +58,7 @@ pub(crate) use self::simulation::{FaultConfig, LoadModel, SimulatedBattery, Simu
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/power-monitord/config.toml";
-/// The default scrape port (see README, "Port").
+/// The default scrape port (see docs/metrics.md, "Port").
 pub(crate) const DEFAULT_PORT: u16 = 9723;
 /// Where energy totals live unless `$STATE_DIRECTORY` or `daemon.state_dir` say otherwise.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/power-monitord";
@@ -333,7 +333,7 @@ fn check_sensors(files: Vec<SensorFile>) -> Result<Vec<SensorConfig>, Invalid> {
     if files.is_empty() {
         return Err(invalid(
             "sensor",
-            "no [[sensor]] is configured; expected at least one (see the annotated example in /usr/share/doc/power-monitord/examples/)",
+            "no [[sensor]] is configured; expected at least one (see the annotated example /usr/share/doc/power-monitord/examples/config.toml)",
         ));
     }
     if files.len() > MAX_SENSORS {

@@ -1,4 +1,4 @@
-//! The metrics contract (README, docs/metrics.md): the families, one module per concern as
+//! The metrics contract (docs/metrics.md): the families, one module per concern as
 //! node_exporter has a collector per concern, and `/metrics` written from them.
 //!
 //! The families with a series per sensor or battery are views over the board: each scrape

@@ -1,4 +1,4 @@
-//! The families with a series per sensor (the metrics contract in the README), read from the
+//! The families with a series per sensor (the metrics contract in docs/metrics.md), read from the
 //! board's snapshots at each scrape: the sampling path only publishes its snapshot, and a
 //! sensor's series come and go with it on the board.
 
