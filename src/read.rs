@@ -108,41 +108,70 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
         .max(Duration::from_secs(1));
     let printed = print_rows(&statuses, duration, every, width, out);
     sampler.stop();
-    printed?;
+    let shown = printed?;
+    // The samples taken after the last row (as the time ran out): a row each, so every sample
+    // the summary counts was shown.
+    for (s, shown) in statuses.iter().zip(shown) {
+        let snap = s.snapshot();
+        if snap.samples + snap.read_errors != shown {
+            let elapsed = start.elapsed().as_secs_f64();
+            writeln!(out, "{}", row(elapsed, &s.name, &snap, width))?;
+        }
+    }
     summary(&statuses, start.elapsed(), width, out)
 }
 
-/// A row per sensor every `every`, for `duration` or until Ctrl-C.
+/// A row per sensor every `every`, for `duration` or until Ctrl-C; what each sensor's last
+/// row showed (its reads so far).
 fn print_rows(
     statuses: &[Arc<SensorStatus>],
     duration: Duration,
     every: Duration,
     width: usize,
     out: &mut impl Write,
-) -> Result<(), ReadError> {
+) -> Result<Vec<u64>, ReadError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ReadError::Threads)?;
     let start = Instant::now();
+    let mut shown = vec![0; statuses.len()];
+    let mut print = |out: &mut dyn Write| -> Result<(), ReadError> {
+        let elapsed = start.elapsed().as_secs_f64();
+        for (s, shown) in statuses.iter().zip(shown.iter_mut()) {
+            let snap = s.snapshot();
+            *shown = snap.samples + snap.read_errors;
+            writeln!(out, "{}", row(elapsed, &s.name, &snap, width))?;
+        }
+        out.flush()?;
+        Ok(())
+    };
     runtime.block_on(async {
+        // A first row as soon as every sensor has been read once (its first sample is in the
+        // summary too), then one every interval.
+        let first = tokio::time::Instant::now() + every;
+        while tokio::time::Instant::now() < first
+            && statuses.iter().any(|s| {
+                let snap = s.snapshot();
+                snap.samples + snap.read_errors == 0
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        print(out)?;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let end = tokio::time::sleep(duration);
+        let end = tokio::time::sleep(duration.saturating_sub(start.elapsed()));
         tokio::pin!(end);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    let elapsed = start.elapsed().as_secs_f64();
-                    for s in statuses {
-                        writeln!(out, "{}", row(elapsed, &s.name, &s.snapshot(), width))?;
-                    }
-                    out.flush()?;
-                }
-                _ = &mut end => return Ok(()),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = ticker.tick() => print(out)?,
+                _ = &mut end => break,
+                _ = tokio::signal::ctrl_c() => break,
             }
         }
-    })
+        Ok::<(), ReadError>(())
+    })?;
+    Ok(shown)
 }
 
 /// The summary table; the sensors without a valid sample are the error.

@@ -92,6 +92,19 @@ fn read_prints_live_rows_and_a_summary() {
         assert!(samples >= 2.0 && errors == 0.0, "{line}");
         assert!(min <= avg && avg <= max && min > 0.0, "{line}");
         assert!(wh > 0.0, "{line}");
+        // At one sample a second, a row shows every sample the summary counts: its minimum
+        // and maximum are among them.
+        let shown: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.split_whitespace().nth(2) == Some(sensor))
+            .filter_map(|r| r.split_whitespace().rev().nth(1)?.parse().ok())
+            .collect();
+        assert_eq!(shown.len() as f64, samples, "{sensor}:\n{stdout}");
+        let near = |x: f64| shown.iter().any(|w| (w - x).abs() < 0.0015);
+        assert!(
+            near(min) && near(max),
+            "{sensor}: {min} or {max} not in {shown:?}"
+        );
     }
 }
 

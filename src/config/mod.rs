@@ -143,7 +143,11 @@ impl Config {
             let span = inner
                 .span()
                 .unwrap_or_else(|| locate(&doc, &KeyPath::parse(&key)));
-            located(span, key.clone(), diagnostic::explain_serde_message_at(&key, &message))
+            located(
+                span,
+                key.clone(),
+                diagnostic::explain_serde_message_at(&key, &message),
+            )
         })?;
 
         Config::check(path, file).map_err(|Invalid { key, message }| {
