@@ -21,7 +21,11 @@ dashboards=(../dashboards/*.json)
 for dashboard in "${dashboards[@]}"; do
   node generate.mjs "$dashboard" "generated/$(basename "$dashboard" .json).ts"
 done
-"${tsc[@]}" -p tsconfig.json
+if ! "${tsc[@]}" -p tsconfig.json; then
+  echo "schema-check: the lines above are in grafana/schema-check/generated/, where a comment" \
+    "above each panel names it" >&2
+  exit 1
+fi
 echo "schema-check: ${#dashboards[@]} dashboard(s) type-check against @grafana/schema"
 
 # The mutants: tsc must fail on them, each with its own expected error.
