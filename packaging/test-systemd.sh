@@ -144,6 +144,17 @@ restarted() { [ "$(restarts)" -gt "$1" ]; }
 
 echo "== install and start"
 ex dpkg -i /root/pm/power-monitord.deb >/dev/null || fail "dpkg -i"
+# As the README says: enabled and started at install, on the example configuration, its
+# INA219 down before I2C is enabled; `read` will not share the chips with it.
+[ "$(ex systemctl is-enabled power-monitord)" = enabled ] || fail "not enabled at install"
+wait_for 10 "the service runs after the install" active
+first=$(ex systemctl show -p StatusText --value power-monitord)
+[[ "$first" == *"0 of 1 sensors up"* ]] || fail "first start: '$first'"
+if said=$(ex runuser -u power-monitord -- power-monitord read --duration 2s 2>&1); then
+  fail "read ran beside the daemon: $said"
+fi
+[[ "$said" == *"the power-monitord daemon is running"* ]] || fail "read said: $said"
+ok "started at install on the example configuration ($first); read refuses to share its chips"
 # The simulated house instead of hardware, with a sensor whose bus drops out for a while (a
 # warning and an info line with SENSOR=/KIND=), a short watchdog, and one more sensor's file.
 ex sh -c 'grep -v "^persist_interval" /usr/share/doc/power-monitord/examples/simulated.toml \

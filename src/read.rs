@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::battery::BatterySnapshot;
 use crate::board::{SensorStatus, Snapshot};
-use crate::config::Config;
+use crate::config::{Config, Driver};
 use crate::energy::JOULES_PER_WH;
 use crate::sampler::{self, OnPanic, Sampler};
 use crate::sensor::ErrorKind;
@@ -28,6 +28,9 @@ pub enum ReadError {
     /// Some sensors gave no valid sample.
     #[error("no valid sample from {}", Silent(.0))]
     Silent(Vec<(String, Option<ErrorKind>)>),
+    /// The daemon runs on these sensors (it holds the lock of this state directory).
+    #[error("the power-monitord daemon is running (it holds {}/state.lock), and `read` would share its chips: stop it first (sudo systemctl stop power-monitord), or see its readings at http://localhost:9723/ or with `curl -s localhost:9723/api/readings`", .0.display())]
+    DaemonRunning(std::path::PathBuf),
 }
 
 /// The silent sensors, each with why.
@@ -74,6 +77,13 @@ fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
 /// Sample every configured sensor for `duration` (or until Ctrl-C), writing to `out`; fails
 /// if a sensor gave no valid sample.
 pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<(), ReadError> {
+    // Two programs on one chip would fight over its settings; simulated sensors share nothing.
+    let (state_dir, _) = crate::state::dir(config);
+    if config.sensors.iter().any(|s| s.driver != Driver::Simulated)
+        && crate::state::held_elsewhere(&state_dir)
+    {
+        return Err(ReadError::DaemonRunning(state_dir));
+    }
     let (pipelines, statuses) = sampler::pipelines(config);
     let width = config
         .sensors

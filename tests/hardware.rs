@@ -342,3 +342,53 @@ load = { model = "constant", watts = 7.0 }
     assert!(back.sensor("powermon_power_watts", "stuck") > 4.0);
     assert_eq!(d.get("/healthz").status, 200);
 }
+
+/// `read` on real chips beside a running daemon (which holds the state directory's lock)
+/// refuses at once and says what to do; on simulated sensors it runs beside one.
+#[test]
+fn read_refuses_to_share_chips_with_a_running_daemon() {
+    let (dir, path) = config_file(&format!(
+        "[[sensor]]\nname = \"battery\"\nbus = \"{MISSING_BUS}\"\n"
+    ));
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = std::fs::File::create(state.join("state.lock")).unwrap();
+    lock.lock().unwrap();
+    let state_env = state.to_str().unwrap();
+    let (status, _, stderr) = run(
+        &[
+            "read",
+            "--config",
+            path.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+        &[("STATE_DIRECTORY", state_env)],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the power-monitord daemon is running")
+            && stderr.contains("sudo systemctl stop power-monitord"),
+        "{stderr}"
+    );
+    // Simulated sensors share nothing with it.
+    let (status, _, stderr) = run(
+        &["read", "--config", SIMULATED, "--duration", "1s"],
+        &[("STATE_DIRECTORY", state_env)],
+    );
+    assert!(status.success(), "{stderr}");
+    // Without the daemon, `read` goes to the chips (here: a bus that is not there).
+    drop(lock);
+    let (status, _, stderr) = run(
+        &[
+            "read",
+            "--config",
+            path.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+        &[("STATE_DIRECTORY", state_env)],
+    );
+    assert!(!status.success());
+    assert!(!stderr.contains("daemon is running"), "{stderr}");
+}

@@ -254,6 +254,9 @@ fn wrong_passwords_cannot_lock_out_the_scraper() {
                         _ => 2,
                     };
                     counts[slot].fetch_add(1, Ordering::Relaxed);
+                    // A breath between attempts: enough of them wait at once to fill the
+                    // queue, without tens of thousands of connections in TIME_WAIT.
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             })
         })

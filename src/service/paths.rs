@@ -4,35 +4,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, DEFAULT_STATE_DIR};
+use crate::config::Config;
 use crate::state::live::{self, Kind};
 use crate::state::{StateError, StateStore, StoredBattery, StoredSensor, StoredState};
-
-/// Where the state lives: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else
-/// `daemon.state_dir` (relative to the config file), else the default. The flag says the
-/// default was taken.
-pub(crate) fn state_dir(config: &Config) -> (PathBuf, bool) {
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            v.to_str()
-                .and_then(|s| s.split(':').next())
-                .map(PathBuf::from)
-        })
-        .filter(|p| !p.as_os_str().is_empty())
-    {
-        return (dir, false);
-    }
-    if let Some(dir) = &config.daemon.state_dir {
-        let base = config.path.parent().unwrap_or(Path::new("."));
-        return (base.join(dir), false);
-    }
-    (PathBuf::from(DEFAULT_STATE_DIR), true)
-}
 
 /// Open the state directory. When the default one cannot be used by a user running the
 /// daemon by hand, fall back to their own state directory rather than refuse to run.
 pub(crate) fn open_state(config: &Config) -> Result<StateStore, StateError> {
-    let (dir, is_default) = state_dir(config);
+    let (dir, is_default) = crate::state::dir(config);
     match StateStore::open(&dir) {
         Err(StateError::Directory { source, .. })
             if is_default && source.kind() == io::ErrorKind::PermissionDenied =>

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::store::held_elsewhere;
 pub use self::store::StateError;
 pub(crate) use self::store::StateStore;
 
@@ -29,6 +30,28 @@ pub(crate) use self::store::StateStore;
 /// for 2,600 years. Anything above is corruption (and a total near `f64::MAX` would freeze the
 /// counter: adding a sample to it changes nothing).
 pub(crate) const MAX_PLAUSIBLE_JOULES: f64 = 1e15;
+
+/// Where the state lives: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else
+/// `daemon.state_dir` (relative to the config file), else the default. The flag says the
+/// default was taken.
+pub(crate) fn dir(config: &crate::config::Config) -> (std::path::PathBuf, bool) {
+    use std::path::{Path, PathBuf};
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .map(PathBuf::from)
+        })
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        return (dir, false);
+    }
+    if let Some(dir) = &config.daemon.state_dir {
+        let base = config.path.parent().unwrap_or(Path::new("."));
+        return (base.join(dir), false);
+    }
+    (PathBuf::from(crate::config::DEFAULT_STATE_DIR), true)
+}
 
 /// Per sensor and battery name, what the files hold. Sensors and batteries no longer
 /// configured are kept, so that re-adding one continues where it was.

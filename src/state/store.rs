@@ -93,6 +93,16 @@ pub(crate) struct SetAside {
     pub(crate) problems: Vec<String>,
 }
 
+/// Whether another process (a running daemon) holds the lock of the state directory `dir`.
+/// A shared lock is tried and at once let go; no lock file, or one this user cannot open,
+/// says no.
+pub(crate) fn held_elsewhere(dir: &Path) -> bool {
+    let Ok(lock) = guarded().read(true).open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(lock.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+}
+
 /// The state directory, locked for this process.
 #[derive(Debug)]
 pub(crate) struct StateStore {

@@ -420,11 +420,27 @@ pub fn encode_query(value: &str) -> String {
 }
 
 /// A port nobody listens on right now.
+///
+/// Below the kernel's ephemeral range (32768 and up by default), so that no client
+/// connection of another test takes it between this check and the server's bind: the tests
+/// make thousands of connections, each from an ephemeral port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test process starts at its own place in 20000..32000, and walks on from there.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 12_000) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + port.wrapping_sub(20_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A Prometheus server of our own: temporary storage, our config, killed on drop.
