@@ -426,6 +426,9 @@ impl Daemon {
     }
 }
 
+/// How soon after the start the totals are saved the first time (then every interval).
+const FIRST_SAVE_AFTER: Duration = Duration::from_secs(2);
+
 /// Save the totals every interval (a reload may change it), on a blocking thread: a save waits
 /// for the disk.
 async fn persist_loop(
@@ -433,8 +436,17 @@ async fn persist_loop(
     mut interval: watch::Receiver<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The first save soon after start: the energy exported (and published to MQTT) moves
+    // from the start's value within seconds rather than a whole interval later.
+    let mut first = true;
     loop {
         let every = *interval.borrow_and_update();
+        let every = if first {
+            every.min(FIRST_SAVE_AFTER)
+        } else {
+            every
+        };
+        first = false;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = interval.changed() => continue,
