@@ -185,7 +185,10 @@ fn the_exposition_matches_the_crates_encoder_in_every_state() {
     statuses[0]
         .exported
         .raise_to(&StoredSensor::default(), None);
-    assert_eq!(same_exposition(&metrics), fresh);
+    // The same series, and the readings of the two sensors that were read: voltage, shunt
+    // voltage, current, power and the last sample's time (never-read sensors have none).
+    assert_eq!(same_exposition(&metrics), fresh + 2 * 5);
+    assert!(!text_of(&metrics).contains("powermon_power_watts{sensor=\"gone\"}"));
     // The states compared are the ones meant: episodes, errors of each kind, a saturation.
     let text = String::from_utf8(metrics.encode()).unwrap();
     for line in [
@@ -205,4 +208,8 @@ fn the_exposition_matches_the_crates_encoder_in_every_state() {
     same_exposition(&metrics);
     board.replace(statuses[..1].to_vec());
     same_exposition(&metrics);
+}
+
+fn text_of(metrics: &Metrics) -> String {
+    String::from_utf8(metrics.encode()).unwrap()
 }
