@@ -274,23 +274,6 @@ pub(crate) fn explain_serde_message(message: &str) -> String {
     })
 }
 
-/// [`explain_serde_message`] for `key`: an address is the chip's, in hex.
-pub(crate) fn explain_serde_message_at(key: &str, message: &str) -> String {
-    if key == "address" || key.ends_with(".address") {
-        if let Some(at) = message.find("expected u8") {
-            let (start, end) = (
-                crate::config::sensor::ADDRESS_RANGE.start(),
-                crate::config::sensor::ADDRESS_RANGE.end(),
-            );
-            return format!(
-                "{}expected the chip's I2C address, {start:#04x} to {end:#04X} (set by the address pins)",
-                &message[..at]
-            );
-        }
-    }
-    explain_serde_message(message)
-}
-
 /// For a syntax error, the key of the line it is on (`key = value` lines), if any.
 pub(crate) fn key_on_line(text: &str, at: usize) -> String {
     let at = floor_char_boundary(text, at.min(text.len()));

@@ -143,11 +143,9 @@ impl Config {
             let span = inner
                 .span()
                 .unwrap_or_else(|| locate(&doc, &KeyPath::parse(&key)));
-            located(
-                span,
-                key.clone(),
-                diagnostic::explain_serde_message_at(&key, &message),
-            )
+            let message = sensor::explain_address(&key, &message)
+                .unwrap_or_else(|| diagnostic::explain_serde_message(&message));
+            located(span, key, message)
         })?;
 
         Config::check(path, file).map_err(|Invalid { key, message }| {

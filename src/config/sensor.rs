@@ -29,6 +29,20 @@ const MAX_CURRENT_AMPS: f64 = 10_000.0;
 
 /// The addresses of the family: 0x40 to 0x4F (the INA3221 takes the first four).
 pub const ADDRESS_RANGE: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
+/// serde's message for an address that is not a byte, said as the chip's range in hex.
+pub(crate) fn explain_address(key: &str, message: &str) -> Option<String> {
+    if !(key == "address" || key.ends_with(".address")) {
+        return None;
+    }
+    let at = message.find("expected u8")?;
+    Some(format!(
+        "{}expected the chip's I2C address, {:#04x} to {:#04X} (set by the address pins)",
+        &message[..at],
+        ADDRESS_RANGE.start(),
+        ADDRESS_RANGE.end()
+    ))
+}
+
 /// The longest sampling interval.
 pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// The INA260's shunt, inside the package (SBOS656 7.5).
