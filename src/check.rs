@@ -48,8 +48,17 @@ pub(crate) fn describe(s: &SensorConfig, config: &Config) -> String {
         Some(load) => format!("; load {load}"),
         None => String::new(),
     };
+    let t = s.calibration;
+    let trims = if t.is_none() {
+        String::new()
+    } else {
+        format!(
+            "; calibrated: current × {:.6} − {:.6} A, voltage × {:.6}",
+            t.current_gain, t.current_offset_amps, t.voltage_gain
+        )
+    };
     format!(
-        "{name}: {driver} at {address:#04x} on {bus}; {model}: {chip}, every {interval}; rules: {rules}{load}",
+        "{name}: {driver} at {address:#04x} on {bus}; {model}: {chip}, every {interval}; rules: {rules}{trims}{load}",
         name = s.name,
         driver = s.driver.as_str(),
         model = s.chip().title(),

@@ -22,9 +22,9 @@
 //! 9. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
 //! 10. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; and [`mqtt`],
 //!     the states and Home Assistant discovery published to a broker.
-//! 11. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`] and
-//!     [`check`] (the `read` and `check-config` commands), and `main.rs` (the command line,
-//!     one place for errors and exit codes).
+//! 11. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`],
+//!     [`calibrate`] and [`check`] (the `read`, `calibrate` and `check-config` commands), and
+//!     `main.rs` (the command line, one place for errors and exit codes).
 //!
 //! Underneath everything: [`config`] (the file, and its checked form), [`files`] (reading a
 //! file without blocking on it or without end), [`time`] (Unix time and the local calendar)
@@ -34,6 +34,7 @@
 pub mod anomaly;
 pub mod battery;
 pub mod board;
+pub mod calibrate;
 pub mod check;
 pub mod chemistry;
 pub mod config;

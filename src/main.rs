@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use power_monitord::calibrate::{self, CalibrateError};
 use power_monitord::config::{Config, ConfigError, LogLevel, DEFAULT_CONFIG_PATH};
 use power_monitord::http::web_config::WebConfigError;
 use power_monitord::read::ReadError;
@@ -61,12 +62,36 @@ enum Command {
     /// Sample the configured sensors for a while and print what they read, without serving
     /// HTTP or touching the state file.
     ///
-    /// Each chip is reset and programmed as the daemon would: stop a running daemon first,
-    /// or it will re-initialise its chips afterwards.
+    /// Each chip is reset and programmed as the daemon would: beside a running daemon it
+    /// refuses (stop the daemon first); simulated sensors share nothing and run beside one.
     Read {
         /// How long to sample, e.g. "10s" or "2m".
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
         duration: Duration,
+    },
+    /// Trim a sensor against a reference meter: average its readings, compare them with what
+    /// the meter shows, and print (or --write) its [sensor.calibration].
+    ///
+    /// First with the load disconnected (--zero: the current offset), then with a steady load
+    /// (--current A and --voltage V: the gains). See docs/accuracy.md.
+    Calibrate {
+        /// The sensor, by its name.
+        sensor: String,
+        /// Amperes through the shunt on the reference meter, in the sensor's sign.
+        #[arg(long, value_name = "A", allow_hyphen_values = true)]
+        current: Option<f64>,
+        /// Volts at the load on the reference meter.
+        #[arg(long, value_name = "V")]
+        voltage: Option<f64>,
+        /// No current flows (the load disconnected): measure the offset.
+        #[arg(long)]
+        zero: bool,
+        /// How long to average.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+        duration: Duration,
+        /// Write the trims into the configuration file (keeping its comments and layout).
+        #[arg(long)]
+        write: bool,
     },
 }
 
@@ -90,6 +115,8 @@ enum Failure {
     Scan(#[from] ScanError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    Calibrate(#[from] CalibrateError),
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("cannot write the output: {0}")]
@@ -145,6 +172,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let config = Config::load(&cli.config)?;
             service::init_logging(LogLevel::Warn);
             Ok(read::run(&config, duration, &mut std::io::stdout().lock())?)
+        }
+        Some(Command::Calibrate {
+            ref sensor,
+            current,
+            voltage,
+            zero,
+            duration,
+            write,
+        }) => {
+            let config = Config::load(&cli.config)?;
+            service::init_logging(LogLevel::Warn);
+            let request = calibrate::Request {
+                sensor: sensor.clone(),
+                reference: calibrate::Reference {
+                    current,
+                    voltage,
+                    zero,
+                },
+                duration,
+                write,
+            };
+            Ok(calibrate::run(
+                &config,
+                &request,
+                &mut std::io::stdout().lock(),
+            )?)
         }
         None => {
             let config = Config::load(&cli.config)?;

@@ -88,7 +88,7 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
     let width = config
         .sensors
         .iter()
-        .map(|s| s.name.len())
+        .map(|s| s.name.len() + usize::from(!s.calibration.is_none()))
         .max()
         .unwrap_or(6)
         .max(6);
@@ -204,16 +204,27 @@ fn summary(
         if snap.samples == 0 {
             silent.push((s.name.clone(), snap.last_error));
         }
+        let name = if s.calibrated {
+            format!("{}*", s.name)
+        } else {
+            s.name.clone()
+        };
         writeln!(
             out,
             "{:<width$}  {:>7} {:>7} {:>11} {:>11} {:>11} {:>12.4}",
-            s.name,
+            name,
             snap.samples,
             snap.read_errors,
             watts(snap.stats.avg_watts()),
             watts(snap.stats.min_watts),
             watts(snap.stats.max_watts),
             snap.energy_joules / JOULES_PER_WH,
+        )?;
+    }
+    if statuses.iter().any(|s| s.calibrated) {
+        writeln!(
+            out,
+            "* calibrated against a reference meter ([sensor.calibration])"
         )?;
     }
     for s in statuses {

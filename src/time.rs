@@ -25,6 +25,19 @@ fn local(unix: i64) -> Option<libc::tm> {
     ok.then_some(tm)
 }
 
+/// The local date of `unix`, as `YYYY-MM-DD`.
+pub(crate) fn local_date(unix: f64) -> String {
+    match local(unix.floor() as i64) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday
+        ),
+        None => "unknown date".into(),
+    }
+}
+
 /// A local calendar day.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LocalDay {

@@ -147,6 +147,8 @@ pub struct SensorStatus {
     pub(crate) address: u8,
     /// The configured labels.
     pub(crate) labels: BTreeMap<String, String>,
+    /// It has trims against a reference meter (`[sensor.calibration]`).
+    pub(crate) calibrated: bool,
     /// The rules it evaluates.
     pub(crate) rules: RuleSet,
     /// The battery it measures.
@@ -175,6 +177,7 @@ impl SensorStatus {
             bus: config.bus.clone(),
             address: config.address,
             labels: config.labels.clone(),
+            calibrated: !config.calibration.is_none(),
             rules,
             battery: config.battery.as_ref().map(|b| BatteryInfo {
                 name: b.name.clone(),

@@ -16,6 +16,7 @@
 //! - [`sensor`] — `[[sensor]]`;
 //! - [`chip`] — the chips, their typed settings, what each is programmed with;
 //! - [`anomaly`] — `[sensor.anomaly]`;
+//! - [`calibration`] — `[sensor.calibration]`: trims against a reference meter;
 //! - [`simulation`] — `[sensor.simulation]`: load models and faults; [`house`] — its
 //!   `battery = { … }`, the simulated house's battery;
 //! - [`battery`] — `[[battery]]`: battery monitors;
@@ -27,6 +28,7 @@ pub(crate) mod anomaly;
 pub(crate) mod battery;
 #[cfg(test)]
 mod battery_tests;
+pub mod calibration;
 pub(crate) mod chip;
 pub(crate) mod daemon;
 pub(crate) mod diagnostic;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::anomaly::AnomalyConfig;
 use super::battery::BatteryConfig;
+use super::calibration::{CalibrationFile, Trim};
 use super::chip::{
     ina219_resolution, AdcBits, AdcConfig, BusRange, Channel, Chip, ChipSetup, ConversionTime,
     Ina219Setup, Ina226Averaging, Ina226Setup, ShuntRange,
@@ -50,7 +51,7 @@ pub(crate) const INA260_SHUNT_OHMS: f64 = 0.002;
 /// The INA260's continuous current rating (SBOS656 7.1): its current register's range.
 pub(crate) const INA260_MAX_AMPS: f64 = 15.0;
 /// Labels that `powermon_sensor_info` sets itself and a user label must not shadow.
-const RESERVED_LABELS: [&str; 5] = ["sensor", "driver", "bus", "address", "chip"];
+const RESERVED_LABELS: [&str; 6] = ["sensor", "driver", "bus", "address", "chip", "calibrated"];
 
 /// `sensor.driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -143,6 +144,9 @@ pub struct SensorFile {
     /// Load model, chip and faults of a simulated sensor.
     #[serde(default)]
     simulation: Option<SimulationConfig>,
+    /// Trims against a reference meter.
+    #[serde(default)]
+    calibration: Option<CalibrationFile>,
 }
 
 /// One sensor, checked: where its chip is, what it is programmed with, how often it is read.
@@ -164,6 +168,8 @@ pub struct SensorConfig {
     pub(crate) anomaly: AnomalyConfig,
     /// The `[[battery]]` whose current this sensor's shunt carries.
     pub(crate) battery: Option<BatteryConfig>,
+    /// Trims against a reference meter (none: [`Trim::NONE`]).
+    pub(crate) calibration: Trim,
     setup: ChipSetup,
     shunt_ohms: f64,
     max_current_amps: f64,
@@ -193,6 +199,23 @@ impl SensorConfig {
     /// The shunt's resistance.
     pub(crate) fn shunt_ohms(&self) -> f64 {
         self.shunt_ohms
+    }
+
+    /// The same sensor without its trims: what `calibrate` measures.
+    pub(crate) fn untrimmed(&self) -> SensorConfig {
+        SensorConfig {
+            calibration: Trim::NONE,
+            ..self.clone()
+        }
+    }
+
+    /// The shunt the chip's calibration register is computed for: the configured one over
+    /// the current gain. That is the datasheet's corrected calibration (INA219 Equation 6,
+    /// `trunc(Cal × measured / reported current)`), so the chip's own current and power
+    /// registers agree with the trimmed readings; the readings themselves are trimmed in
+    /// software, at full precision.
+    pub(crate) fn calibrated_shunt_ohms(&self) -> f64 {
+        self.shunt_ohms / self.calibration.current_gain
     }
 
     /// The largest current expected.
@@ -328,7 +351,14 @@ impl SensorFile {
             }
             (None, _) => None,
         };
+        let calibration = match self.calibration {
+            Some(c) => c
+                .check(self.max_current_amps())
+                .map_err(|e| e.within("calibration"))?,
+            None => Trim::NONE,
+        };
         let checked = SensorConfig {
+            calibration,
             name: self.name.clone(),
             driver: self.driver,
             bus,

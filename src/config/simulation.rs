@@ -42,6 +42,16 @@ pub(crate) struct SimulationConfig {
     /// This sensor's load draws from the bus's simulated battery, at its terminal voltage.
     #[serde(default)]
     pub(crate) from_battery: bool,
+    /// The shunt the virtual chip really has (default: the sensor's `shunt_ohms`): a 1 %
+    /// module's shunt that is not what it says, for calibration.
+    #[serde(default)]
+    pub(crate) shunt_ohms: Option<f64>,
+    /// The shunt amplifier's offset, in volts (default 0).
+    #[serde(default)]
+    pub(crate) shunt_offset_volts: f64,
+    /// The bus ADC's gain (default 1): 1.015 reads 1.5 % high.
+    #[serde(default = "SimulationConfig::unity")]
+    pub(crate) bus_gain: f64,
 }
 
 impl SimulationConfig {
@@ -66,8 +76,15 @@ impl SimulationConfig {
             faults: Vec::new(),
             battery: None,
             from_battery: false,
+            shunt_ohms: None,
+            shunt_offset_volts: 0.0,
+            bus_gain: 1.0,
         }
         .with_default_load(max_current_amps)
+    }
+
+    fn unity() -> f64 {
+        1.0
     }
 
     /// With a load if none is configured: between 10 % and 60 % of what the shunt can
@@ -112,6 +129,7 @@ impl SimulationConfig {
         if let Some(load) = &self.load {
             load.check()?;
         }
+        self.check_errors()?;
         for (i, fault) in self.faults.iter().enumerate() {
             fault
                 .check(bus_input_volts)
@@ -122,6 +140,28 @@ impl SimulationConfig {
 }
 
 impl SimulationConfig {
+    /// The chip's imperfections, within what a module has.
+    fn check_errors(&self) -> Check {
+        if let Some(ohms) = self.shunt_ohms {
+            if !(1e-5..=1000.0).contains(&ohms) {
+                return Err(invalid(
+                    "shunt_ohms",
+                    format!("{ohms} is not a usable shunt; expected 0.00001 to 1000 ohms"),
+                ));
+            }
+        }
+        if !(-1e-3..=1e-3).contains(&self.shunt_offset_volts) {
+            return Err(invalid(
+                "shunt_offset_volts",
+                "expected an offset of at most ±0.001 V",
+            ));
+        }
+        if !(0.8..=1.2).contains(&self.bus_gain) {
+            return Err(invalid("bus_gain", "expected a gain from 0.8 to 1.2"));
+        }
+        Ok(())
+    }
+
     /// A battery, or a load on one: the keys that then make no sense.
     fn check_battery(&self, bus_input_volts: f64) -> Check {
         if let Some(battery) = &self.battery {

@@ -74,6 +74,8 @@ fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
 #[derive(Serialize)]
 pub(crate) struct SensorReading<'a> {
     pub(crate) name: &'a str,
+    /// Trimmed against a reference meter (`[sensor.calibration]`).
+    pub(crate) calibrated: bool,
     pub(crate) driver: &'a str,
     pub(crate) bus: &'a str,
     pub(crate) address: String,
@@ -177,6 +179,7 @@ pub(crate) fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Re
                 let r = snap.reading;
                 SensorReading {
                     name: &s.name,
+                    calibrated: s.calibrated,
                     driver: s.driver,
                     bus: &s.bus,
                     address: format!("{:#04x}", s.address),

@@ -151,7 +151,7 @@ fn sensor_card(s: &SensorReading<'_>, path: &str, points: usize) -> String {
     };
     format!(
         "<article class=\"card\" data-sensor=\"{name}\">\n<header><h2>{name}</h2>{state}</header>\n\
-         <p class=\"labels\">{driver} · {bus} {address}{sep}{labels}</p>\n\
+         <p class=\"labels\">{driver} · {bus} {address}{calibrated}{sep}{labels}</p>\n\
          <p class=\"power\"><span data-f=\"power\">{power}</span> <small>W</small></p>\n\
          <dl class=\"grid\">{volts}{amps}{today}{total}{avg}{min}{max}</dl>\n\
          <ul class=\"badges\" data-f=\"anomalies\">{badges}</ul>\n\
@@ -161,6 +161,7 @@ fn sensor_card(s: &SensorReading<'_>, path: &str, points: usize) -> String {
         driver = escape(s.driver),
         bus = escape(s.bus),
         address = s.address,
+        calibrated = if s.calibrated { " · calibrated" } else { "" },
         sep = if labels.is_empty() { "" } else { " · " },
         labels = labels.join(" "),
         volts = cell("Bus", "volts", format!("{} V", number(s.bus_voltage_volts, 2))),

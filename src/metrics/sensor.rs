@@ -167,14 +167,15 @@ pub(super) const FAMILIES: [PerSensor; 14] = [
 /// `powermon_sensor_info`: name and help.
 pub(super) const INFO: (&str, &str) = (
     "powermon_sensor_info",
-    "A metric with a constant value of 1 per configured sensor, labelled with its driver, chip, bus, address and configured labels.",
+    "A metric with a constant value of 1 per configured sensor, labelled with its driver, chip, bus, address, whether it is calibrated against a reference meter, and configured labels.",
 );
 
 /// The label names of `powermon_sensor_info`, sorted: its own and every configured one any
 /// sensor has (every series has them all, the missing ones empty, so that a reload may bring
 /// new ones).
 fn info_names<'a>(sensors: &'a [(&SensorStatus, Snapshot)]) -> BTreeSet<&'a str> {
-    let mut names: BTreeSet<&str> = ["address", "bus", "chip", "driver", "sensor"].into();
+    let mut names: BTreeSet<&str> =
+        ["address", "bus", "calibrated", "chip", "driver", "sensor"].into();
     names.extend(
         sensors
             .iter()
@@ -200,6 +201,13 @@ fn info_value<'a>(status: &'a SensorStatus, name: &str, address: &'a str) -> &'a
     match name {
         "address" => address,
         "bus" => &status.bus,
+        "calibrated" => {
+            if status.calibrated {
+                "true"
+            } else {
+                "false"
+            }
+        }
         "chip" => status.chip,
         "driver" => status.driver,
         "sensor" => &status.name,
@@ -323,7 +331,7 @@ mod tests {
     fn info_series_share_their_label_names() {
         let config = Config::from_toml(
             Path::new("t.toml"),
-            "[[sensor]]\nname = \"a\"\nlabels = { room = \"garage\" }\n[[sensor]]\nname = \"b\"\naddress = 0x41\n",
+            "[[sensor]]\nname = \"a\"\nlabels = { room = \"garage\" }\n[[sensor]]\nname = \"b\"\naddress = 0x41\n[sensor.calibration]\ncurrent_gain = 1.02\n",
         )
         .unwrap();
         let statuses: Vec<_> = config
@@ -338,8 +346,8 @@ mod tests {
             String::from_utf8(out).unwrap(),
             format!(
                 "# HELP {0} {1}\n# TYPE {0} gauge\n\
-                 {0}{{address=\"0x40\",bus=\"/dev/i2c-1\",chip=\"ina219\",driver=\"ina219\",room=\"garage\",sensor=\"a\"}} 1\n\
-                 {0}{{address=\"0x41\",bus=\"/dev/i2c-1\",chip=\"ina219\",driver=\"ina219\",room=\"\",sensor=\"b\"}} 1\n",
+                 {0}{{address=\"0x40\",bus=\"/dev/i2c-1\",calibrated=\"false\",chip=\"ina219\",driver=\"ina219\",room=\"garage\",sensor=\"a\"}} 1\n\
+                 {0}{{address=\"0x41\",bus=\"/dev/i2c-1\",calibrated=\"true\",chip=\"ina219\",driver=\"ina219\",room=\"\",sensor=\"b\"}} 1\n",
                 INFO.0, INFO.1
             )
         );

@@ -27,6 +27,7 @@ use embedded_hal::i2c::I2c;
 
 pub(crate) use self::ladder::Events;
 use self::ladder::{ChipDriver, Recovering};
+use crate::config::calibration::Trim;
 use crate::config::{Channel, ChipSetup, Config, Driver, SensorConfig};
 
 /// One measurement, in SI units.
@@ -70,6 +71,37 @@ impl Reading {
             power_watts,
             overflow: ovf || saturated,
         }
+    }
+}
+
+impl Reading {
+    /// The reading corrected by a sensor's trims ([`Trim`]): current and bus voltage, and
+    /// power as their product; the shunt voltage is what the chip measured.
+    pub(crate) fn trimmed(self, trim: &Trim) -> Reading {
+        let bus_voltage_volts = trim.voltage(self.bus_voltage_volts);
+        let current_amperes = trim.current(self.current_amperes);
+        Reading {
+            bus_voltage_volts,
+            current_amperes,
+            power_watts: current_amperes * bus_voltage_volts,
+            ..self
+        }
+    }
+}
+
+/// A sensor whose readings are corrected by its trims.
+struct Trimmed {
+    sensor: Box<dyn Sensor>,
+    trim: Trim,
+}
+
+impl Sensor for Trimmed {
+    fn read(&mut self) -> Result<Reading, SensorError> {
+        self.sensor.read().map(|r| r.trimmed(&self.trim))
+    }
+
+    fn take_events(&mut self) -> Events {
+        self.sensor.take_events()
     }
 }
 
@@ -277,6 +309,17 @@ where
                         channel: channel.number(),
                     })
                 }
+            }
+        })
+        .zip(sensors)
+        .map(|(sensor, s)| -> Box<dyn Sensor> {
+            if s.calibration.is_none() {
+                sensor
+            } else {
+                Box::new(Trimmed {
+                    sensor,
+                    trim: s.calibration,
+                })
             }
         })
         .collect()

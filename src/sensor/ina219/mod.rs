@@ -82,7 +82,10 @@ impl ChipSettings {
                 shunt_resolution: setup.resolution,
                 operating_mode: OperatingMode::Continous(MeasuredSignals::ShutAndBusVoltage),
             },
-            calibration: Calibration::for_shunt(sensor.shunt_ohms(), sensor.max_current_amps()),
+            calibration: Calibration::for_shunt(
+                sensor.calibrated_shunt_ohms(),
+                sensor.max_current_amps(),
+            ),
             shunt_ohms: sensor.shunt_ohms(),
         }
     }

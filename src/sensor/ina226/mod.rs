@@ -63,7 +63,10 @@ impl Settings {
                 adc.averaging.code(),
                 adc.conversion.code(),
             ),
-            calibration: Some(calibration(sensor.shunt_ohms(), sensor.max_current_amps())),
+            calibration: Some(calibration(
+                sensor.calibrated_shunt_ohms(),
+                sensor.max_current_amps(),
+            )),
             shunt_ohms: sensor.shunt_ohms(),
             conversion_time: sensor.conversion_time(),
             adc,

@@ -201,6 +201,9 @@ mod tests {
             chip: None,
             battery: None,
             from_battery: false,
+            shunt_ohms: None,
+            shunt_offset_volts: 0.0,
+            bus_gain: 1.0,
         };
         VirtualIna219::new(shunt_ohms, Simulation::new(&sim, 1))
     }

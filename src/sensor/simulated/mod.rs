@@ -162,6 +162,9 @@ enum Source {
 pub(crate) struct Simulation {
     source: Source,
     source_ohms: f64,
+    /// The amplifier's offset as the current it stands for through the chip's real shunt.
+    offset_amps: f64,
+    bus_gain: f64,
     noise: f64,
     faults: FaultSchedule,
     rng: StdRng,
@@ -185,14 +188,33 @@ impl Simulation {
         Simulation {
             source,
             source_ohms: config.source_ohms,
+            offset_amps: 0.0,
+            bus_gain: config.bus_gain,
             noise: config.noise,
             faults: FaultSchedule::new(&config.faults, seed),
             rng: StdRng::seed_from_u64(seed ^ 0x0015_e0e5),
         }
     }
 
-    /// Bus voltage and current at `t`.
+    /// The chip's inputs behind a shunt of `shunt_ohms` with this amplifier offset: the
+    /// offset reads as this much more current.
+    fn with_offset(mut self, offset_volts: f64, shunt_ohms: f64) -> Simulation {
+        self.offset_amps = offset_volts / shunt_ohms;
+        self
+    }
+
+    /// Bus voltage and current at `t`, as the chip's inputs (with its offset and bus gain)
+    /// see them.
     pub(crate) fn signal(&mut self, t: Duration) -> Signal {
+        let truth = self.true_signal(t);
+        Signal {
+            bus_volts: truth.bus_volts * self.bus_gain,
+            current_amps: truth.current_amps + self.offset_amps,
+        }
+    }
+
+    /// Bus voltage and current at `t`.
+    fn true_signal(&mut self, t: Duration) -> Signal {
         let (supply, mut watts) = match &mut self.source {
             Source::Own { load, supply_volts } => (*supply_volts, load.watts(t.as_secs_f64())),
             Source::HouseLoad { house, index } => house::lock(house).load(*index, t),
@@ -399,6 +421,21 @@ fn simulation_config(s: &SensorConfig) -> SimulationConfig {
 /// The simulation of a sensor, seeded by its name; a part of `house` if it is one.
 fn simulation_of(s: &SensorConfig, house: Option<&(SharedHouse, Vec<&str>)>) -> Simulation {
     let config = simulation_config(s);
+    let offset = config.shunt_offset_volts;
+    simulation_source(s, house, &config).with_offset(offset, true_shunt_ohms(s))
+}
+
+/// The shunt a simulated sensor's virtual chip really has.
+fn true_shunt_ohms(s: &SensorConfig) -> f64 {
+    simulation_config(s).shunt_ohms.unwrap_or(s.shunt_ohms())
+}
+
+fn simulation_source(
+    s: &SensorConfig,
+    house: Option<&(SharedHouse, Vec<&str>)>,
+    config: &SimulationConfig,
+) -> Simulation {
+    let config = config.clone();
     let seed = config.seed.unwrap_or_else(|| seed_for(&s.name));
     let source = match house {
         Some((house, _)) if config.battery.is_some() => Source::Battery {
@@ -425,10 +462,13 @@ pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
     let house = house.as_ref();
     for s in sensors {
         let chip: Box<dyn VirtualChip> = match s.chip() {
-            Chip::Ina219 => Box::new(VirtualIna219::new(s.shunt_ohms(), simulation_of(s, house))),
+            Chip::Ina219 => Box::new(VirtualIna219::new(
+                true_shunt_ohms(s),
+                simulation_of(s, house),
+            )),
             chip @ (Chip::Ina226 | Chip::Ina260) => Box::new(VirtualIna226::new(
                 chip,
-                s.shunt_ohms(),
+                true_shunt_ohms(s),
                 simulation_of(s, house),
             )),
             Chip::Ina3221 => {
@@ -445,7 +485,7 @@ pub fn virtual_bus(sensors: &[SensorConfig], clock: &Clock) -> VirtualBus {
                     .filter_map(|o| {
                         Some((
                             o.channel()?.number(),
-                            o.shunt_ohms(),
+                            true_shunt_ohms(o),
                             simulation_of(o, house),
                         ))
                     })
