@@ -1,7 +1,8 @@
 //! `power-monitord calibrate SENSOR`: trims against a reference meter.
 //!
-//! The sensor is read untrimmed for a while and averaged; what the reference meter shows is
-//! given on the command line; the trims that make the sensor agree follow:
+//! The sensor is read untrimmed for a while and averaged (from the chip; or, while the daemon
+//! runs, through its `/api/readings` with its trims taken off again); what the reference
+//! meter shows is given on the command line; the trims that make the sensor agree follow:
 //!
 //! - `--zero` (the load disconnected): the current offset, what the sensor reads with no
 //!   current (Victron's "zero current calibration");
@@ -20,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::calibration::{Trim, MAX_GAIN_ERROR, MAX_OFFSET_SHARE};
-use crate::config::{Config, Driver, SensorConfig};
+use crate::config::{Config, SensorConfig};
 use crate::sensor::{open_bus, Reading, SensorError};
 
 /// What the reference meter shows.
@@ -43,9 +44,17 @@ pub enum CalibrateError {
     /// No such sensor.
     #[error("no sensor {0:?} in the configuration; `power-monitord check-config` lists them")]
     NoSensor(String),
-    /// The daemon has the chip.
-    #[error("the power-monitord daemon is running (it holds {}/state.lock) and `calibrate` would share its chip: stop it first (sudo systemctl stop power-monitord), then start it again", .0.display())]
+    /// The daemon has the chip, and its readings cannot be had over plain HTTP.
+    #[error("the power-monitord daemon is running (it holds {}/state.lock) and its endpoint has a web configuration (TLS or basic auth) that calibrate does not use: stop it (sudo systemctl stop power-monitord), calibrate, and start it again", .0.display())]
     DaemonRunning(std::path::PathBuf),
+    /// Asking the running daemon failed.
+    #[error("cannot get the readings from the running daemon at {addr}: {why}")]
+    Daemon {
+        /// Where it was asked.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        why: String,
+    },
     /// The sensor gave no reading.
     #[error("sensor {sensor} gave no valid reading in {seconds} s ({why}); a sensor that is down cannot be calibrated")]
     Down {
@@ -260,6 +269,103 @@ fn sample(
     Ok(readings)
 }
 
+/// Where the running daemon answers plain HTTP on this machine: its first listen address
+/// (a wildcard as loopback); none when a web configuration may ask for TLS or a password.
+fn daemon_address(config: &Config) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    if config.daemon.web_config_file.is_some() {
+        return None;
+    }
+    let mut addr = *config.daemon.listen.first()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Some(addr)
+}
+
+/// `sensor`'s readings from the running daemon's `/api/readings` for `duration`, a new one
+/// per sample, with the daemon's trims (the configuration's) taken off again.
+fn from_daemon(
+    addr: std::net::SocketAddr,
+    sensor: &SensorConfig,
+    duration: Duration,
+) -> Result<Vec<Reading>, CalibrateError> {
+    let failed = |why: String| CalibrateError::Daemon { addr, why };
+    let trim = sensor.calibration;
+    let started = Instant::now();
+    let mut readings = Vec::new();
+    let mut last_sample = None;
+    let mut why_none = String::from("it reported no sample");
+    while started.elapsed() < duration {
+        let json = get_json(addr, "/api/readings").map_err(failed)?;
+        let entry = json["sensors"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == sensor.name.as_str()))
+            .ok_or_else(|| failed(format!("it has no sensor {:?} (reload it?)", sensor.name)))?;
+        let at = entry["last_sample_timestamp_seconds"].as_f64();
+        let values = (
+            entry["up"].as_bool(),
+            entry["current_amperes"].as_f64(),
+            entry["bus_voltage_volts"].as_f64(),
+        );
+        match values {
+            (Some(true), Some(amps), Some(volts)) if at != last_sample => {
+                last_sample = at;
+                let raw_amps = (amps + trim.current_offset_amps) / trim.current_gain;
+                let raw_volts = volts / trim.voltage_gain;
+                readings.push(Reading::measured(raw_volts, 0.0, raw_amps, false, false));
+            }
+            (Some(false), ..) => why_none = "the daemon reports it down".into(),
+            _ => {}
+        }
+        std::thread::sleep(sensor.interval.min(Duration::from_secs(1)));
+    }
+    if readings.is_empty() {
+        return Err(CalibrateError::Down {
+            sensor: sensor.name.clone(),
+            seconds: duration.as_secs(),
+            why: why_none,
+        });
+    }
+    Ok(readings)
+}
+
+/// A GET on the daemon over plain HTTP/1.1, its JSON body.
+fn get_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    let timeout = Duration::from_secs(5);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .take(crate::files::MAX_SMALL_FILE)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP answer")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!(
+            "it answered {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    serde_json::from_slice(&raw[split + 4..]).map_err(|e| e.to_string())
+}
+
 /// A reading, waiting out a conversion in progress (the chip's first).
 fn read_ready(
     chip: &mut dyn crate::sensor::Sensor,
@@ -320,16 +426,25 @@ pub fn run(config: &Config, request: &Request, out: &mut impl Write) -> Result<(
         .find(|s| s.name == request.sensor)
         .ok_or_else(|| CalibrateError::NoSensor(request.sensor.clone()))?;
     let (state_dir, _) = crate::state::dir(config);
-    if sensor.driver != Driver::Simulated && crate::state::held_elsewhere(&state_dir) {
-        return Err(CalibrateError::DaemonRunning(state_dir));
-    }
-    writeln!(
-        out,
-        "Averaging {} for {} s (untrimmed) …",
-        sensor.name,
-        request.duration.as_secs()
-    )?;
-    let readings = sample(config, sensor, request.duration, out)?;
+    let readings = if crate::state::held_elsewhere(&state_dir) {
+        // The daemon has the chips: its readings, untrimmed.
+        let addr = daemon_address(config).ok_or(CalibrateError::DaemonRunning(state_dir))?;
+        writeln!(
+            out,
+            "Averaging {} for {} s through the running daemon at http://{addr}/ (untrimmed) …",
+            sensor.name,
+            request.duration.as_secs()
+        )?;
+        from_daemon(addr, sensor, request.duration)?
+    } else {
+        writeln!(
+            out,
+            "Averaging {} for {} s (untrimmed) …",
+            sensor.name,
+            request.duration.as_secs()
+        )?;
+        sample(config, sensor, request.duration, out)?
+    };
     let raw = Average::of(&readings).expect("at least one reading");
     let old = sensor.calibration;
     let outcome = compute(

@@ -285,3 +285,66 @@ fn a_reload_applies_a_calibration_without_a_restart() {
         );
     }
 }
+
+/// With the daemon running (it holds the state directory's lock), `calibrate` reads the
+/// sensor through the daemon's `/api/readings`, taking the daemon's trims off again.
+#[test]
+fn beside_a_running_daemon_it_reads_through_the_daemon() {
+    let port = common::free_port();
+    let text = module(6.0).replace(
+        "persist_interval = \"1s\"",
+        &format!("persist_interval = \"1s\"\nlisten = \"127.0.0.1:{port}\""),
+    ) + "\n[sensor.calibration]\ncurrent_gain = 1.01\n";
+    let (dir, path) = config_file(&text);
+    let state = dir.path().join("state");
+    let mut daemon = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&path)
+        .env("STATE_DIRECTORY", &state)
+        .env("RUNTIME_DIRECTORY", common::runtime_dir(&state))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state_env = state.to_str().unwrap();
+    let (status, stdout, stderr) = run(
+        &[
+            "calibrate",
+            "load",
+            "--config",
+            path.to_str().unwrap(),
+            "--duration",
+            "2s",
+            "--current",
+            &format!("{}", 6.0 / SUPPLY),
+        ],
+        &[("STATE_DIRECTORY", state_env)],
+    );
+    common::signal(daemon.id(), libc::SIGTERM);
+    let _ = daemon.wait();
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("through the running daemon"), "{stdout}");
+    // The same gain as read from the chip: the daemon's 1.01 was taken off (truth: the
+    // shunt is 0.0973 where 0.1 is configured, and 0.5 mA of offset in it).
+    let gain: f64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("current_gain"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let expected = 0.5 / (0.5 * 0.0973 / 0.1 + 0.0005);
+    assert!(
+        (gain - expected).abs() < 0.001,
+        "{gain} vs {expected}: {stdout}"
+    );
+}
