@@ -348,3 +348,60 @@ fn beside_a_running_daemon_it_reads_through_the_daemon() {
         "{gain} vs {expected}: {stdout}"
     );
 }
+
+/// Every driver is trimmed: an INA260 (its shunt inside) and each INA3221 channel on its own,
+/// beside an untrimmed twin on the same load.
+#[test]
+fn trims_apply_to_every_chip_and_channel() {
+    let sensor = |name: &str, address: &str, chip: &str, extra: &str, trim: &str| {
+        format!(
+            "[[sensor]]\nname = \"{name}\"\ndriver = \"simulated\"\nbus = \"bench\"\naddress = {address}\n{extra}interval = \"200ms\"\n{trim}[sensor.simulation]\nchip = \"{chip}\"\nsupply_volts = 12.0\nload = {{ model = \"constant\", watts = 12.0 }}\n\n"
+        )
+    };
+    let trim = "[sensor.calibration]\ncurrent_gain = 1.05\nvoltage_gain = 0.98\n";
+    let text = [
+        sensor("plain260", "0x40", "ina260", "", ""),
+        sensor("trim260", "0x41", "ina260", "", trim),
+        sensor(
+            "plain1",
+            "0x42",
+            "ina3221",
+            "channel = 1\nshunt_ohms = 0.1\n",
+            "",
+        ),
+        sensor(
+            "trim2",
+            "0x42",
+            "ina3221",
+            "channel = 2\nshunt_ohms = 0.1\n",
+            trim,
+        ),
+    ]
+    .concat();
+    let (_dir, path) = config_file(&text);
+    let (status, stdout, stderr) = run(
+        &[
+            "read",
+            "--config",
+            path.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    let avg = |name: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {stdout}"));
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    for (plain, trimmed) in [("plain260", "trim260*"), ("plain1", "trim2*")] {
+        let ratio = avg(trimmed) / avg(plain);
+        assert!(
+            (ratio - 1.05 * 0.98).abs() < 0.003,
+            "{trimmed}: {ratio}\n{stdout}"
+        );
+    }
+}
