@@ -134,6 +134,12 @@ impl Metrics {
         out
     }
 
+    /// Every family, gathered by the crate (the same series as [`Metrics::encode`]): what a
+    /// remote write pushes.
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The same exposition written by the `prometheus` crate's own `gather` and encoder: the
     /// reference [`Metrics::encode`] is checked against, and a baseline for the benches.
     pub fn encode_reference(&self) -> Vec<u8> {
