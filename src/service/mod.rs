@@ -212,6 +212,8 @@ struct Daemon {
     persist_interval: watch::Sender<Duration>,
     /// The MQTT publisher, when `[mqtt]` asks for one.
     mqtt: Option<crate::mqtt::Mqtt>,
+    /// A queue per `[[remote_write]]`.
+    remote: Vec<crate::remote::RemoteWrite>,
     /// Whether a reload's files are being read.
     reading: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -289,6 +291,7 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         notifier: Notifier::new(board, health),
         persist_interval: watch::channel(persist_interval).0,
         mqtt: None,
+        remote: Vec::new(),
         reading: Arc::default(),
     };
     let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
@@ -345,6 +348,8 @@ impl Daemon {
         let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
         let mqtt = lock(&self.sampling).config().mqtt.clone();
         self.restart_mqtt(mqtt.as_ref()).await;
+        let remote = lock(&self.sampling).config().remote_write.clone();
+        self.restart_remote(&remote).await;
         self.notifier.ready();
 
         let outcome = loop {
@@ -367,6 +372,7 @@ impl Daemon {
         };
         self.notifier.stopping();
         self.restart_mqtt(None).await;
+        self.restart_remote(&[]).await;
         let _ = shutdown_tx.send(true);
         self.servers.stop_all().await;
         let _ = saver.await;
@@ -388,6 +394,25 @@ impl Daemon {
         match crate::mqtt::Mqtt::start(config, &self.metrics) {
             Ok(mqtt) => self.mqtt = Some(mqtt),
             Err(e) => log::error!("MQTT: {e}; running without it"),
+        }
+    }
+
+    /// Run a remote write queue per entry of `configs`: nothing changes if they are what
+    /// runs; else the running ones stop and these start. One that cannot be set up is logged;
+    /// the daemon runs on without it.
+    async fn restart_remote(&mut self, configs: &[crate::config::remote_write::RemoteWriteConfig]) {
+        let running: Vec<_> = self.remote.iter().map(|r| r.config().clone()).collect();
+        if running == configs {
+            return;
+        }
+        for queue in self.remote.drain(..) {
+            queue.stop().await;
+        }
+        for config in configs {
+            match crate::remote::RemoteWrite::start(config, &self.metrics) {
+                Ok(queue) => self.remote.push(queue),
+                Err(e) => log::error!("remote write {}: {e}; running without it", config.name),
+            }
         }
     }
 

@@ -115,6 +115,8 @@ impl Daemon {
         self.persist_interval.send_replace(interval);
         let mqtt = lock(&self.sampling).config().mqtt.clone();
         self.restart_mqtt(mqtt.as_ref()).await;
+        let remote = lock(&self.sampling).config().remote_write.clone();
+        self.restart_remote(&remote).await;
         self.servers.app.set_web(web, public_healthz);
         Ok(changes)
     }

@@ -1,0 +1,44 @@
+//! The remote write queues' families, registered when the first `[[remote_write]]` starts
+//! (without one there are none); a series per queue (`queue` label, the section's name).
+
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The remote write metrics of every queue.
+#[derive(Clone)]
+pub struct RemoteMetrics {
+    /// `powermon_remote_write_samples_total{queue, result}`: sent, rejected, dropped.
+    pub(crate) samples: IntCounterVec,
+    /// `powermon_remote_write_retries_total{queue}`.
+    pub(crate) retries: IntCounterVec,
+    /// `powermon_remote_write_pending_samples{queue}`.
+    pub(crate) pending: IntGaugeVec,
+    /// `powermon_remote_write_pending_bytes{queue, where}`: memory, disk.
+    pub(crate) pending_bytes: IntGaugeVec,
+    /// `powermon_remote_write_oldest_pending_timestamp_seconds{queue}`.
+    pub(crate) oldest_pending: GaugeVec,
+    /// `powermon_remote_write_last_success_timestamp_seconds{queue}`.
+    pub(crate) last_success: GaugeVec,
+}
+
+impl RemoteMetrics {
+    /// The families, registered in `registries`.
+    pub(super) fn new(registries: [&Registry; 2]) -> prometheus::Result<RemoteMetrics> {
+        let m = RemoteMetrics {
+            samples: IntCounterVec::new(Opts::new("powermon_remote_write_samples_total", "Samples of a remote write queue by result: sent (the receiver stored them), rejected (the receiver refused them for good: 4xx, or too old), dropped (the queue was full, or older than sample_age_limit)."), &["queue", "result"])?,
+            retries: IntCounterVec::new(Opts::new("powermon_remote_write_retries_total", "Requests of a remote write queue tried again (the receiver was away, overloaded or failed)."), &["queue"])?,
+            pending: IntGaugeVec::new(Opts::new("powermon_remote_write_pending_samples", "Samples a remote write queue holds, not yet stored by the receiver."), &["queue"])?,
+            pending_bytes: IntGaugeVec::new(Opts::new("powermon_remote_write_pending_bytes", "Bytes a remote write queue holds, compressed, in memory and on disk (the spool)."), &["queue", "where"])?,
+            oldest_pending: GaugeVec::new(Opts::new("powermon_remote_write_oldest_pending_timestamp_seconds", "Unix time of the oldest sample a remote write queue holds; no series while it holds none."), &["queue"])?,
+            last_success: GaugeVec::new(Opts::new("powermon_remote_write_last_success_timestamp_seconds", "Unix time of the last request the receiver stored."), &["queue"])?,
+        };
+        for registry in registries {
+            registry.register(Box::new(m.samples.clone()))?;
+            registry.register(Box::new(m.retries.clone()))?;
+            registry.register(Box::new(m.pending.clone()))?;
+            registry.register(Box::new(m.pending_bytes.clone()))?;
+            registry.register(Box::new(m.oldest_pending.clone()))?;
+            registry.register(Box::new(m.last_success.clone()))?;
+        }
+        Ok(m)
+    }
+}
