@@ -196,7 +196,7 @@ impl RemoteWriteFile {
             ));
         }
         let mut labels = self.external_labels;
-        for (label, _) in &labels {
+        for label in labels.keys() {
             let valid = label.bytes().enumerate().all(|(i, b)| {
                 b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
             });
@@ -209,7 +209,7 @@ impl RemoteWriteFile {
         }
         labels.entry("instance".into()).or_insert_with(hostname);
         labels.entry("job".into()).or_insert_with(|| "power-monitord".into());
-        for (header, _) in &self.headers {
+        for header in self.headers.keys() {
             if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str())
                 || hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err()
             {
