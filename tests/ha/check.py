@@ -18,11 +18,12 @@ directory removed at the end (kept with KEEP=1):
    configurations the daemon published, and each entity's states over time.
 
 The run fails (exit 1) when such a warning appeared, or when, one publish interval (plus a
-grace for HA, HA_TEST_GRACE, 3 s) after the daemon's start, restart or a reload, an entity
-shows no value although the daemon had published one for it by then; or still shows a number
-although none of the daemon's messages since had one (a stale value where HA should show
-unknown); or the failing sensor's `up` is not off. Exit 2: the harness itself could not run
-(HA did not start, no discovery, ...).
+grace for HA, HA_TEST_GRACE, 3 s) after the daemon's start and restart, an entity is not what
+the daemon's latest message on its topic says: unknown or unavailable although the message
+had a value for it, or still a number although the message had none (a stale value where HA
+should show unknown). After each reload the same, a grace after the daemon's first message
+with the failing sensor's `up` OFF (ON), which HA must show too. Exit 2: the harness itself
+could not run (HA did not start, no discovery, ...).
 """
 
 from __future__ import annotations
@@ -151,22 +152,24 @@ class Observer:
                     current.pop(topic, None)
         return current
 
-    def published(self, topic: str, key: str, since: float, until: float) -> tuple[int, bool]:
-        """How many messages the daemon published on `topic` in the time, and whether one of
-        them had a value (present, not null) for `key`."""
-        count, valued = 0, False
+    def latest(self, topic: str, since: float, until: float) -> bytes | None:
+        """The last message on `topic` received in the time."""
+        found = None
         for t, top, payload, _ in self.snapshot():
-            if top != topic or not since <= t <= until:
-                continue
-            count += 1
-            try:
-                value = json.loads(payload)
-                for part in key.split("."):
-                    value = value[part]
-            except (ValueError, KeyError, TypeError):
-                continue
-            valued = valued or value is not None
-        return count, valued
+            if top == topic and since <= t <= until:
+                found = payload
+        return found
+
+    def wait_for_key(self, topic: str, key: str, value, since: float, until: float):
+        """The time of the first message on `topic` after `since` with `key` = `value`
+        (waiting until `until`), or None."""
+        while True:
+            for t, top, payload, _ in self.snapshot():
+                if top == topic and t >= since and lookup(payload, key) == value:
+                    return t
+            if time.monotonic() > until:
+                return None
+            time.sleep(0.1)
 
     def bursts(self) -> list[tuple[float, int, int]]:
         """The daemon's discovery bursts: (time, configs, empty configs), a burst ending at a
@@ -481,34 +484,57 @@ class Run:
                 )
             time.sleep(0.5)
 
-    def check_values(self, since: float, what: str, expect_down: str | None = None) -> None:
-        """One interval (and the grace) after `since`: every entity the daemon published a
-        value for has one in HA."""
-        at = since + INTERVAL + GRACE
+    def check_values(self, since: float, what: str, up: str | None = None) -> None:
+        """One interval (and the grace) after `since`, each entity as the daemon's latest
+        message on its topic says: a value where that message had one, no number (unknown)
+        where it had none. With `up`: the fault sensor's `up` must be that, and the check is
+        made a grace after the first message saying so (rather than after an interval, which
+        a message sent just before the sensor changed could fill)."""
+        at, upto = since + INTERVAL + GRACE, since + INTERVAL + GRACE / 2
+        if up is not None:
+            topic = f"{TOPIC_PREFIX}/sensor/{FAULT_SENSOR}/state"
+            said = self.observer.wait_for_key(topic, "up", up.upper(), since, at)
+            if said is None:
+                self.failures.append(
+                    f"{what}: the daemon did not publish {FAULT_SENSOR} up {up.upper()} "
+                    f"within {INTERVAL + GRACE:.0f} s"
+                )
+                return
+            at, upto = said + GRACE, said + 0.01
         time.sleep(max(0.0, at - time.monotonic()))
         states = self.ha.states()
+        after = f"{at - since:.1f} s after"
         for e in self.entities():
             state = states.get(e.entity_id, "(missing)")
-            messages, published = self.observer.published(e.topic, e.key, since, at - 0.5)
-            if expect_down and e.entity_id.endswith(f"_{expect_down}_up"):
-                if state != "off":
-                    self.failures.append(
-                        f"{what}: {e.entity_id} is {state!r} {INTERVAL + GRACE:.0f} s after, "
-                        "not 'off'"
-                    )
-                continue
-            if published and state in NOT_A_VALUE:
+            latest = self.observer.latest(e.topic, since, upto)
+            if latest is None:
+                continue  # nothing published: nothing expected
+            value = lookup(latest, e.key)
+            if up is not None and e.entity_id.endswith(f"_{FAULT_SENSOR}_up") and state != up:
+                self.failures.append(f"{what}: {e.entity_id} is {state!r} {after}, not {up!r}")
+            elif value is not None and state in NOT_A_VALUE:
                 self.failures.append(
-                    f"{what}: {e.entity_id} is {state!r} {INTERVAL + GRACE:.0f} s after, "
-                    f"though the daemon published {e.key} by then"
+                    f"{what}: {e.entity_id} is {state!r} {after}, though the daemon's "
+                    f"latest message had {e.key} = {value}"
                 )
-            if messages and not published and classify(state) == "number":
+            elif value is None and classify(state) == "number":
                 self.failures.append(
-                    f"{what}: {e.entity_id} still shows {state} {INTERVAL + GRACE:.0f} s "
-                    f"after, though none of the daemon's {messages} message(s) since had "
-                    f"a {e.key} (a stale value, not unknown)"
+                    f"{what}: {e.entity_id} still shows {state} {after}, though the daemon's "
+                    f"latest message had no {e.key} (a stale value where HA should show "
+                    "unknown)"
                 )
-        log(f"checked the states {INTERVAL + GRACE:.0f} s after {what}")
+        log(f"checked the states {after} {what}")
+
+
+def lookup(message: bytes, key: str):
+    """`key` (dotted) in a JSON message; None when absent or null."""
+    try:
+        value = json.loads(message)
+        for part in key.split("."):
+            value = value[part]
+        return value
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def main() -> int:
@@ -574,11 +600,11 @@ def main() -> int:
 
         t = run.mark(f"reload: {FAULT_SENSOR} refuses every transfer (nack, rate 1.0)")
         daemon.reload(faulty=True)
-        run.check_values(t, f"{FAULT_SENSOR}'s fault", expect_down=FAULT_SENSOR)
+        run.check_values(t, f"{FAULT_SENSOR}'s fault", up="off")
         time.sleep(INTERVAL)
         t = run.mark(f"reload: {FAULT_SENSOR} without the fault")
         daemon.reload(faulty=False)
-        run.check_values(t, f"{FAULT_SENSOR}'s recovery")
+        run.check_values(t, f"{FAULT_SENSOR}'s recovery", up="on")
 
         run.mark("daemon stopped (SIGTERM)")
         daemon.stop()
