@@ -421,11 +421,10 @@ class Run:
     def rel(self, t: float) -> float:
         return t - self.t0
 
-    def when(self, ha_time: str) -> str:
-        """A time of HA's log (UTC) as seconds from the daemon's start, and the phase."""
+    def ha_time(self, ha_time: str) -> float:
+        """A time of HA's log (UTC) as seconds from the daemon's start."""
         t = datetime.strptime(ha_time, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
-        rel = t.timestamp() - self.t0_wall
-        return f"at +{rel:.1f} s, after: {self.phase(self.t0 + rel)}"
+        return t.timestamp() - self.t0_wall
 
     def phase(self, t: float) -> str:
         """The last phase begun at monotonic time `t`."""
@@ -538,6 +537,8 @@ def lookup(message: bytes, key: str):
 
 
 def main() -> int:
+    # A SIGTERM ends the run as Ctrl-C does: through the `finally` that stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     venv_bin = Path(sys.executable).parent
     binary = Path(os.environ.get("POWER_MONITORD_BIN", ROOT / "target/debug/power-monitord"))
     if not binary.is_file():
@@ -628,6 +629,7 @@ def main() -> int:
         stop(broker, "mosquitto", 10)
         log(f"run took {time.monotonic() - started:.0f} s")
         if os.environ.get("KEEP") == "1" or code == 2:
+            (work / "power-monitord").unlink(missing_ok=True)  # the copy: 100 MB in debug
             log(f"kept {work} (HA's log: ha/home-assistant.log, the daemon's: daemon.log)")
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -704,12 +706,19 @@ def report(run: Run, ha_log: Path, ha_start: float) -> int:
             (relevant if RELEVANT.search(message) else other).append((when, level, message))
     print()
     print(f"HA warnings and errors about MQTT, templates or the device: {len(relevant)}")
-    for summary, count, first in dedupe(relevant):
-        print(f"  {count:3d} × {summary}   (first {run.when(first)})")
+    for summary, times in dedupe(relevant):
+        print(f"  {len(times):3d} × {summary}")
+        phases: dict[str, list[float]] = {}
+        for when in times:
+            rel = run.ha_time(when)
+            phases.setdefault(run.phase(run.t0 + rel), []).append(rel)
+        for phase, rels in phases.items():
+            print(f"        {len(rels):3d} after {phase}: at "
+                  + ", ".join(f"+{r:.1f}" for r in rels) + " s")
     print()
     print(f"Other HA warnings and errors (not counted): {len(other)}")
-    for summary, count, first in dedupe(other):
-        print(f"  {count:3d} × {summary}")
+    for summary, times in dedupe(other):
+        print(f"  {len(times):3d} × {summary}")
 
     daemon_log = (run.daemon.work / "daemon.log").read_text(errors="replace").splitlines()
     warnings = [line for line in daemon_log if re.search(r"\b(WARN|ERROR)\b", line)]
@@ -723,6 +732,8 @@ def report(run: Run, ha_log: Path, ha_start: float) -> int:
     print("Entities without a value (unknown, unavailable) in each phase:")
     for i, (start, what) in enumerate(run.events[:-1]):
         end = run.events[i + 1][0]
+        if end - start < 1.0:
+            continue  # HA had not made the entities yet
         late: list[tuple[float, str]] = []
         never: list[str] = []
         for entity_id, changes in run.timeline.items():
@@ -776,21 +787,17 @@ def short(entity_id: str) -> str:
     return entity_id.split(".", 1)[1].replace(NODE + "_", "")
 
 
-def dedupe(records: list[tuple[str, str, str]]) -> list[tuple[str, int, str]]:
-    """Identical messages once, with their count and first time (tracebacks cut to their
-    last line)."""
-    seen: dict[str, list] = {}
+def dedupe(records: list[tuple[str, str, str]]) -> list[tuple[str, list[str]]]:
+    """Identical messages once (tracebacks cut to their last line), with the times of HA's
+    log they were logged at."""
+    seen: dict[str, list[str]] = {}
     for when, level, message in records:
         lines = message.splitlines()
         text = lines[0]
         if len(lines) > 1:
             text += " … " + lines[-1].strip()
-        text = f"{level} {text}"
-        if text in seen:
-            seen[text][0] += 1
-        else:
-            seen[text] = [1, when]
-    return [(text, n, first) for text, (n, first) in seen.items()]
+        seen.setdefault(f"{level} {text}", []).append(when)
+    return list(seen.items())
 
 
 if __name__ == "__main__":
