@@ -4,10 +4,10 @@
 #
 #   bash tests/ha/run.sh                      # from the repository's root
 #
-# Needs Python 3.11 or newer (python3, or $PYTHON), Mosquitto (/usr/sbin/mosquitto) and a built
-# daemon: $POWER_MONITORD_BIN, default target/debug/power-monitord (it is copied, so a build
-# during the run does not change it). Network: PyPI for the first install only; the run itself
-# stays on 127.0.0.1, on free ports.
+# Needs Python 3.11 or 3.12 (python3, or $PYTHON), Mosquitto (/usr/sbin/mosquitto) and a built
+# daemon: $POWER_MONITORD_BIN, default target/debug/power-monitord (relative to the repository;
+# it is copied, so a build during the run does not change it). Network: PyPI for the first
+# install only; the run itself stays on 127.0.0.1, on free ports.
 #
 # The first run makes a venv in ${CACHE:-$HOME/.cache/power-monitord}/ha-venv with the pinned
 # tests/ha/requirements.txt (Home Assistant 2024.3.3); later runs reuse it, and reinstall only
@@ -31,8 +31,8 @@ venv=$cache/ha-venv
 requirements=tests/ha/requirements.txt
 
 python=${PYTHON:-python3}
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "tests/ha: Home Assistant 2024.3 needs Python 3.11 or newer; set PYTHON" >&2
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))'; then
+  echo "tests/ha: Home Assistant 2024.3 runs on Python 3.11 or 3.12; set PYTHON" >&2
   exit 2
 fi
 
@@ -40,7 +40,11 @@ wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$wanted" ]; then
   echo "tests/ha: installing $requirements into $venv" >&2
   start=$SECONDS
-  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  if [ ! -x "$venv/bin/python" ] && ! "$python" -m venv "$venv"; then
+    rm -rf "$venv"
+    echo "tests/ha: $python -m venv failed (on Debian: apt-get install python3-venv)" >&2
+    exit 2
+  fi
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
   echo "$wanted" >"$venv/.requirements.sha256"
   echo "tests/ha: installed in $((SECONDS - start)) s" >&2
