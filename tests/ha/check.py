@@ -382,6 +382,12 @@ class Daemon:
     def stop(self) -> None:
         stop(self.proc, "the daemon", 30)
 
+    def stop_cleanly(self, run: "Run") -> None:
+        """Stop it; a SIGTERM must end it with status 0."""
+        self.stop()
+        if self.proc is not None and self.proc.returncode != 0:
+            run.failures.append(f"the daemon exited with {self.proc.returncode} on SIGTERM")
+
 
 def with_fault(config: str, sensor: str) -> str:
     """`config` with every transfer of `sensor` refused (a NACK at rate 1.0)."""
@@ -501,6 +507,9 @@ class Run:
                 return
             at, upto = said + GRACE, said + 0.01
         time.sleep(max(0.0, at - time.monotonic()))
+        if self.daemon.proc is not None and self.daemon.proc.poll() is not None:
+            raise HarnessError(f"the daemon exited ({self.daemon.proc.returncode}) before the "
+                               f"check after {what}; see daemon.log")
         states = self.ha.states()
         after = f"{at - since:.1f} s after"
         for e in self.entities():
@@ -592,7 +601,7 @@ def main() -> int:
         time.sleep(INTERVAL)
 
         t = run.mark("daemon stopped (SIGTERM)")
-        daemon.stop()
+        daemon.stop_cleanly(run)
         time.sleep(2)
         t = run.mark("daemon started again")
         daemon.start()
@@ -608,7 +617,7 @@ def main() -> int:
         run.check_values(t, f"{FAULT_SENSOR}'s recovery", up="on")
 
         run.mark("daemon stopped (SIGTERM)")
-        daemon.stop()
+        daemon.stop_cleanly(run)
         time.sleep(3)
         run.mark("end")
         run.stopping.set()
