@@ -9,7 +9,8 @@ directory removed at the end (kept with KEEP=1):
    `.storage/core.config_entries` (what the UI's "Add integration → MQTT" would store); a user
    made with `hass --script auth`, logged in through the auth API for a token, so the states
    are read from `/api/states`.
-2. The daemon on config/simulated.toml with an `[mqtt]` section, its state and runtime
+2. The daemon on config/simulated.toml with an `[mqtt]` section (first with its battery's
+   state of charge unknown, then, from the restart on, estimated), its state and runtime
    directories in the temporary one; then, over one run: HA discovers the device; the daemon
    is restarted (SIGTERM, start again); one sensor is made to fail (a reload with a `nack`
    fault at rate 1.0 on it) and to recover (a reload without it); the daemon stops.
@@ -332,7 +333,14 @@ class Daemon:
         )
         self.clean = base + mqtt
         self.faulty = with_fault(base, FAULT_SENSOR) + mqtt
-        for name, text in (("clean", self.clean), ("faulty", self.faulty)):
+        # The first start: the battery's state of charge unknown (no internal resistance, and
+        # the house never rests), so its entities get null until the restart brings it.
+        resistance = "internal_resistance_ohms = 0.01\n"
+        if resistance not in base:
+            raise HarnessError("config/simulated.toml's battery has no internal_resistance_ohms")
+        self.unknown_soc = base.replace(resistance, "") + mqtt
+        for name, text in (("clean", self.clean), ("faulty", self.faulty),
+                           ("unknown-soc", self.unknown_soc)):
             path = work / f"daemon-{name}.toml"
             path.write_text(text)
             check = subprocess.run(
@@ -344,7 +352,7 @@ class Daemon:
             if check.returncode != 0:
                 raise HarnessError(f"check-config refuses the {name} configuration:\n"
                                    f"{check.stdout}{check.stderr}")
-        self.config.write_text(self.clean)
+        self.config.write_text(self.unknown_soc)
         parsed = tomllib.loads(self.clean)
         # The names every entity id of a sensor or battery has.
         self.names = [s["name"] for s in parsed.get("sensor", [])] + [
@@ -592,7 +600,7 @@ def main() -> int:
         poller = threading.Thread(target=run.poll_states, daemon=True)
 
         run.t0, run.t0_wall = time.monotonic(), time.time()
-        run.mark("daemon started")
+        run.mark("daemon started (its battery's state of charge unknown)")
         daemon.start()
         poller.start()
         entities = run.wait_for_discovery(60)
@@ -603,7 +611,8 @@ def main() -> int:
         t = run.mark("daemon stopped (SIGTERM)")
         daemon.stop_cleanly(run)
         time.sleep(2)
-        t = run.mark("daemon started again")
+        t = run.mark("daemon started again (its battery's state of charge estimated now)")
+        daemon.config.write_text(daemon.clean)
         daemon.start()
         run.check_values(t, "the restart")
         time.sleep(INTERVAL)
