@@ -155,8 +155,10 @@ test_package() {
   scrape_until_sampled "http://$addr"
   check_metrics
   [ "$(curl -fsS "http://$addr/healthz")" = ok ] || fail "/healthz"
-  curl -fsS --compressed "http://$addr/metrics" | grep -q '^powermon_samples_total' ||
-    fail "gzip /metrics"
+  # Read whole first: grep -q stops at the first match, and curl, cut off, would fail.
+  local gzipped
+  gzipped=$(curl -fsS --compressed "http://$addr/metrics") || fail "gzip /metrics"
+  grep -q '^powermon_samples_total' <<<"$gzipped" || fail "gzip /metrics"
   local times
   times=$(for _ in $(seq 21); do curl -fsS -o /dev/null -w '%{time_total}\n' "http://$addr/metrics"; done |
     sort -n | sed -n 11p)

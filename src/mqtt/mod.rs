@@ -253,6 +253,7 @@ async fn publisher(
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut announced: Vec<String> = Vec::new();
+    let mut retired = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -260,7 +261,7 @@ async fn publisher(
                 let current: Vec<String> = sensors.iter().map(|s| s.name.clone()).collect();
                 if config.discovery && m.connected.get() == 1 && current != announced {
                     // A reload added or removed sensors.
-                    announced = discover(&client, &names, &board, &announced).await;
+                    announced = discover(&client, &names, &board, &announced, false).await;
                 }
                 for s in sensors.iter() {
                     let state = messages::sensor_state(s);
@@ -276,7 +277,9 @@ async fn publisher(
                     let _ = client.publish(names.availability(), QoS::AtLeastOnce, true, "online").await;
                 }
                 if config.discovery {
-                    announced = discover(&client, &names, &board, &[]).await;
+                    // The retired flags are emptied once a run: retained, they stay empty.
+                    announced = discover(&client, &names, &board, &[], !retired).await;
+                    retired = true;
                 }
                 // States soon after (a second, for Home Assistant to subscribe to what the
                 // discovery named), not an interval later: an entity with `expire_after` is
@@ -299,12 +302,14 @@ fn count(result: Result<(), ClientError>, m: &MqttMetrics) {
 }
 
 /// Publish the discovery of every sensor (retained), and empty configs for those of
-/// `previous` that are gone; the names announced.
+/// `previous` that are gone (and, with `retire`, for 0.2.0's flag per rule); the names
+/// announced.
 async fn discover(
     client: &AsyncClient,
     names: &Names,
     board: &Board,
     previous: &[String],
+    retire: bool,
 ) -> Vec<String> {
     let sensors = board.sensors();
     for s in sensors.iter() {
@@ -313,8 +318,10 @@ async fn discover(
                 .publish(d.topic, QoS::AtLeastOnce, true, d.payload)
                 .await;
         }
-        for topic in messages::retired_discovery_topics(names, &s.name) {
-            let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
+        if retire {
+            for topic in messages::retired_discovery_topics(names, &s.name) {
+                let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
+            }
         }
     }
     let current: Vec<String> = sensors.iter().map(|s| s.name.clone()).collect();
