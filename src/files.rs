@@ -75,7 +75,8 @@ pub(crate) fn tls_client(
     let ca_path = ca_file.unwrap_or(Path::new("/etc/ssl/certs/ca-certificates.crt"));
     let mut roots = rustls::RootCertStore::empty();
     let read = |path: &Path| {
-        read_capped(path, MAX_SMALL_FILE).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        read_capped(path, MAX_SMALL_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(ca_path)?)
         .collect::<Result<_, _>>()

@@ -174,11 +174,16 @@ impl Config {
             .remote_write
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.check(&base).map_err(|e| e.within(&format!("remote_write[{i}]"))))
+            .map(|(i, r)| {
+                r.check(&base)
+                    .map_err(|e| e.within(&format!("remote_write[{i}]")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(i) = (1..remote_write.len())
-            .find(|&i| remote_write[..i].iter().any(|r| r.name == remote_write[i].name))
-        {
+        if let Some(i) = (1..remote_write.len()).find(|&i| {
+            remote_write[..i]
+                .iter()
+                .any(|r| r.name == remote_write[i].name)
+        }) {
             return Err(invalid(
                 &format!("remote_write[{i}].name"),
                 format!("{:?} names another [[remote_write]] too; expected a name of its own (it names the spool)", remote_write[i].name),

@@ -30,9 +30,15 @@ pub(crate) struct RemoteWriteFile {
     url: String,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default = "RemoteWriteFile::default_interval", deserialize_with = "duration")]
+    #[serde(
+        default = "RemoteWriteFile::default_interval",
+        deserialize_with = "duration"
+    )]
     interval: Duration,
-    #[serde(default = "RemoteWriteFile::default_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "RemoteWriteFile::default_timeout",
+        deserialize_with = "duration"
+    )]
     remote_timeout: Duration,
     #[serde(default)]
     external_labels: BTreeMap<String, String>,
@@ -83,6 +89,9 @@ struct QueueFile {
     /// Samples older than this are dropped rather than sent (none: 0).
     #[serde(deserialize_with = "opt_duration")]
     sample_age_limit: Option<Duration>,
+    /// While the receiver is away, what waits in memory goes to the spool this often.
+    #[serde(deserialize_with = "duration")]
+    spool_flush_interval: Duration,
 }
 
 impl Default for QueueFile {
@@ -92,6 +101,7 @@ impl Default for QueueFile {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             sample_age_limit: None,
+            spool_flush_interval: Duration::from_secs(300),
         }
     }
 }
@@ -143,6 +153,9 @@ pub(crate) struct RemoteWriteConfig {
     pub(crate) max_backoff: Duration,
     /// Samples older than this are dropped.
     pub(crate) sample_age_limit: Option<Duration>,
+    /// While the receiver is away, memory goes to the spool this often: the most a power cut
+    /// loses, and a write to the card per interval.
+    pub(crate) spool_flush_interval: Duration,
 }
 
 /// Headers the file may not set: the protocol's own and the authentication's.
@@ -166,9 +179,10 @@ impl RemoteWriteFile {
 
     /// The checked form; files relative to `base` (the configuration's directory).
     pub(crate) fn check(self, base: &Path) -> Result<RemoteWriteConfig, Invalid> {
-        let url: hyper::Uri = self.url.parse().map_err(|e| {
-            invalid("url", format!("{:?} is not a URL: {e}", self.url))
-        })?;
+        let url: hyper::Uri = self
+            .url
+            .parse()
+            .map_err(|e| invalid("url", format!("{:?} is not a URL: {e}", self.url)))?;
         match (url.scheme_str(), url.host()) {
             (Some("http" | "https"), Some(_)) => {}
             _ => {
@@ -208,7 +222,9 @@ impl RemoteWriteFile {
             }
         }
         labels.entry("instance".into()).or_insert_with(hostname);
-        labels.entry("job".into()).or_insert_with(|| "power-monitord".into());
+        labels
+            .entry("job".into())
+            .or_insert_with(|| "power-monitord".into());
         for header in self.headers.keys() {
             if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str())
                 || hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err()
@@ -219,7 +235,13 @@ impl RemoteWriteFile {
                 ));
             }
         }
-        let file = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let file = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
         let auth = match (self.basic_auth, &self.bearer_token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -235,7 +257,10 @@ impl RemoteWriteFile {
                     ));
                 }
                 let path = basic.password_file.as_ref().ok_or_else(|| {
-                    invalid("basic_auth.password_file", "basic_auth needs its password_file")
+                    invalid(
+                        "basic_auth.password_file",
+                        "basic_auth needs its password_file",
+                    )
                 })?;
                 Auth::Basic {
                     username: basic.username,
@@ -263,6 +288,12 @@ impl RemoteWriteFile {
                 "expected 1 to 4096 MiB",
             ));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&q.spool_flush_interval) {
+            return Err(invalid(
+                "queue_config.spool_flush_interval",
+                "expected 1s to 1h",
+            ));
+        }
         if q.min_backoff.is_zero() || q.max_backoff < q.min_backoff {
             return Err(invalid(
                 "queue_config.max_backoff",
@@ -284,6 +315,7 @@ impl RemoteWriteFile {
             min_backoff: q.min_backoff,
             max_backoff: q.max_backoff,
             sample_age_limit: q.sample_age_limit.filter(|d| !d.is_zero()),
+            spool_flush_interval: q.spool_flush_interval,
         })
     }
 }

@@ -4,13 +4,25 @@
 //!
 //! # Layout
 //! - [`proto`] — the `WriteRequest` on the wire: protobuf, Snappy, headers;
-//! - [`series`] — the series `/metrics` exports, as time series with external labels.
+//! - [`series`] — the series `/metrics` exports, as time series with external labels;
+//! - [`sender`] — one POST, and what its answer means;
+//! - [`spool`] — the tail (runtime directory) and the segments (state directory) that keep
+//!   what the receiver has not stored through crashes, restarts and days offline.
+//!
+//! A queue's samples, oldest first: the spooled segments, then the batches in memory (each
+//! also in the tail). The collector takes a batch every interval; while the receiver is away
+//! it moves the batches in memory into a new segment every `spool_flush_interval` (and at a stop).
+//! The sender sends the oldest batch, retrying with a backoff; a rejected batch is split to
+//! isolate the series the receiver refuses.
 
 pub(crate) mod proto;
-pub(crate) mod series;
 pub(crate) mod sender;
+pub(crate) mod series;
+pub(crate) mod spool;
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,13 +32,15 @@ use tokio::task::JoinHandle;
 
 use self::proto::WriteRequest;
 use self::sender::{Answer, Sender};
+use self::spool::{Record, Segments, Tail};
 use crate::config::remote_write::RemoteWriteConfig;
 use crate::metrics::{Metrics, RemoteMetrics};
 
-/// What a queue holds in memory at most; beyond it the oldest requests give way.
+/// What a queue holds in memory at most before it spills to a segment.
 const MEMORY_BYTES: usize = 4 << 20;
 
 /// One request's worth of samples: all series at one time.
+#[derive(Clone)]
 struct Batch {
     body: Bytes,
     samples: usize,
@@ -34,15 +48,52 @@ struct Batch {
     taken_ms: i64,
 }
 
-/// The samples taken and not yet stored by the receiver, oldest first.
+impl Batch {
+    fn record(&self) -> Record {
+        Record {
+            taken_ms: self.taken_ms,
+            samples: self.samples as u32,
+            body: self.body.to_vec(),
+        }
+    }
+
+    fn from_record(r: Record) -> Batch {
+        Batch {
+            body: Bytes::from(r.body),
+            samples: r.samples as usize,
+            taken_ms: r.taken_ms,
+        }
+    }
+}
+
+/// The batches in memory, oldest first (the newest part of the queue).
 #[derive(Default)]
-struct Pending {
+struct Memory {
     batches: VecDeque<Batch>,
     bytes: usize,
 }
 
+/// What the collector and the sender share.
+struct Shared {
+    name: String,
+    memory: Mutex<Memory>,
+    /// The tail: the batches in memory, for a crash.
+    tail: Mutex<Option<Tail>>,
+    /// The segments: touched only on blocking threads (file I/O).
+    segments: Option<Arc<Mutex<Segments>>>,
+    max_spool_bytes: u64,
+    /// The receiver did not answer or failed the last time.
+    away: AtomicBool,
+    wake: Notify,
+    m: RemoteMetrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A running `[[remote_write]]`: it takes the series every interval and sends them, oldest
-/// first, retrying while the receiver is away.
+/// first, keeping them while the receiver is away.
 pub(crate) struct RemoteWrite {
     config: RemoteWriteConfig,
     stop: watch::Sender<bool>,
@@ -50,22 +101,60 @@ pub(crate) struct RemoteWrite {
 }
 
 impl RemoteWrite {
-    /// Start pushing what `metrics` exports as `config` says.
-    pub(crate) fn start(config: &RemoteWriteConfig, metrics: &Arc<Metrics>) -> Result<RemoteWrite, String> {
+    /// Start pushing what `metrics` exports as `config` says; the spool under `state_dir`,
+    /// the tail under `runtime_dir`.
+    pub(crate) fn start(
+        config: &RemoteWriteConfig,
+        metrics: &Arc<Metrics>,
+        state_dir: &Path,
+        runtime_dir: &Path,
+    ) -> Result<RemoteWrite, String> {
         let sender = Sender::new(config)?;
         let m = metrics.remote().map_err(|e| e.to_string())?;
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let wake = Arc::new(Notify::new());
+        let name = config.name.clone();
+        let segments = Segments::open(&state_dir.join("remote-write").join(&name))
+            .map_err(|e| {
+                log::warn!(
+                    "remote write {name}: no spool in {}: {e}; samples wait in memory only",
+                    state_dir.display()
+                )
+            })
+            .ok();
+        let (tail, left) = Tail::open(&runtime_dir.join(format!("remote-write-{name}.tail")));
+        let mut memory = Memory::default();
+        for r in left {
+            let b = Batch::from_record(r);
+            memory.bytes += b.body.len();
+            memory.batches.push_back(b);
+        }
+        if let Some(s) = &segments {
+            if s.len() > 0 || !memory.batches.is_empty() {
+                log::info!(
+                    "remote write {name}: {} spooled segment(s) and {} batch(es) from before the start to send first",
+                    s.len(),
+                    memory.batches.len()
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            name,
+            memory: Mutex::new(memory),
+            tail: Mutex::new(Some(tail)),
+            segments: segments.map(|s| Arc::new(Mutex::new(s))),
+            max_spool_bytes: config.max_spool_bytes,
+            away: AtomicBool::new(false),
+            wake: Notify::new(),
+            m,
+        });
+        publish(&shared);
         let (stop, stopped) = watch::channel(false);
         let collector = tokio::spawn(collect(
             config.clone(),
             Arc::clone(metrics),
-            m.clone(),
-            Arc::clone(&pending),
-            Arc::clone(&wake),
+            Arc::clone(&shared),
             stopped.clone(),
         ));
-        let sending = tokio::spawn(send(config.clone(), sender, m, pending, wake, stopped));
+        let sending = tokio::spawn(send(config.clone(), sender, shared, stopped));
         log::info!(
             "remote write {}: pushing to {} every {}",
             config.name,
@@ -84,44 +173,117 @@ impl RemoteWrite {
         &self.config
     }
 
-    /// Stop taking and sending samples.
+    /// Stop taking and sending samples; what is not sent goes to a segment.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
 }
 
-fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
-    pending.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The queue's gauges from what it holds.
-fn publish(name: &str, m: &RemoteMetrics, p: &Pending) {
-    let samples: usize = p.batches.iter().map(|b| b.samples).sum();
+/// The queue's gauges.
+fn publish(shared: &Shared) {
+    let name = shared.name.as_str();
+    let m = &shared.m;
+    let memory = lock(&shared.memory);
+    let samples: usize = memory.batches.iter().map(|b| b.samples).sum();
     m.pending.with_label_values(&[name]).set(samples as i64);
     m.pending_bytes
         .with_label_values(&[name, "memory"])
-        .set(p.bytes as i64);
-    match p.batches.front() {
-        Some(b) => m
-            .oldest_pending
+        .set(memory.bytes as i64);
+    if let Some(b) = memory.batches.front() {
+        m.oldest_pending
             .with_label_values(&[name])
-            .set(b.taken_ms as f64 / 1000.0),
-        None => {
-            let _ = m.oldest_pending.remove_label_values(&[name]);
-        }
+            .set(b.taken_ms as f64 / 1000.0);
+    } else {
+        let _ = m.oldest_pending.remove_label_values(&[name]);
     }
 }
 
-/// Every interval: the exported series, as one batch at the back of the queue.
+/// The spool's gauge and size limit, on a blocking thread: past the limit, the oldest
+/// segments are dropped and counted.
+fn trim_spool(shared: &Shared, segments: &mut Segments) {
+    while segments.bytes() > shared.max_spool_bytes && segments.len() > 1 {
+        match segments.remove_oldest() {
+            Ok(samples) => {
+                log::warn!(
+                    "remote write {}: the spool is full ({} MiB); dropped its oldest segment ({samples} samples)",
+                    shared.name,
+                    shared.max_spool_bytes >> 20
+                );
+                shared
+                    .m
+                    .samples
+                    .with_label_values(&[&shared.name, "dropped"])
+                    .inc_by(samples);
+            }
+            Err(_) => break,
+        }
+    }
+    shared
+        .m
+        .pending_bytes
+        .with_label_values(&[&shared.name, "disk"])
+        .set(segments.bytes() as i64);
+}
+
+/// Move the batches in memory into a new segment (on a blocking thread), then empty the
+/// tail, which held them.
+async fn spill(shared: &Arc<Shared>) {
+    let Some(segments) = shared.segments.clone() else {
+        return;
+    };
+    let batches: Vec<Batch> = {
+        let mut memory = lock(&shared.memory);
+        memory.bytes = 0;
+        memory.batches.drain(..).collect()
+    };
+    if batches.is_empty() {
+        return;
+    }
+    let records: Vec<Record> = batches.iter().map(Batch::record).collect();
+    let writer = Arc::clone(shared);
+    let written = tokio::task::spawn_blocking(move || {
+        let mut segments = lock(&segments);
+        let result = segments.append(&records);
+        trim_spool(&writer, &mut segments);
+        result
+    })
+    .await;
+    let failed = match written {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match failed {
+        None => {
+            if let Some(tail) = lock(&shared.tail).as_mut() {
+                tail.clear();
+            }
+        }
+        Some(why) => {
+            log::warn!(
+                "remote write {}: cannot spool: {why}; the samples stay in memory",
+                shared.name
+            );
+            // Back in front of what came since, in order.
+            let mut memory = lock(&shared.memory);
+            for b in batches.into_iter().rev() {
+                memory.bytes += b.body.len();
+                memory.batches.push_front(b);
+            }
+        }
+    }
+    publish(shared);
+}
+
+/// Every interval: the exported series, as one batch at the back of the queue (and in the
+/// tail); while the receiver is away, a spill every `spool_flush_interval`; at a stop, a last one.
 async fn collect(
     config: RemoteWriteConfig,
     metrics: Arc<Metrics>,
-    m: RemoteMetrics,
-    pending: Arc<Mutex<Pending>>,
-    wake: Arc<Notify>,
+    shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(config.interval);
@@ -129,7 +291,7 @@ async fn collect(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stopped.changed() => return,
+            _ = stopped.changed() => break,
         }
         let taken_ms = (crate::time::unix_now() * 1000.0) as i64;
         let request = WriteRequest {
@@ -140,75 +302,106 @@ async fn collect(
             body: Bytes::from(request.body()),
             taken_ms,
         };
-        let mut p = lock(&pending);
-        p.bytes += batch.body.len();
-        p.batches.push_back(batch);
-        while p.bytes > MEMORY_BYTES {
-            let Some(old) = p.batches.pop_front() else { break };
-            p.bytes -= old.body.len();
-            m.samples
-                .with_label_values(&[&config.name, "dropped"])
-                .inc_by(old.samples as u64);
+        if let Some(tail) = lock(&shared.tail).as_mut() {
+            tail.push(&batch.record());
         }
-        publish(&config.name, &m, &p);
-        drop(p);
-        wake.notify_one();
+        let due = {
+            let mut memory = lock(&shared.memory);
+            memory.bytes += batch.body.len();
+            memory.batches.push_back(batch);
+            let oldest = memory.batches.front().map_or(taken_ms, |b| b.taken_ms);
+            let waited = Duration::from_millis((taken_ms - oldest).max(0) as u64);
+            memory.bytes > MEMORY_BYTES
+                || (shared.away.load(Ordering::Acquire) && waited >= config.spool_flush_interval)
+        };
+        if due {
+            spill(&shared).await;
+        }
+        publish(&shared);
+        shared.wake.notify_one();
     }
+    // A stop (or an upgrade): what is not sent is kept on disk, not only in the tail.
+    spill(&shared).await;
 }
 
-/// Send the oldest batch until the queue is empty; back off while the receiver is away; a
-/// rejected batch is split to isolate the series it refuses.
+/// Where the batch being sent came from.
+enum Source {
+    /// The oldest segment, loaded.
+    Segment,
+    /// Memory.
+    Memory,
+}
+
+/// Send the oldest batch until none is left; back off while the receiver is away.
 async fn send(
     config: RemoteWriteConfig,
     sender: Sender,
-    m: RemoteMetrics,
-    pending: Arc<Mutex<Pending>>,
-    wake: Arc<Notify>,
+    shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let name = config.name.as_str();
+    let name = shared.name.clone();
     let mut backoff = config.min_backoff;
     let mut away: Option<String> = None;
     let mut rejections_logged = 0u32;
+    // The oldest segment's batches, being sent.
+    let mut loaded: VecDeque<Batch> = VecDeque::new();
+    let mut loaded_path: Option<PathBuf> = None;
     loop {
-        let front = lock(&pending)
-            .batches
-            .front()
-            .map(|b| (b.body.clone(), b.samples, b.taken_ms));
-        let Some((body, samples, taken_ms)) = front else {
-            tokio::select! {
-                _ = wake.notified() => continue,
-                _ = stopped.changed() => return,
+        if loaded.is_empty() {
+            if let Some(path) = loaded_path.take() {
+                remove_segment(&shared, path).await;
+            }
+            if let Some((path, batches)) = load_oldest(&shared).await {
+                loaded = batches;
+                loaded_path = Some(path);
+                continue;
+            }
+        }
+        let in_memory = lock(&shared.memory).batches.front().cloned();
+        let (batch, source) = match (loaded.front(), in_memory) {
+            (Some(b), _) => (b.clone(), Source::Segment),
+            (None, Some(b)) => (b, Source::Memory),
+            (None, None) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => continue,
+                    _ = stopped.changed() => return,
+                }
             }
         };
         if let Some(limit) = config.sample_age_limit {
-            let age_ms = (crate::time::unix_now() * 1000.0) as i64 - taken_ms;
+            let age_ms = (crate::time::unix_now() * 1000.0) as i64 - batch.taken_ms;
             if age_ms > limit.as_millis() as i64 {
-                finish(name, &m, &pending, "dropped", samples);
+                done(&shared, &mut loaded, &source, &batch, "dropped");
                 continue;
             }
         }
         let answer = tokio::select! {
-            answer = sender.send(body.clone()) => answer,
+            answer = sender.send(batch.body.clone()) => answer,
             _ = stopped.changed() => return,
         };
         match answer {
             Answer::Stored => {
                 if let Some(why) = away.take() {
-                    log::info!("remote write {name}: the receiver takes samples again (it had: {why})");
+                    log::info!(
+                        "remote write {name}: the receiver takes samples again (it had: {why})"
+                    );
                 }
+                shared.away.store(false, Ordering::Release);
                 backoff = config.min_backoff;
-                m.last_success
-                    .with_label_values(&[name])
+                shared
+                    .m
+                    .last_success
+                    .with_label_values(&[&name])
                     .set(crate::time::unix_now());
-                finish(name, &m, &pending, "sent", samples);
+                done(&shared, &mut loaded, &source, &batch, "sent");
             }
             Answer::Retry(why) => {
                 if away.is_none() {
                     log::warn!("remote write {name}: {why}; keeping the samples and trying again");
                 }
                 away = Some(why);
-                m.retries.with_label_values(&[name]).inc();
+                shared.away.store(true, Ordering::Release);
+                shared.m.retries.with_label_values(&[&name]).inc();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stopped.changed() => return,
@@ -216,55 +409,155 @@ async fn send(
                 backoff = (backoff * 2).min(config.max_backoff);
             }
             Answer::Rejected(why) => {
-                if !split_front(&pending, &body) {
+                if let Some(halves) = split(&batch) {
+                    replace_front(&shared, &mut loaded, &source, &batch, halves);
+                } else {
                     if rejections_logged < 10 {
                         rejections_logged += 1;
-                        log::warn!("remote write {name}: the receiver refused {samples} sample(s): {why}");
+                        log::warn!(
+                            "remote write {name}: the receiver refused {} sample(s): {why}",
+                            batch.samples
+                        );
                     }
-                    finish(name, &m, &pending, "rejected", samples);
+                    done(&shared, &mut loaded, &source, &batch, "rejected");
                 }
             }
         }
     }
 }
 
-/// The front batch (whose body is `body`) done with: removed and counted as `result`.
-fn finish(name: &str, m: &RemoteMetrics, pending: &Mutex<Pending>, result: &str, samples: usize) {
-    let mut p = lock(pending);
-    if let Some(b) = p.batches.pop_front() {
-        p.bytes -= b.body.len();
-    }
-    m.samples
-        .with_label_values(&[name, result])
-        .inc_by(samples as u64);
-    publish(name, m, &p);
+/// The oldest segment's batches, read on a blocking thread (a damaged one is dropped).
+async fn load_oldest(shared: &Arc<Shared>) -> Option<(PathBuf, VecDeque<Batch>)> {
+    let segments = shared.segments.clone()?;
+    let reader = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let mut segments = lock(&segments);
+        loop {
+            let (path, records) = segments.oldest()?;
+            match records {
+                Ok(records) if !records.is_empty() => {
+                    return Some((path, records.into_iter().map(Batch::from_record).collect()))
+                }
+                Ok(_) | Err(_) => {
+                    log::warn!(
+                        "remote write {}: {} holds no readable batch; removed",
+                        reader.name,
+                        path.display()
+                    );
+                    let _ = segments.remove_path(&path);
+                }
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
-/// Replace the front batch by its two halves (by series), so that a rejection is narrowed
-/// to the series the receiver refuses; false when it holds one series.
-fn split_front(pending: &Mutex<Pending>, body: &Bytes) -> bool {
-    let Some(request) = WriteRequest::from_body(body) else {
-        return false;
+/// Delete a segment that is all stored, on a blocking thread.
+async fn remove_segment(shared: &Arc<Shared>, path: PathBuf) {
+    let Some(segments) = shared.segments.clone() else {
+        return;
     };
+    let owner = Arc::clone(shared);
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut segments = lock(&segments);
+        let _ = segments.remove_path(&path);
+        trim_spool(&owner, &mut segments);
+    })
+    .await;
+}
+
+/// `batch` (the front of `source`) done with: removed and counted as `result`. A batch in
+/// memory that a spill moved meanwhile stays where it went (it is sent again: a receiver
+/// takes the same sample twice).
+fn done(
+    shared: &Shared,
+    loaded: &mut VecDeque<Batch>,
+    source: &Source,
+    batch: &Batch,
+    result: &str,
+) {
+    let removed = match source {
+        Source::Segment => loaded.pop_front().is_some(),
+        Source::Memory => {
+            let mut memory = lock(&shared.memory);
+            let same = memory
+                .batches
+                .front()
+                .is_some_and(|b| b.taken_ms == batch.taken_ms && b.body == batch.body);
+            if same {
+                if let Some(b) = memory.batches.pop_front() {
+                    memory.bytes -= b.body.len();
+                }
+                if memory.batches.is_empty() {
+                    if let Some(tail) = lock(&shared.tail).as_mut() {
+                        tail.clear();
+                    }
+                }
+            }
+            same
+        }
+    };
+    if removed {
+        shared
+            .m
+            .samples
+            .with_label_values(&[&shared.name, result])
+            .inc_by(batch.samples as u64);
+    }
+    publish(shared);
+}
+
+/// The two halves (by series) of a batch, to narrow a rejection down to the series the
+/// receiver refuses; none when it holds one series.
+fn split(batch: &Batch) -> Option<[Batch; 2]> {
+    let request = WriteRequest::from_body(&batch.body)?;
     if request.timeseries.len() < 2 {
-        return false;
+        return None;
     }
     let mut first = request.timeseries;
     let second = first.split_off(first.len() / 2);
-    let halves = [first, second].map(|timeseries| WriteRequest { timeseries });
-    let mut p = lock(pending);
-    let Some(old) = p.batches.pop_front() else {
-        return false;
-    };
-    p.bytes -= old.body.len();
-    for half in halves.into_iter().rev() {
-        let body = Bytes::from(half.body());
-        p.bytes += body.len();
-        p.batches.push_front(Batch {
+    Some([first, second].map(|timeseries| {
+        let half = WriteRequest { timeseries };
+        Batch {
             samples: half.samples(),
-            body,
-            taken_ms: old.taken_ms,
-        });
+            body: Bytes::from(half.body()),
+            taken_ms: batch.taken_ms,
+        }
+    }))
+}
+
+/// `batch` (the front of `source`) replaced by `halves`, in order.
+fn replace_front(
+    shared: &Shared,
+    loaded: &mut VecDeque<Batch>,
+    source: &Source,
+    batch: &Batch,
+    halves: [Batch; 2],
+) {
+    match source {
+        Source::Segment => {
+            loaded.pop_front();
+            for half in halves.into_iter().rev() {
+                loaded.push_front(half);
+            }
+        }
+        Source::Memory => {
+            let mut memory = lock(&shared.memory);
+            let same = memory
+                .batches
+                .front()
+                .is_some_and(|b| b.taken_ms == batch.taken_ms && b.body == batch.body);
+            if same {
+                if let Some(b) = memory.batches.pop_front() {
+                    memory.bytes -= b.body.len();
+                }
+                for half in halves.into_iter().rev() {
+                    memory.bytes += half.body.len();
+                    memory.batches.push_front(half);
+                }
+            }
+        }
     }
-    true
 }

@@ -69,10 +69,7 @@ impl Sender {
         for (name, value) in HEADERS {
             add(name, value)?;
         }
-        add(
-            "User-Agent",
-            &format!("power-monitord/{}", crate::VERSION),
-        )?;
+        add("User-Agent", &format!("power-monitord/{}", crate::VERSION))?;
         match &config.auth {
             Auth::None => {}
             Auth::Basic { username, password } => {
@@ -115,7 +112,10 @@ impl Sender {
             .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let mut request = Request::post(uri.clone())
-            .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
+            .header(
+                hyper::header::HOST,
+                uri.authority().map_or(host, |a| a.as_str()),
+            )
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         for (name, value) in &self.headers {
@@ -124,7 +124,12 @@ impl Sender {
         match &self.tls {
             None => exchange(TokioIo::new(tcp), request).await,
             Some(connector) => {
-                let name = self.config.server_name.as_deref().unwrap_or(host).to_string();
+                let name = self
+                    .config
+                    .server_name
+                    .as_deref()
+                    .unwrap_or(host)
+                    .to_string();
                 let server = rustls::pki_types::ServerName::try_from(name)
                     .map_err(|e| format!("server name: {e}"))?;
                 let tls = connector
@@ -146,16 +151,20 @@ where
         .await
         .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(|e| e.to_string());
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string());
     let result = match response {
         Ok(response) => {
             let status = response.status().as_u16();
-            let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body =
+                tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
             let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             Ok((status, text))
         }
@@ -186,7 +195,10 @@ mod tests {
         assert_eq!(classify(204, ""), Answer::Stored);
         assert!(matches!(classify(429, "slow down"), Answer::Retry(_)));
         assert!(matches!(classify(503, "unavailable"), Answer::Retry(_)));
-        assert!(matches!(classify(400, "out of order sample"), Answer::Rejected(_)));
+        assert!(matches!(
+            classify(400, "out of order sample"),
+            Answer::Rejected(_)
+        ));
         // Prometheus 2.42 answers 500 for samples past its window: never retried forever.
         assert!(matches!(
             classify(500, "too old sample"),

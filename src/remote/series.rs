@@ -74,7 +74,10 @@ mod tests {
             .find(|s| s.labels.iter().any(|l| l.value == "powermon_build_info"))
             .expect("powermon_build_info");
         let names: Vec<&str> = build.labels.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["__name__", "instance", "job", "revision", "version"]);
+        assert_eq!(
+            names,
+            ["__name__", "instance", "job", "revision", "version"]
+        );
         assert_eq!(build.samples[0].value, 1.0);
         assert_eq!(build.samples[0].timestamp, 1_700_000_000_000);
         // The same series the exposition has (process_* included), one each.

@@ -214,6 +214,9 @@ struct Daemon {
     mqtt: Option<crate::mqtt::Mqtt>,
     /// A queue per `[[remote_write]]`.
     remote: Vec<crate::remote::RemoteWrite>,
+    /// Where the remote write spools (the state directory) and keeps its tail (the live
+    /// file's directory).
+    spool_dirs: (PathBuf, PathBuf),
     /// Whether a reload's files are being read.
     reading: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -222,6 +225,10 @@ struct Daemon {
 pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), ServiceError> {
     let store = paths::open_state(&config)?;
     let live_path = paths::live_path(store.dir());
+    let spool_dirs = (
+        store.dir().to_path_buf(),
+        live_path.parent().unwrap_or(store.dir()).to_path_buf(),
+    );
     let (durable, newer) = paths::load_totals(&store, &live_path)?;
     let addresses = if options.listen.is_empty() {
         config.daemon.listen.clone()
@@ -292,6 +299,7 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         persist_interval: watch::channel(persist_interval).0,
         mqtt: None,
         remote: Vec::new(),
+        spool_dirs,
         reading: Arc::default(),
     };
     let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
@@ -409,7 +417,8 @@ impl Daemon {
             queue.stop().await;
         }
         for config in configs {
-            match crate::remote::RemoteWrite::start(config, &self.metrics) {
+            let (state, runtime) = &self.spool_dirs;
+            match crate::remote::RemoteWrite::start(config, &self.metrics, state, runtime) {
                 Ok(queue) => self.remote.push(queue),
                 Err(e) => log::error!("remote write {}: {e}; running without it", config.name),
             }
