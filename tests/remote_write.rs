@@ -189,3 +189,210 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     assert!(energy.windows(2).all(|w| w[1].1 >= w[0].1), "{energy:?}");
     stop(receiver, libc::SIGTERM);
 }
+
+/// The wire format, as a receiver decodes it.
+mod wire {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+/// A receiver on a thread: each request decoded and handed to `answer`, which gives the
+/// status and body; every request it stored (2xx) is kept.
+struct FakeReceiver {
+    port: u16,
+    stored: std::sync::Arc<std::sync::Mutex<Vec<wire::WriteRequest>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeReceiver {
+    fn start(answer: fn(&wire::WriteRequest) -> (u16, &'static str)) -> FakeReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stored = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (keep, count) = (stored.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0usize;
+                let mut encoding = String::new();
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-encoding:") {
+                        encoding = v.trim().to_string();
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                // Only remote write requests (a stray connection gets a 400).
+                let request = (encoding == "snappy" && head.starts_with("POST "))
+                    .then(|| snap::raw::Decoder::new().decompress_vec(&body).ok())
+                    .flatten()
+                    .and_then(|raw| prost::Message::decode(raw.as_slice()).ok());
+                let Some(request): Option<wire::WriteRequest> = request else {
+                    let mut stream = reader.into_inner();
+                    let _ = write!(stream, "HTTP/1.1 400 X\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, text) = answer(&request);
+                if (200..300).contains(&status) {
+                    keep.lock().unwrap().push(request);
+                }
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeReceiver {
+            port,
+            stored,
+            requests,
+        }
+    }
+}
+
+fn label<'a>(series: &'a wire::TimeSeries, name: &str) -> Option<&'a str> {
+    series
+        .labels
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.value.as_str())
+}
+
+fn pushing_daemon(receiver_port: u16) -> (tempfile::TempDir, common::Daemon) {
+    let (dir, config) = config_file(&format!(
+        r#"[[sensor]]
+name = "good"
+driver = "simulated"
+interval = "500ms"
+
+[[sensor]]
+name = "bad"
+driver = "simulated"
+address = 0x41
+interval = "500ms"
+
+[[remote_write]]
+url = "http://127.0.0.1:{receiver_port}/api/v1/write"
+name = "fake"
+interval = "1s"
+queue_config = {{ min_backoff = "100ms", max_backoff = "500ms" }}
+"#
+    ));
+    let d = common::Daemon::start_with(&config, &dir.path().join("state"));
+    (dir, d)
+}
+
+/// A receiver that refuses one sensor's series with 400 still gets every other series: the
+/// daemon splits the request until the refused series stand alone, and drops only those.
+#[test]
+fn a_rejected_series_costs_only_itself() {
+    let receiver = FakeReceiver::start(|request| {
+        let bad = request
+            .timeseries
+            .iter()
+            .any(|s| label(s, "sensor") == Some("bad"));
+        if bad {
+            (400, "out of order sample for sensor=bad")
+        } else {
+            (204, "")
+        }
+    });
+    let (_dir, d) = pushing_daemon(receiver.port);
+    let m = d.scrape_until(Duration::from_secs(20), |m| {
+        m.value(
+            "powermon_remote_write_samples_total",
+            &[("queue", "fake"), ("result", "sent")],
+        ) > Some(200.0)
+    });
+    let rejected = m
+        .value(
+            "powermon_remote_write_samples_total",
+            &[("queue", "fake"), ("result", "rejected")],
+        )
+        .unwrap_or(0.0);
+    assert!(rejected > 0.0);
+    let stored = receiver.stored.lock().unwrap();
+    let series: Vec<&wire::TimeSeries> = stored.iter().flat_map(|r| &r.timeseries).collect();
+    assert!(series.iter().all(|s| label(s, "sensor") != Some("bad")));
+    assert!(series.iter().any(|s| label(s, "sensor") == Some("good")));
+    assert!(
+        series
+            .iter()
+            .any(|s| label(s, "__name__") == Some("powermon_build_info")),
+        "the series of no sensor got through too"
+    );
+    assert!(d.log().contains("the receiver refused"), "{}", d.log());
+    assert_eq!(
+        m.value("powermon_remote_write_retries_total", &[("queue", "fake")]),
+        Some(0.0)
+    );
+}
+
+/// A 500 that says the samples are too old (Prometheus past its window) is not retried.
+#[test]
+fn a_500_too_old_is_not_retried_forever() {
+    let receiver = FakeReceiver::start(|_| (500, "too old sample"));
+    let (_dir, d) = pushing_daemon(receiver.port);
+    let m = d.scrape_until(Duration::from_secs(20), |m| {
+        m.value(
+            "powermon_remote_write_samples_total",
+            &[("queue", "fake"), ("result", "rejected")],
+        ) > Some(0.0)
+    });
+    assert_eq!(
+        m.value("powermon_remote_write_retries_total", &[("queue", "fake")]),
+        Some(0.0)
+    );
+    // Nothing piles up.
+    let later = d.scrape_until(Duration::from_secs(10), |m| {
+        m.value(
+            "powermon_remote_write_pending_samples",
+            &[("queue", "fake")],
+        ) == Some(0.0)
+    });
+    let _ = (
+        later,
+        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+    );
+}

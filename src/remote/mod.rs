@@ -146,6 +146,16 @@ impl RemoteWrite {
             wake: Notify::new(),
             m,
         });
+        // Every series of the queue from the start, at 0.
+        for result in ["sent", "rejected", "dropped"] {
+            shared.m.samples.with_label_values(&[&shared.name, result]);
+        }
+        shared.m.retries.with_label_values(&[&shared.name]);
+        shared
+            .m
+            .pending_bytes
+            .with_label_values(&[&shared.name, "disk"])
+            .set(shared.segments.as_ref().map_or(0, |s| lock(s).bytes()) as i64);
         publish(&shared);
         let (stop, stopped) = watch::channel(false);
         let collector = tokio::spawn(collect(
