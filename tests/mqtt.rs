@@ -253,8 +253,8 @@ fn discovery_and_states_reach_the_broker() {
         problem["json_attributes_topic"],
         "pm/test/sensor/ac001/state"
     );
-    // 0.2.0's flag per rule: emptied (an empty retained config removes the entity).
-    assert!(!configs.contains_key(&retired));
+    // 0.2.0's flag per rule: emptied (an empty retained config removes the entity). The
+    // listener may have got the old one, retained, before the daemon emptied it.
     assert_eq!(broker.retained(&retired), None);
     eprintln!("{} discovery configs", configs.len());
     let soc =
