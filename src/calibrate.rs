@@ -287,14 +287,13 @@ fn daemon_address(config: &Config) -> Option<std::net::SocketAddr> {
 }
 
 /// `sensor`'s readings from the running daemon's `/api/readings` for `duration`, a new one
-/// per sample, with the daemon's trims (the configuration's) taken off again.
+/// per sample, with the trims the daemon applies (it says which) taken off again.
 fn from_daemon(
     addr: std::net::SocketAddr,
     sensor: &SensorConfig,
     duration: Duration,
 ) -> Result<Vec<Reading>, CalibrateError> {
     let failed = |why: String| CalibrateError::Daemon { addr, why };
-    let trim = sensor.calibration;
     let started = Instant::now();
     let mut readings = Vec::new();
     let mut last_sample = None;
@@ -306,12 +305,22 @@ fn from_daemon(
             .and_then(|all| all.iter().find(|s| s["name"] == sensor.name.as_str()))
             .ok_or_else(|| failed(format!("it has no sensor {:?} (reload it?)", sensor.name)))?;
         let at = entry["last_sample_timestamp_seconds"].as_f64();
+        // The trims the daemon applies (its configuration may be older than the file's).
+        let in_force = &entry["calibration"];
+        let trim = Trim {
+            current_gain: in_force["current_gain"].as_f64().unwrap_or(1.0),
+            current_offset_amps: in_force["current_offset_amps"].as_f64().unwrap_or(0.0),
+            voltage_gain: in_force["voltage_gain"].as_f64().unwrap_or(1.0),
+        };
         let values = (
             entry["up"].as_bool(),
             entry["current_amperes"].as_f64(),
             entry["bus_voltage_volts"].as_f64(),
         );
         match values {
+            _ if entry["overflow"].as_bool() == Some(true) => {
+                why_none = "the shunt saturated: the load is beyond max_current_amps".into()
+            }
             (Some(true), Some(amps), Some(volts)) if at != last_sample => {
                 last_sample = at;
                 let raw_amps = (amps + trim.current_offset_amps) / trim.current_gain;
@@ -425,8 +434,17 @@ pub fn run(config: &Config, request: &Request, out: &mut impl Write) -> Result<(
         .iter()
         .find(|s| s.name == request.sensor)
         .ok_or_else(|| CalibrateError::NoSensor(request.sensor.clone()))?;
-    let (state_dir, _) = crate::state::dir(config);
-    let readings = if crate::state::held_elsewhere(&state_dir) {
+    let running = match crate::state::daemon_running(config) {
+        Ok(running) => running,
+        // A simulated sensor shares no chip with a daemon.
+        Err(_) if sensor.driver == crate::config::Driver::Simulated => None,
+        Err(why) => {
+            return Err(CalibrateError::Usage(format!(
+                "cannot tell whether the power-monitord daemon is running ({why}), and calibrate must not share its chips: run it with sudo"
+            )))
+        }
+    };
+    let readings = if let Some(state_dir) = running {
         // The daemon has the chips: its readings, untrimmed.
         let addr = daemon_address(config).ok_or(CalibrateError::DaemonRunning(state_dir))?;
         writeln!(
@@ -460,8 +478,18 @@ pub fn run(config: &Config, request: &Request, out: &mut impl Write) -> Result<(
         reference: *reference,
         date: crate::time::local_date(crate::time::unix_now()),
     };
+    // What the file would hold, checked as the daemon will check it (a trim rounded to the
+    // edge of its range, an offset the gain took past its limit).
+    let text = crate::files::read_text(&config.path, crate::files::MAX_SMALL_FILE)?;
+    let new_text =
+        with_calibration(&text, &sensor.name, &block).map_err(CalibrateError::Refused)?;
+    if let Err(e) = Config::from_toml(&config.path, &new_text) {
+        return Err(CalibrateError::Refused(format!(
+            "these trims would make a configuration power-monitord refuses:\n{e}"
+        )));
+    }
     if request.write {
-        let written = write_calibration(&config.path, &sensor.name, &block)?;
+        let written = write_file(&config.path, &new_text)?;
         writeln!(
             out,
             "\nWritten to {}; `sudo systemctl reload power-monitord` applies it from the next sample (energy totals are not touched).",
@@ -618,24 +646,20 @@ pub(crate) fn with_calibration(text: &str, sensor: &str, block: &Block) -> Resul
     Ok(doc.to_string())
 }
 
-/// Write `block` into the configuration file at `path` (replaced whole, with its permissions;
-/// a link is followed to the file); the file written.
-fn write_calibration(
-    path: &Path,
-    sensor: &str,
-    block: &Block,
-) -> Result<std::path::PathBuf, CalibrateError> {
+/// Replace the configuration file at `path` (a link followed to the file) with `text`:
+/// written beside it, synced, renamed over it, with its owner, group and permissions.
+fn write_file(path: &Path, text: &str) -> Result<std::path::PathBuf, CalibrateError> {
+    use std::os::unix::fs::MetadataExt;
     let target = std::fs::canonicalize(path)?;
-    let text = crate::files::read_text(&target, crate::files::MAX_SMALL_FILE)?;
-    let new = with_calibration(&text, sensor, block).map_err(CalibrateError::Refused)?;
+    let meta = std::fs::metadata(&target)?;
     let dir = target.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".calibrate.")
         .tempfile_in(dir)?;
-    tmp.write_all(new.as_bytes())?;
+    tmp.write_all(text.as_bytes())?;
+    std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(tmp.path(), meta.permissions())?;
     tmp.as_file().sync_all()?;
-    let permissions = std::fs::metadata(&target)?.permissions();
-    std::fs::set_permissions(tmp.path(), permissions)?;
     tmp.persist(&target).map_err(|e| e.error)?;
     Ok(target)
 }

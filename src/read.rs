@@ -31,6 +31,9 @@ pub enum ReadError {
     /// The daemon runs on these sensors (it holds the lock of this state directory).
     #[error("the power-monitord daemon is running (it holds {}/state.lock), and `read` would share its chips: stop it first (sudo systemctl stop power-monitord), or see its readings at http://localhost:9723/ or with `curl -s localhost:9723/api/readings`", .0.display())]
     DaemonRunning(std::path::PathBuf),
+    /// Whether the daemon runs could not be found out.
+    #[error("cannot tell whether the power-monitord daemon is running ({0}), and `read` must not share its chips: run it as the service user (sudo -u power-monitord power-monitord read …)")]
+    CannotTell(String),
 }
 
 /// The silent sensors, each with why.
@@ -78,11 +81,12 @@ fn row(elapsed: f64, name: &str, snap: &Snapshot, width: usize) -> String {
 /// if a sensor gave no valid sample.
 pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<(), ReadError> {
     // Two programs on one chip would fight over its settings; simulated sensors share nothing.
-    let (state_dir, _) = crate::state::dir(config);
-    if config.sensors.iter().any(|s| s.driver != Driver::Simulated)
-        && crate::state::held_elsewhere(&state_dir)
-    {
-        return Err(ReadError::DaemonRunning(state_dir));
+    if config.sensors.iter().any(|s| s.driver != Driver::Simulated) {
+        match crate::state::daemon_running(config) {
+            Ok(None) => {}
+            Ok(Some(dir)) => return Err(ReadError::DaemonRunning(dir)),
+            Err(why) => return Err(ReadError::CannotTell(why)),
+        }
     }
     let (pipelines, statuses) = sampler::pipelines(config);
     let width = config
@@ -119,8 +123,8 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
     let printed = print_rows(&statuses, duration, every, width, out);
     sampler.stop();
     let shown = printed?;
-    // The samples taken after the last row (as the time ran out): a row each, so every sample
-    // the summary counts was shown.
+    // The samples taken after the last row (as the time ran out): a row each, so that for a
+    // sensor sampled once a second or less often every sample the summary counts was shown.
     for (s, shown) in statuses.iter().zip(shown) {
         let snap = s.snapshot();
         if snap.samples + snap.read_errors != shown {
@@ -131,8 +135,8 @@ pub fn run(config: &Config, duration: Duration, out: &mut impl Write) -> Result<
     summary(&statuses, start.elapsed(), width, out)
 }
 
-/// A row per sensor every `every`, for `duration` or until Ctrl-C; what each sensor's last
-/// row showed (its reads so far).
+/// A row per sample of each sensor (at most one per `every` for a sensor sampled faster), for
+/// `duration` or until Ctrl-C; what each sensor's last row showed (its reads so far).
 fn print_rows(
     statuses: &[Arc<SensorStatus>],
     duration: Duration,
@@ -146,38 +150,29 @@ fn print_rows(
         .map_err(ReadError::Threads)?;
     let start = Instant::now();
     let mut shown = vec![0; statuses.len()];
-    let mut print = |out: &mut dyn Write| -> Result<(), ReadError> {
-        let elapsed = start.elapsed().as_secs_f64();
-        for (s, shown) in statuses.iter().zip(shown.iter_mut()) {
-            let snap = s.snapshot();
-            *shown = snap.samples + snap.read_errors;
-            writeln!(out, "{}", row(elapsed, &s.name, &snap, width))?;
-        }
-        out.flush()?;
-        Ok(())
-    };
+    let mut last_row: Vec<Option<Instant>> = vec![None; statuses.len()];
+    // A little early is still this interval's sample: the sampler's schedule jitters.
+    let spacing = every.saturating_sub(Duration::from_millis(100));
     runtime.block_on(async {
-        // A first row as soon as every sensor has been read once (its first sample is in the
-        // summary too), then one every interval.
-        let first = tokio::time::Instant::now() + every;
-        while tokio::time::Instant::now() < first
-            && statuses.iter().any(|s| {
-                let snap = s.snapshot();
-                snap.samples + snap.read_errors == 0
-            })
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        print(out)?;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let end = tokio::time::sleep(duration.saturating_sub(start.elapsed()));
+        let end = tokio::time::sleep(duration);
         tokio::pin!(end);
         loop {
             tokio::select! {
-                _ = ticker.tick() => print(out)?,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 _ = &mut end => break,
                 _ = tokio::signal::ctrl_c() => break,
             }
+            for (i, s) in statuses.iter().enumerate() {
+                let snap = s.snapshot();
+                let reads = snap.samples + snap.read_errors;
+                if reads != shown[i] && last_row[i].is_none_or(|t| t.elapsed() >= spacing) {
+                    shown[i] = reads;
+                    last_row[i] = Some(Instant::now());
+                    let elapsed = start.elapsed().as_secs_f64();
+                    writeln!(out, "{}", row(elapsed, &s.name, &snap, width))?;
+                }
+            }
+            out.flush()?;
         }
         Ok::<(), ReadError>(())
     })?;

@@ -297,17 +297,7 @@ fn beside_a_running_daemon_it_reads_through_the_daemon() {
     ) + "\n[sensor.calibration]\ncurrent_gain = 1.01\n";
     let (dir, path) = config_file(&text);
     let state = dir.path().join("state");
-    let mut daemon = std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&path)
-        .env("STATE_DIRECTORY", &state)
-        .env("RUNTIME_DIRECTORY", common::runtime_dir(&state))
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = common::spawn_configured(&path, &state);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {

@@ -159,17 +159,7 @@ fn a_reload_rebinds_the_listeners() {
     assert!(config.contains(&format!(":{port}\"")));
     let (dir, path) = common::config_file(&config);
     let state = dir.path().join("state");
-    let mut child = std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&path)
-        .env("STATE_DIRECTORY", &state)
-        .env("RUNTIME_DIRECTORY", common::runtime_dir(&state))
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_configured(&path, &state);
     let old: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let wait_for = |addr: std::net::SocketAddr, listening: bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -51,6 +51,11 @@ pub struct BatterySnapshot {
     pub time_to_go_seconds: Option<f64>,
     /// The averaged current (discharge positive), in amperes.
     pub(crate) average_current_amperes: f64,
+    /// The averaged current discharges it (beyond `current_threshold_amps`, as time to go
+    /// counts it), whether or not the state of charge is known.
+    pub(crate) discharging: bool,
+    /// The averaged current charges it (beyond the threshold the other way).
+    pub(crate) charging: bool,
 }
 
 impl BatterySnapshot {
@@ -208,6 +213,8 @@ impl BatteryMonitor {
             state_of_charge: soc,
             time_to_go_seconds: soc.map(|s| self.time_to_go(s)),
             average_current_amperes: self.average.unwrap_or(0.0),
+            discharging: self.average.unwrap_or(0.0) > self.config.current_threshold_amps,
+            charging: self.average.unwrap_or(0.0) < -self.config.current_threshold_amps,
         }
     }
 

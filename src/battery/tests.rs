@@ -278,3 +278,22 @@ fn at_start_the_age_of_the_last_full_charge_is_taken_within_reason() {
         assert_eq!(run.transitions, [], "saved at {reference}");
     }
 }
+
+#[test]
+fn discharging_and_charging_follow_the_current_without_a_state_of_charge() {
+    let mut run = Run::new("", StoredBattery::default());
+    run.hold(20.0, 12.9, 60.0, 10.0);
+    let b = run.monitor.snapshot();
+    assert!(b.state_of_charge.is_none());
+    assert!(b.discharging && !b.charging);
+    // The load stops: the averaged current decays, and below the threshold it is neither.
+    run.hold(0.0, 13.1, 3600.0, 10.0);
+    let b = run.monitor.snapshot();
+    assert!(
+        !b.discharging && !b.charging,
+        "{}",
+        b.average_current_amperes
+    );
+    run.hold(-15.0, 13.6, 600.0, 10.0);
+    assert!(run.monitor.snapshot().charging);
+}

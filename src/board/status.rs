@@ -147,7 +147,9 @@ pub struct SensorStatus {
     pub(crate) address: u8,
     /// The configured labels.
     pub(crate) labels: BTreeMap<String, String>,
-    /// It has trims against a reference meter (`[sensor.calibration]`).
+    /// Its trims against a reference meter (`[sensor.calibration]`), as this run applies them.
+    pub(crate) trim: crate::config::calibration::Trim,
+    /// It has some.
     pub(crate) calibrated: bool,
     /// The rules it evaluates.
     pub(crate) rules: RuleSet,
@@ -177,6 +179,7 @@ impl SensorStatus {
             bus: config.bus.clone(),
             address: config.address,
             labels: config.labels.clone(),
+            trim: config.calibration,
             calibrated: !config.calibration.is_none(),
             rules,
             battery: config.battery.as_ref().map(|b| BatteryInfo {

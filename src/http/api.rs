@@ -21,8 +21,8 @@ pub(crate) struct Readings<'a> {
     pub(crate) batteries: Vec<BatteryReading<'a>>,
 }
 
-/// A battery: `discharging` follows the sign of the averaged current (discharge positive),
-/// whether or not the state of charge is known; JSON has no infinity, so a time to go without
+/// A battery: `discharging` and `charging` follow the averaged current beyond the battery's
+/// `current_threshold_amps` (as time to go does), whether or not the state of charge is known; JSON has no infinity, so a time to go without
 /// limit is `null`; every value that is not known is `null`.
 #[derive(Serialize)]
 pub(crate) struct BatteryReading<'a> {
@@ -34,6 +34,7 @@ pub(crate) struct BatteryReading<'a> {
     pub(crate) state_of_charge_uncertainty: Option<f64>,
     pub(crate) synchronized: bool,
     pub(crate) discharging: bool,
+    pub(crate) charging: bool,
     pub(crate) time_to_go_seconds: Option<f64>,
     pub(crate) average_current_amperes: f64,
     pub(crate) consumed_ah: Option<f64>,
@@ -58,7 +59,8 @@ fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
         state_of_charge: b.state_of_charge,
         state_of_charge_uncertainty: b.uncertainty(),
         synchronized: b.synchronized(),
-        discharging: b.average_current_amperes > 0.0,
+        discharging: b.discharging,
+        charging: b.charging,
         time_to_go_seconds: b.time_to_go_seconds.and_then(finite),
         average_current_amperes: b.average_current_amperes,
         consumed_ah: b
@@ -71,11 +73,21 @@ fn battery<'a>(status: &'a SensorStatus) -> Option<BatteryReading<'a>> {
     })
 }
 
+/// A sensor's trims, as `[sensor.calibration]` names them.
+#[derive(Serialize)]
+pub(crate) struct Calibration {
+    pub(crate) current_gain: f64,
+    pub(crate) current_offset_amps: f64,
+    pub(crate) voltage_gain: f64,
+}
+
 #[derive(Serialize)]
 pub(crate) struct SensorReading<'a> {
     pub(crate) name: &'a str,
     /// Trimmed against a reference meter (`[sensor.calibration]`).
     pub(crate) calibrated: bool,
+    /// The trims this run applies (`calibrate` takes them off again).
+    pub(crate) calibration: Option<Calibration>,
     pub(crate) driver: &'a str,
     pub(crate) bus: &'a str,
     pub(crate) address: String,
@@ -180,6 +192,11 @@ pub(crate) fn readings<'a>(app: &'a App, sensors: &'a [Arc<SensorStatus>]) -> Re
                 SensorReading {
                     name: &s.name,
                     calibrated: s.calibrated,
+                    calibration: s.calibrated.then_some(Calibration {
+                        current_gain: s.trim.current_gain,
+                        current_offset_amps: s.trim.current_offset_amps,
+                        voltage_gain: s.trim.voltage_gain,
+                    }),
                     driver: s.driver,
                     bus: &s.bus,
                     address: format!("{:#04x}", s.address),

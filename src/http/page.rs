@@ -196,7 +196,7 @@ fn battery_card(b: &BatteryReading<'_>) -> String {
     let togo = match (b.discharging, b.time_to_go_seconds, b.state_of_charge) {
         (true, Some(t), _) => format!("{} to go at {amps:.1} A", span(t)),
         (true, None, _) => format!("discharging at {amps:.1} A"),
-        (false, _, _) if amps < 0.0 => format!("charging at {:.1} A", -amps),
+        (false, _, _) if b.charging => format!("charging at {:.1} A", -amps),
         (false, _, Some(_)) => "idle".to_string(),
         (false, _, None) => String::new(),
     };

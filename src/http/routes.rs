@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -37,15 +37,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 /// Per client, not one for everyone (the exporter-toolkit's single bucket): one client's
 /// flood then costs only that client its answers, never the scraper's. It applies before
 /// authentication, so a flood of guesses is also held back before any bcrypt. An IPv6 client
-/// is its /64 (what one host usually gets); past [`MAX_CLIENTS`] buckets, the clients beyond
-/// share one.
+/// is its /64 (what one host usually gets); past [`MAX_CLIENTS`] buckets, new clients share
+/// one, and a known client keeps its own until it has not been seen for [`STALE`].
 pub(crate) struct Limiter {
     limit: RateLimit,
+    /// Per client: tokens, and when it was last seen.
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// When clients not seen for [`STALE`] were last let go.
+    swept: Mutex<Instant>,
 }
 
 /// Client buckets kept at most.
 const MAX_CLIENTS: usize = 4096;
+/// A client not seen for this long gives its bucket up when room is needed.
+const STALE: Duration = Duration::from_secs(600);
 
 /// The address that stands for `peer`'s client: an IPv4 address, or an IPv6 /64.
 fn client(peer: IpAddr) -> IpAddr {
@@ -64,6 +69,7 @@ impl Limiter {
         Limiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
         }
     }
 
@@ -78,8 +84,14 @@ impl Limiter {
         };
         let mut key = client(peer);
         if !buckets.contains_key(&key) && buckets.len() >= MAX_CLIENTS {
-            // A full bucket is as good as none.
-            buckets.retain(|_, (tokens, last)| refill(*tokens, *last) < burst);
+            // Known clients are never pushed out by newcomers (a flood of new addresses
+            // would push the scraper out first); only those not seen for a while go, and
+            // the newcomers beyond the limit share a bucket.
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            if now.duration_since(*swept) >= Duration::from_secs(1) {
+                *swept = now;
+                buckets.retain(|_, (_, last)| now.duration_since(*last) < STALE);
+            }
             if buckets.len() >= MAX_CLIENTS {
                 key = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
             }
@@ -348,7 +360,10 @@ mod tests {
         let late: IpAddr = "2001:db8:1::1".parse().unwrap();
         assert!(limiter.allow(late));
         assert!(!limiter.allow("2001:db8:2::1".parse().unwrap()));
-        assert_eq!(limiter.buckets.lock().unwrap().len(), MAX_CLIENTS + 1);
+        let buckets = limiter.buckets.lock().unwrap();
+        assert_eq!(buckets.len(), MAX_CLIENTS + 1);
+        // Every known client kept its own.
+        assert!((0..MAX_CLIENTS as u32).all(|i| buckets.contains_key(&IpAddr::V4(i.into()))));
     }
 
     proptest! {

@@ -162,6 +162,15 @@ fn options(config: &MqttConfig, names: &Names) -> Result<MqttOptions, String> {
     Ok(options)
 }
 
+/// Whether the files MQTT needs (its CA, client certificate and key, for `mqtts://`) load:
+/// a reload checks this before it stops the running publisher.
+pub(crate) fn check_files(config: &MqttConfig) -> Result<(), String> {
+    if config.endpoint.tls {
+        tls_config(config)?;
+    }
+    Ok(())
+}
+
 /// The rustls client configuration for the broker.
 fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
     crate::files::tls_client(

@@ -54,11 +54,13 @@ pub struct SensorPipeline {
 #[derive(Debug, Clone, Copy)]
 struct Today {
     day: LocalDay,
-    /// The day before this one (in the order they came, not the calendar's) and the forward
-    /// total when it began: a clock stepped ahead a day and back (an NTP fix on a Pi without
-    /// a real-time clock) returns to its day with that day's energy. Only a step back returns:
-    /// the real midnight after is a new day.
-    left: Option<(i64, f64)>,
+    /// The day before this one (in the order they came, not the calendar's), the forward
+    /// total when it began, and whether a step either way returns to it: a clock stepped ahead
+    /// a day and back (an NTP fix on a Pi without a real-time clock) returns to its day with
+    /// that day's energy. Only a step back returns, so that the real midnight after is a new
+    /// day; but the day saved before a start, which the clock of the start did not show, is
+    /// returned to either way (a clock behind at boot, set forward later).
+    left: Option<(i64, f64, bool)>,
 }
 
 impl Today {
@@ -70,10 +72,16 @@ impl Today {
         }
         let day = crate::time::local_day(unix);
         let start = match self.left {
-            Some((number, start)) if number == day.number && day.start < self.day.start => start,
+            Some((number, start, either)) if number == day.number => {
+                if either || day.start < self.day.start {
+                    start
+                } else {
+                    s.energy_joules
+                }
+            }
             _ => s.energy_joules,
         };
-        self.left = Some((s.day, s.day_start_joules));
+        self.left = Some((s.day, s.day_start_joules, false));
         s.day = day.number;
         s.day_start_joules = start;
         self.day = day;
@@ -100,7 +108,12 @@ impl SensorPipeline {
         // later one, saved under a clock that was ahead) today starts now.
         let today = crate::time::local_day(crate::time::unix_now());
         let mut stored = stored;
+        let mut left = None;
         if stored.day != today.number {
+            // Kept for a clock that is wrong now and set right later, either way.
+            if stored.day != 0 {
+                left = Some((stored.day, stored.day_start_joules, true));
+            }
             stored.day = today.number;
             stored.day_start_joules = stored.energy_joules;
         }
@@ -121,10 +134,7 @@ impl SensorPipeline {
             live,
             battery,
             battery_live: None,
-            today: Today {
-                day: today,
-                left: None,
-            },
+            today: Today { day: today, left },
             failures: 0,
             failing_since: None,
             backoff_steps: 0,
@@ -390,6 +400,20 @@ mod tests {
         s.energy_joules = 160.0;
         today.follow(&mut s, day.start + 120.0);
         assert_eq!((s.day, s.energy_today_joules()), (day.number, 60.0));
+        // A start on a clock a day behind the saved day, set forward later: the saved day's
+        // energy again.
+        let mut behind = Today {
+            day: crate::time::local_day(day.start - 3600.0),
+            left: Some((day.number, 100.0, true)),
+        };
+        let mut b = Snapshot {
+            day: behind.day.number,
+            day_start_joules: 150.0,
+            energy_joules: 150.0,
+            ..Snapshot::default()
+        };
+        behind.follow(&mut b, day.start + 60.0);
+        assert_eq!((b.day, b.energy_today_joules()), (day.number, 50.0));
         // The real midnight after that: a new day, from zero.
         let (mut after, mut t) = (today, s);
         after.follow(&mut t, day.end + 1.0);

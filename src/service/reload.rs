@@ -27,8 +27,8 @@ const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// The files of a reload, read and checked.
 pub(super) type Read = Result<(Config, WebSecurity), String>;
 
-/// Read and check the configuration at `path` and the web configuration it names, off the
-/// runtime's thread and within [`READ_DEADLINE`].
+/// Read and check the configuration at `path`, the web configuration it names and MQTT's
+/// certificate files, off the runtime's thread and within [`READ_DEADLINE`].
 /// `busy` is held while a read runs: a read stuck past its deadline (a file system that does
 /// not answer) keeps its thread, and the reloads after it are refused rather than stack up
 /// threads.
@@ -50,6 +50,9 @@ pub(super) async fn read(
         let _done = Done(busy);
         let config = Config::load(&path).map_err(|e| e.to_string())?;
         let web = options.load_web(&config).map_err(|e| e.to_string())?;
+        if let Some(mqtt) = &config.mqtt {
+            crate::mqtt::check_files(mqtt).map_err(|e| format!("MQTT: {e}"))?;
+        }
         Ok((config, web))
     });
     match tokio::time::timeout(READ_DEADLINE, reading).await {

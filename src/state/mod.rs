@@ -31,6 +31,28 @@ pub(crate) use self::store::StateStore;
 /// counter: adding a sample to it changes nothing).
 pub(crate) const MAX_PLAUSIBLE_JOULES: f64 = 1e15;
 
+/// Whether a daemon runs on `config`'s state directory (or the default one, where the
+/// service keeps it whatever the file says): the directory whose lock it holds; the error
+/// when this user cannot tell (a directory it may not open: run as the service user).
+pub(crate) fn daemon_running(
+    config: &crate::config::Config,
+) -> Result<Option<std::path::PathBuf>, String> {
+    let (configured, _) = dir(config);
+    let default = std::path::PathBuf::from(crate::config::DEFAULT_STATE_DIR);
+    let mut unknown = None;
+    for candidate in [configured, default] {
+        match held_elsewhere(&candidate) {
+            Ok(true) => return Ok(Some(candidate)),
+            Ok(false) => {}
+            Err(e) => unknown = Some(format!("{}: {e}", candidate.display())),
+        }
+    }
+    match unknown {
+        Some(why) => Err(why),
+        None => Ok(None),
+    }
+}
+
 /// Where the state lives: `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`), else
 /// `daemon.state_dir` (relative to the config file), else the default. The flag says the
 /// default was taken.

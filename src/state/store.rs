@@ -93,14 +93,19 @@ pub(crate) struct SetAside {
     pub(crate) problems: Vec<String>,
 }
 
-/// Whether another process (a running daemon) holds the lock of the state directory `dir`.
-/// A shared lock is tried and at once let go; no lock file, or one this user cannot open,
-/// says no.
-pub(crate) fn held_elsewhere(dir: &Path) -> bool {
-    let Ok(lock) = guarded().read(true).open(dir.join(LOCK_FILE)) else {
-        return false;
+/// Whether another process (a running daemon) holds the lock of the state directory `dir`:
+/// a shared lock is tried and at once let go. No lock file says no; a lock file this user
+/// cannot open is the error (it cannot tell).
+pub(crate) fn held_elsewhere(dir: &Path) -> io::Result<bool> {
+    let lock = match guarded().read(true).open(dir.join(LOCK_FILE)) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
     };
-    matches!(lock.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+    Ok(matches!(
+        lock.try_lock_shared(),
+        Err(fs::TryLockError::WouldBlock)
+    ))
 }
 
 /// The state directory, locked for this process.

@@ -227,6 +227,23 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon on `config_path` with `state_dir` (and its runtime directory), listening where
+/// the configuration says (no `--listen`), its output discarded: for tests that need the
+/// configured address.
+pub fn spawn_configured(config_path: &Path, state_dir: &Path) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config_path)
+        .env("STATE_DIRECTORY", state_dir)
+        .env("RUNTIME_DIRECTORY", runtime_dir(state_dir))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn power-monitord")
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on the PID of a child this process started and has not reaped.
     let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };

@@ -164,7 +164,7 @@ function updateBattery(card, b) {
   if (b.discharging) {
     togo = (b.time_to_go_seconds !== null ? span(b.time_to_go_seconds) + ' to go at ' : 'discharging at ')
       + number(b.average_current_amperes, 1) + ' A';
-  } else if (b.average_current_amperes < 0) togo = 'charging at ' + number(-b.average_current_amperes, 1) + ' A';
+  } else if (b.charging) togo = 'charging at ' + number(-b.average_current_amperes, 1) + ' A';
   else if (b.state_of_charge !== null) togo = 'idle';
   set(card, 'togo', togo);
   let sure = '';
