@@ -128,6 +128,9 @@ fn exported_metric_names() -> BTreeSet<String> {
     let config = Config::load(Path::new(&path("config/simulated.toml"))).unwrap();
     let board = Board::new();
     let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
+    // The remote write queues' families, registered when one starts.
+    let remote = metrics.remote().unwrap();
+    remote.touch("central");
     // Series exist once a sensor's pipeline creates them; a battery's, once it has been full.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -182,6 +185,8 @@ fn exported_metric_names() -> BTreeSet<String> {
         .collect();
     // Prometheus adds `up` to every scraped target.
     names.insert("up".into());
+    // A queue's oldest pending sample has a series only while it holds one.
+    names.insert("powermon_remote_write_oldest_pending_timestamp_seconds".into());
     names
 }
 
@@ -238,8 +243,9 @@ fn every_alert_has_a_test_severity_and_instructions() {
             if !["PowerMonitordDown", "PowerMonitorStateNotSaved"].contains(&name) {
                 assert!(
                     description.contains("$labels.sensor")
-                        || description.contains("$labels.battery"),
-                    "{name}: description names no sensor or battery"
+                        || description.contains("$labels.battery")
+                        || description.contains("$labels.queue"),
+                    "{name}: description names no sensor, battery or queue"
                 );
             }
             assert!(
@@ -250,7 +256,7 @@ fn every_alert_has_a_test_severity_and_instructions() {
             );
         }
     }
-    assert_eq!(alerts, 14);
+    assert_eq!(alerts, 15);
 }
 
 #[test]
@@ -500,5 +506,5 @@ fn the_shipped_prometheus_configuration_loads_the_rules_and_scrapes_the_daemon()
         .iter()
         .map(|g| g["rules"].as_array().unwrap().len())
         .sum();
-    assert_eq!(loaded, 20, "{rules}");
+    assert_eq!(loaded, 21, "{rules}");
 }

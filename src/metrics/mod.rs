@@ -35,7 +35,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 pub(crate) use self::daemon::DaemonMetrics;
 pub(crate) use self::mqtt::MqttMetrics;
-pub(crate) use self::remote::RemoteMetrics;
+pub use self::remote::RemoteMetrics;
 use crate::board::{Board, SensorStatus, Snapshot};
 
 /// Content type of the text exposition format.
@@ -128,7 +128,7 @@ impl Metrics {
     }
 
     /// The remote write metrics, registered the first time a queue starts.
-    pub(crate) fn remote(&self) -> Result<RemoteMetrics, prometheus::Error> {
+    pub fn remote(&self) -> Result<RemoteMetrics, prometheus::Error> {
         if let Some(m) = self.remote.get() {
             return Ok(m.clone());
         }

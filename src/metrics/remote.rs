@@ -41,4 +41,18 @@ impl RemoteMetrics {
         }
         Ok(m)
     }
+
+    /// Every series of `queue`, at 0 (the oldest-pending time aside: it has none while the
+    /// queue holds nothing).
+    pub fn touch(&self, queue: &str) {
+        for result in ["sent", "rejected", "dropped"] {
+            self.samples.with_label_values(&[queue, result]);
+        }
+        self.retries.with_label_values(&[queue]);
+        self.pending.with_label_values(&[queue]);
+        for place in ["memory", "disk"] {
+            self.pending_bytes.with_label_values(&[queue, place]);
+        }
+        self.last_success.with_label_values(&[queue]);
+    }
 }
