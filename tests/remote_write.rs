@@ -11,6 +11,33 @@ use std::time::{Duration, Instant};
 
 use common::{config_file, free_port};
 
+/// A receiver's kind: how to start it.
+#[derive(Clone, Copy)]
+enum Store {
+    Prometheus,
+    VictoriaMetrics,
+}
+
+impl Store {
+    /// Start it on `data`, listening on `port`.
+    fn start(self, data: &Path, port: u16) -> Child {
+        match self {
+            Store::Prometheus => prometheus(data, port),
+            Store::VictoriaMetrics => Command::new("victoria-metrics")
+                .arg(format!("-storageDataPath={}", data.display()))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                // Show the newest samples at once (it hides the last 30 s by default).
+                .arg("-search.latencyOffset=0s")
+                .arg("-retentionPeriod=100y")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("victoria-metrics (Debian's victoria-metrics package)"),
+        }
+    }
+}
+
 fn prometheus(data: &Path, port: u16) -> Child {
     let dir = data.parent().unwrap();
     std::fs::write(
@@ -68,7 +95,7 @@ fn samples(port: u16, series: &str, range: &str) -> Vec<(f64, f64)> {
     let r = common::request(
         format!("127.0.0.1:{port}").parse().unwrap(),
         "GET",
-        &format!("/api/v1/query?query={query}"),
+        &format!("/api/v1/query?query={query}&nocache=1"),
         &[],
     );
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -89,7 +116,18 @@ fn samples(port: u16, series: &str, range: &str) -> Vec<(f64, f64)> {
 }
 
 #[test]
-fn an_outage_and_a_kill_lose_no_sample() {
+fn an_outage_and_a_kill_lose_no_sample_in_prometheus() {
+    outage_and_kill(Store::Prometheus);
+}
+
+#[test]
+fn an_outage_and_a_kill_lose_no_sample_in_victoria_metrics() {
+    outage_and_kill(Store::VictoriaMetrics);
+}
+
+/// The receiver away for a while, the daemon killed (-9) and started again meanwhile, the
+/// receiver back: every sample taken while the daemon ran arrives, the counters never lower.
+fn outage_and_kill(store: Store) {
     let receiver_port = free_port();
     let daemon_port = free_port();
     let (dir, config) = config_file(&format!(
@@ -114,7 +152,7 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     let data = dir.path().join("receiver").join("data");
     std::fs::create_dir_all(&data).unwrap();
 
-    let receiver = prometheus(&data, receiver_port);
+    let receiver = store.start(&data, receiver_port);
     wait_listening(receiver_port);
     let first = daemon(&config, &state, daemon_port);
     wait_listening(daemon_port);
@@ -129,7 +167,7 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     let down = killed_at.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(4));
     // The receiver is back: the backlog goes first, then the live samples.
-    let receiver = prometheus(&data, receiver_port);
+    let receiver = store.start(&data, receiver_port);
     wait_listening(receiver_port);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -160,6 +198,10 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
         std::thread::sleep(Duration::from_millis(200));
     }
     stop(second, libc::SIGTERM);
+    if let Store::VictoriaMetrics = store {
+        // It makes what it took searchable within a few seconds.
+        std::thread::sleep(Duration::from_secs(6));
+    }
 
     // A sample a second while the daemon ran: no gap but the restart's.
     let build = samples(
