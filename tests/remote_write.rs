@@ -145,6 +145,8 @@ load = {{ model = "constant", watts = 10.0 }}
 url = "http://127.0.0.1:{receiver_port}/api/v1/write"
 interval = "1s"
 external_labels = {{ instance = "cabin" }}
+# These machines may have no NTP: push as the clock says.
+wait_for_clock_sync = false
 queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backoff = "1s" }}
 "#
     ));
@@ -358,6 +360,7 @@ interval = "500ms"
 url = "http://127.0.0.1:{receiver_port}/api/v1/write"
 name = "fake"
 interval = "1s"
+wait_for_clock_sync = false
 queue_config = {{ min_backoff = "100ms", max_backoff = "500ms" }}
 "#
     ));

@@ -52,6 +52,9 @@ pub(crate) struct RemoteWriteFile {
     tls_config: TlsFile,
     #[serde(default)]
     queue_config: QueueFile,
+    /// Hold samples while the system clock is not synchronised (`adjtimex`).
+    #[serde(default = "RemoteWriteFile::default_true")]
+    wait_for_clock_sync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -156,6 +159,9 @@ pub(crate) struct RemoteWriteConfig {
     /// While the receiver is away, memory goes to the spool this often: the most a power cut
     /// loses, and a write to the card per interval.
     pub(crate) spool_flush_interval: Duration,
+    /// Hold samples until the system clock is synchronised (a Pi without a real-time clock
+    /// boots in the past); false for a clock kept by other means (an RTC, no NTP).
+    pub(crate) wait_for_clock_sync: bool,
 }
 
 /// Headers the file may not set: the protocol's own and the authentication's.
@@ -169,6 +175,10 @@ const RESERVED_HEADERS: [&str; 6] = [
 ];
 
 impl RemoteWriteFile {
+    fn default_true() -> bool {
+        true
+    }
+
     fn default_interval() -> Duration {
         Duration::from_secs(15)
     }
@@ -316,6 +326,7 @@ impl RemoteWriteFile {
             max_backoff: q.max_backoff,
             sample_age_limit: q.sample_age_limit.filter(|d| !d.is_zero()),
             spool_flush_interval: q.spool_flush_interval,
+            wait_for_clock_sync: self.wait_for_clock_sync,
         })
     }
 }

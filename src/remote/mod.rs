@@ -3,6 +3,7 @@
 //! nobody can scrape.
 //!
 //! # Layout
+//! - [`clock`] — the time a sample carries: held until the clock is synchronised;
 //! - [`proto`] — the `WriteRequest` on the wire: protobuf, Snappy, headers;
 //! - [`series`] — the series `/metrics` exports, as time series with external labels;
 //! - [`sender`] — one POST, and what its answer means;
@@ -15,6 +16,7 @@
 //! The sender sends the oldest batch, retrying with a backoff; a rejected batch is split to
 //! isolate the series the receiver refuses.
 
+pub(crate) mod clock;
 pub(crate) mod proto;
 pub(crate) mod sender;
 pub(crate) mod series;
@@ -30,6 +32,7 @@ use hyper::body::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use self::clock::Clocks;
 use self::proto::WriteRequest;
 use self::sender::{Answer, Sender};
 use self::spool::{Record, Segments, Tail};
@@ -298,27 +301,51 @@ async fn collect(
 ) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let clocks = clock::System;
+    let mut held = clock::Held::default();
+    let mut said_unsynchronized = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopped.changed() => break,
         }
-        let taken_ms = (crate::time::unix_now() * 1000.0) as i64;
-        let request = WriteRequest {
-            timeseries: series::time_series(&metrics.gather(), &config.external_labels, taken_ms),
-        };
-        let batch = Batch {
-            samples: request.samples(),
-            body: Bytes::from(request.body()),
-            taken_ms,
-        };
-        if let Some(tail) = lock(&shared.tail).as_mut() {
-            tail.push(&batch.record());
+        let families = metrics.gather();
+        if config.wait_for_clock_sync && !clocks.synchronized() {
+            // Held with the boot clock's time until the wall clock is set.
+            if !said_unsynchronized {
+                said_unsynchronized = true;
+                log::warn!("remote write {}: the system clock is not synchronised; holding the samples until it is (wait_for_clock_sync = false pushes them as the clock says)", shared.name);
+            }
+            let dropped = held.hold(
+                clocks.boot_ms(),
+                series::time_series(&families, &config.external_labels, 0),
+            );
+            if dropped > 0 {
+                shared
+                    .m
+                    .samples
+                    .with_label_values(&[&shared.name, "dropped"])
+                    .inc_by(dropped as u64);
+            }
+            continue;
         }
+        if held.len() > 0 {
+            log::info!(
+                "remote write {}: the system clock is synchronised; {} held batch(es) get its time",
+                shared.name,
+                held.len()
+            );
+            for (taken_ms, timeseries) in held.release(clocks.unix_ms(), clocks.boot_ms()) {
+                queue(&shared, WriteRequest { timeseries }, taken_ms);
+            }
+        }
+        let taken_ms = clocks.unix_ms();
+        let request = WriteRequest {
+            timeseries: series::time_series(&families, &config.external_labels, taken_ms),
+        };
+        let taken_ms = queue(&shared, request, taken_ms);
         let due = {
-            let mut memory = lock(&shared.memory);
-            memory.bytes += batch.body.len();
-            memory.batches.push_back(batch);
+            let memory = lock(&shared.memory);
             let oldest = memory.batches.front().map_or(taken_ms, |b| b.taken_ms);
             let waited = Duration::from_millis((taken_ms - oldest).max(0) as u64);
             memory.bytes > MEMORY_BYTES
@@ -332,6 +359,22 @@ async fn collect(
     }
     // A stop (or an upgrade): what is not sent is kept on disk, not only in the tail.
     spill(&shared).await;
+}
+
+/// `request` (its samples at `taken_ms`) at the back of the queue and in the tail.
+fn queue(shared: &Shared, request: WriteRequest, taken_ms: i64) -> i64 {
+    let batch = Batch {
+        samples: request.samples(),
+        body: Bytes::from(request.body()),
+        taken_ms,
+    };
+    if let Some(tail) = lock(&shared.tail).as_mut() {
+        tail.push(&batch.record());
+    }
+    let mut memory = lock(&shared.memory);
+    memory.bytes += batch.body.len();
+    memory.batches.push_back(batch);
+    taken_ms
 }
 
 /// Where the batch being sent came from.
