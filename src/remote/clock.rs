@@ -34,6 +34,8 @@ impl Clocks for System {
         (crate::time::unix_now() * 1000.0) as i64
     }
 
+    // `time_t` and `c_long` are 32 bits on 32-bit ARM: the conversions are not useless there.
+    #[allow(clippy::useless_conversion)]
     fn boot_ms(&self) -> i64 {
         // SAFETY: a zeroed timespec is valid; clock_gettime writes only into it.
         let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
