@@ -371,7 +371,12 @@ faults = [{ kind = "overload", start = "12s", duration = "10m", watts = 900.0 }]
 [sensor.anomaly]
 max_power_watts = 600.0
 max_power_for = "1s"
-"#;
+"#
+        // A remote write queue whose receiver is away: its backlog panels have data.
+        + &format!(
+            "\n[[remote_write]]\nurl = \"http://127.0.0.1:{}/api/v1/write\"\nname = \"central\"\ninterval = \"1s\"\nwait_for_clock_sync = false\n",
+            common::free_port()
+        );
     let daemon = Daemon::start(&config);
     let prometheus = Prometheus::start(&format!(
         r#"
