@@ -306,4 +306,51 @@ mod tests {
         bytes[HEADER + 3] ^= 1;
         assert_eq!(parse(&bytes), []);
     }
+
+    /// Three days offline at a batch every 15 s, spooled every 5 minutes: drained oldest
+    /// first, every batch once; with a smaller limit, the oldest go and are counted.
+    #[test]
+    fn three_days_offline_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        let batch = |i: i64| Record {
+            taken_ms: i * 15_000,
+            samples: 150,
+            body: (i as u32).to_le_bytes().repeat(50),
+        };
+        let per_segment = 20; // 5 minutes
+        let days = 3 * 86_400 / 15;
+        for start in (0..days).step_by(per_segment) {
+            let records: Vec<Record> = (start..start + per_segment as i64).map(batch).collect();
+            segments.append(&records).unwrap();
+        }
+        assert_eq!(segments.len(), (days as usize) / per_segment);
+        // A restart in the middle of the outage finds them all.
+        let mut segments = Segments::open(dir.path()).unwrap();
+        let mut next = 0;
+        while let Some((path, records)) = segments.oldest() {
+            for r in records.unwrap() {
+                assert_eq!(r, batch(next));
+                next += 1;
+            }
+            segments.remove_path(&path).unwrap();
+        }
+        assert_eq!(next, days);
+
+        // The same with room for one day: the first two days give way, oldest first.
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        let day_bytes: u64 = (0..86_400 / 15).map(|i| batch(i).size()).sum();
+        let mut dropped = 0;
+        for start in (0..days).step_by(per_segment) {
+            let records: Vec<Record> = (start..start + per_segment as i64).map(batch).collect();
+            segments.append(&records).unwrap();
+            while segments.bytes() > day_bytes {
+                dropped += segments.remove_oldest().unwrap();
+            }
+        }
+        assert_eq!(dropped, 2 * 86_400 / 15 * 150);
+        let (_, first) = segments.oldest().unwrap();
+        assert_eq!(first.unwrap()[0], batch(2 * 86_400 / 15));
+    }
 }
