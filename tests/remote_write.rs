@@ -214,7 +214,7 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     let build = samples(
         receiver_port,
         r#"powermon_build_info{instance="cabin"}"#,
-        "5m",
+        "30m",
     );
     assert!(build.len() as u64 >= 15 + outage - 8, "{build:?}");
     eprintln!(
