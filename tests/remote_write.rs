@@ -83,9 +83,29 @@ fn wait_listening(port: u16) {
     }
 }
 
-fn stop(mut child: Child, signal: i32) {
-    common::signal(child.id(), signal);
-    let _ = child.wait();
+/// A process of the test's, killed if the test ends before it stops it (a failed assertion).
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl From<Child> for Running {
+    fn from(child: Child) -> Running {
+        Running(Some(child))
+    }
+}
+
+fn stop(mut running: Running, signal: i32) {
+    if let Some(mut child) = running.0.take() {
+        common::signal(child.id(), signal);
+        let _ = child.wait();
+    }
 }
 
 /// The samples of `series` (a selector) in the receiver over the last `range`, in time order:
@@ -154,9 +174,9 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     let data = dir.path().join("receiver").join("data");
     std::fs::create_dir_all(&data).unwrap();
 
-    let receiver = store.start(&data, receiver_port);
+    let receiver = Running::from(store.start(&data, receiver_port));
     wait_listening(receiver_port);
-    let first = daemon(&config, &state, daemon_port);
+    let first = Running::from(daemon(&config, &state, daemon_port));
     wait_listening(daemon_port);
     std::thread::sleep(Duration::from_secs(4));
     // The receiver goes away for a while (REMOTE_WRITE_OUTAGE_SECONDS, 8 by default; 600
@@ -169,12 +189,12 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     std::thread::sleep(Duration::from_secs(outage));
     let killed_at = Instant::now();
     stop(first, libc::SIGKILL);
-    let second = daemon(&config, &state, daemon_port);
+    let second = Running::from(daemon(&config, &state, daemon_port));
     wait_listening(daemon_port);
     let down = killed_at.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(4));
     // The receiver is back: the backlog goes first, then the live samples.
-    let receiver = store.start(&data, receiver_port);
+    let receiver = Running::from(store.start(&data, receiver_port));
     wait_listening(receiver_port);
     let deadline = Instant::now() + Duration::from_secs(30 + outage / 5);
     loop {
