@@ -61,6 +61,11 @@ fn prometheus(data: &Path, port: u16) -> Child {
 }
 
 fn daemon(config: &Path, state: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.with_extension("log"))
+        .unwrap();
     Command::new(common::BIN)
         .arg("--config")
         .arg(config)
@@ -70,7 +75,7 @@ fn daemon(config: &Path, state: &Path, port: u16) -> Child {
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -230,6 +235,10 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
         std::thread::sleep(Duration::from_secs(6));
     }
 
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("remote write")) {
+        eprintln!("{line}");
+    }
     // A sample a second while the daemon ran: no gap but the restart's.
     let build = samples(
         receiver_port,
