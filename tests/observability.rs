@@ -350,11 +350,17 @@ fn dashboard_is_importable_and_portable() {
 fn dashboard_queries_return_data_and_the_over_power_alert_fires() {
     // The house battery starts from a stated charge: its state of charge and time to go exist
     // from the first sample (from the voltage at rest, they would wait for a rest).
-    let config = std::fs::read_to_string(path("config/simulated.toml"))
-        .unwrap()
+    let house = std::fs::read_to_string(path("config/simulated.toml")).unwrap();
+    let mut config = house
         .replace("initial_soc = \"voltage\"", "initial_soc = 0.6")
-        // At night the battery discharges, so its time to go is finite.
-        .replace("clouds = 0.3 }", "clouds = 0.3, time_of_day = \"22:00\" }")
+        // At night the battery discharges, so its time to go is finite (whatever the hour).
+        .replace("clouds = 0.3,", "clouds = 0.3, time_of_day = \"22:00\",");
+    assert_eq!(
+        config.matches("initial_soc = 0.6").count() + config.matches("time_of_day").count(),
+        2,
+        "the house's battery changed: {house}"
+    );
+    config = config
         + r#"
 [[sensor]]
 name = "motor"
