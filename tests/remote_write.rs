@@ -38,11 +38,22 @@ impl Store {
     }
 }
 
+/// The bundled rules, by one absolute path: two Prometheus servers that load the same file
+/// evaluate its group at the same instants (a group's phase comes from its name and file).
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/config/prometheus/power-monitord.rules.yml"
+);
+
+/// A receiver as docs/remote-write.md sets one up (an out-of-order window), evaluating the
+/// bundled rules every second.
 fn prometheus(data: &Path, port: u16) -> Child {
     let dir = data.parent().unwrap();
     std::fs::write(
         dir.join("prometheus.yml"),
-        "global:\n  scrape_interval: 1m\n",
+        format!(
+            "global:\n  evaluation_interval: 1s\nstorage:\n  tsdb:\n    out_of_order_time_window: 4d\nrule_files: ['{RULES}']\n"
+        ),
     )
     .unwrap();
     Command::new("prometheus")
@@ -113,10 +124,10 @@ fn stop(mut running: Running, signal: i32) {
     }
 }
 
-/// The samples of `series` (a selector) in the receiver over the last `range`, in time order:
-/// (Unix seconds, value).
-fn samples(port: u16, series: &str, range: &str) -> Vec<(f64, f64)> {
-    let query = common::encode_query(&format!("{series}[{range}]"));
+/// Every series matching `selector` in the receiver over the last `range`: its labels and
+/// its samples in time order, (Unix milliseconds, value).
+fn series(port: u16, selector: &str, range: &str) -> Vec<(String, Vec<(i64, f64)>)> {
+    let query = common::encode_query(&format!("{selector}[{range}]"));
     let r = common::request(
         format!("127.0.0.1:{port}").parse().unwrap(),
         "GET",
@@ -124,20 +135,33 @@ fn samples(port: u16, series: &str, range: &str) -> Vec<(f64, f64)> {
         &[],
     );
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    json["data"]["result"][0]["values"]
+    let results = json["data"]["result"]
         .as_array()
-        .map(|values| {
-            values
+        .cloned()
+        .unwrap_or_default();
+    results
+        .iter()
+        .map(|result| {
+            let values = result["values"].as_array().cloned().unwrap_or_default();
+            let samples = values
                 .iter()
                 .map(|v| {
                     (
-                        v[0].as_f64().unwrap(),
+                        (v[0].as_f64().unwrap() * 1000.0).round() as i64,
                         v[1].as_str().unwrap().parse().unwrap(),
                     )
                 })
-                .collect()
+                .collect();
+            (result["metric"].to_string(), samples)
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// The samples of the one series `selector` picks (none when it picks none).
+fn samples(port: u16, selector: &str, range: &str) -> Vec<(i64, f64)> {
+    let mut found = series(port, selector, range);
+    assert!(found.len() <= 1, "{selector}: {found:?}");
+    found.pop().map(|(_, samples)| samples).unwrap_or_default()
 }
 
 #[test]
@@ -181,6 +205,22 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
 
     let receiver = Running::from(store.start(&data, receiver_port));
     wait_listening(receiver_port);
+    // Beside Prometheus, a scrape-based run: another Prometheus scrapes the daemon every
+    // second, never away, and evaluates the same rules.
+    let scraper = matches!(store, Store::Prometheus).then(|| {
+        common::Prometheus::start(&format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: power-monitord\n    static_configs:\n      - targets: ['127.0.0.1:{daemon_port}']\n"
+        ))
+    });
+    if let Some(scraper) = &scraper {
+        // It scrapes the (absent) daemon already: its first sample comes within a second of
+        // the daemon's start, as the first pushed one does.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while scraper.query(r#"up{job="power-monitord"}"#).is_empty() {
+            assert!(Instant::now() < deadline, "the scraper does not scrape");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let first = Running::from(daemon(&config, &state, daemon_port));
     wait_listening(daemon_port);
     std::thread::sleep(Duration::from_secs(4));
@@ -229,6 +269,11 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    if let Some(scraper) = &scraper {
+        // A few evaluations with the backlog in place, then the rules' results compared.
+        std::thread::sleep(Duration::from_secs(3));
+        same_recordings(receiver_port, scraper);
+    }
     stop(second, libc::SIGTERM);
     if let Store::VictoriaMetrics = store {
         // It makes what it took searchable within a few seconds.
@@ -239,38 +284,110 @@ queue_config = {{ spool_flush_interval = "3s", min_backoff = "100ms", max_backof
     for line in log.lines().filter(|l| l.contains("remote write")) {
         eprintln!("{line}");
     }
-    // A sample a second while the daemon ran: no gap but the restart's.
-    let build = samples(
+    // The times the daemon took its samples: one a second while it ran, no gap but the
+    // restart's.
+    let ticks: Vec<i64> = samples(
         receiver_port,
         r#"powermon_build_info{instance="cabin"}"#,
         "30m",
-    );
-    assert!(build.len() as u64 >= 15 + outage - 8, "{build:?}");
-    eprintln!(
-        "{} samples a second apart over {:.0} s, the only longer gap the restart's ({down:.1} s down)",
-        build.len(),
-        build.last().map_or(0.0, |l| l.0 - build[0].0)
-    );
-    let gaps: Vec<f64> = build.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    let long: Vec<&f64> = gaps.iter().filter(|g| **g > 1.6).collect();
+    )
+    .iter()
+    .map(|s| s.0)
+    .collect();
+    assert!(ticks.len() as u64 >= 15 + outage - 8, "{ticks:?}");
+    let gaps: Vec<i64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+    let long: Vec<&i64> = gaps.iter().filter(|g| **g > 1600).collect();
     assert!(
-        long.len() <= 1 && long.iter().all(|g| **g <= down + 2.0),
+        long.len() <= 1 && long.iter().all(|g| **g as f64 <= (down + 2.0) * 1000.0),
         "gaps {gaps:?} (the daemon was down {down:.1} s)"
     );
+    // Series by series: each has a sample at every one of those times from its first on.
+    let all = series(
+        receiver_port,
+        r#"{instance="cabin",__name__=~"powermon_.*"}"#,
+        "30m",
+    );
+    let mut missing = 0;
+    // Two gauges exist only while they are known: the oldest pending sample's time (none
+    // when nothing waits) and the last push's (none before a start's first).
+    let sometimes = [
+        "powermon_remote_write_oldest_pending_timestamp_seconds",
+        "powermon_remote_write_last_success_timestamp_seconds",
+    ];
+    for (labels, samples) in &all {
+        if sometimes.iter().any(|name| labels.contains(name)) {
+            continue;
+        }
+        let times: std::collections::BTreeSet<i64> = samples.iter().map(|s| s.0).collect();
+        let first = *times.first().unwrap();
+        let lost: Vec<&i64> = ticks
+            .iter()
+            .filter(|t| **t >= first && !times.contains(t))
+            .collect();
+        let stray = times
+            .iter()
+            .filter(|t| ticks.binary_search(t).is_err())
+            .count();
+        if !lost.is_empty() || stray > 0 {
+            eprintln!("{labels}: {} missing, {stray} at other times", lost.len());
+        }
+        missing += lost.len() + stray;
+    }
+    eprintln!(
+        "{} series, {} samples a second apart over {:.0} s, the only longer gap the restart's ({down:.1} s down): {missing} missing",
+        all.len(),
+        ticks.len(),
+        (ticks[ticks.len() - 1] - ticks[0]) as f64 / 1000.0
+    );
+    assert!(all.len() > 20, "{all:?}");
+    assert_eq!(missing, 0);
     // The energy counter never goes down in the receiver.
     let energy = samples(
         receiver_port,
         r#"powermon_energy_joules_total{instance="cabin",sensor="load"}"#,
         "30m",
     );
-    assert!(
-        energy.len() == build.len(),
-        "{} vs {}",
-        energy.len(),
-        build.len()
-    );
+    assert_eq!(energy.len(), ticks.len());
     assert!(energy.windows(2).all(|w| w[1].1 >= w[0].1), "{energy:?}");
     stop(receiver, libc::SIGTERM);
+}
+
+/// The bundled recording rules give the same results on the pushed samples (in the
+/// receiver) as on the scraped ones, at the latest time both evaluated them.
+fn same_recordings(receiver_port: u16, scraper: &common::Prometheus) {
+    // The load draws 10 W. The two runs sample it at different instants of each second:
+    // they may differ by the energy of two seconds at the ends of the range.
+    for (record, tolerance) in [
+        (
+            "instance_sensor:powermon_energy_kwh:increase1h",
+            20.0 / 3.6e6,
+        ),
+        (
+            "instance_sensor:powermon_energy_kwh:increase24h",
+            20.0 / 3.6e6,
+        ),
+        ("instance_sensor:powermon_power_watts:avg5m", 0.1),
+    ] {
+        let selector = format!(r#"{record}{{sensor="load"}}"#);
+        let pushed = samples(receiver_port, &selector, "20s");
+        let scraped = samples(scraper.addr.port(), &selector, "20s");
+        let both = pushed
+            .iter()
+            .rev()
+            .find_map(|p| scraped.iter().find(|s| s.0 == p.0).map(|s| (p.0, p.1, s.1)));
+        let Some((at, pushed, scraped)) = both else {
+            panic!("{record}: no evaluation at the same time: {pushed:?} {scraped:?}");
+        };
+        eprintln!(
+            "{record} at {at}: pushed {pushed:.9}, scraped {scraped:.9} (ratio {:.4})",
+            pushed / scraped
+        );
+        assert!(pushed > 0.0, "{record}");
+        assert!(
+            (pushed - scraped).abs() <= tolerance,
+            "{record}: {pushed} vs {scraped}"
+        );
+    }
 }
 
 /// The wire format, as a receiver decodes it.
@@ -304,11 +421,10 @@ mod wire {
 }
 
 /// A receiver on a thread: each request decoded and handed to `answer`, which gives the
-/// status and body; every request it stored (2xx) is kept.
+/// status and body; every request is kept, and whether it was stored (2xx).
 struct FakeReceiver {
     port: u16,
-    stored: std::sync::Arc<std::sync::Mutex<Vec<wire::WriteRequest>>>,
-    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(wire::WriteRequest, bool)>>>,
 }
 
 impl FakeReceiver {
@@ -316,9 +432,8 @@ impl FakeReceiver {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stored = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (keep, count) = (stored.clone(), requests.clone());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(stream);
@@ -353,11 +468,10 @@ impl FakeReceiver {
                     let _ = write!(stream, "HTTP/1.1 400 X\r\nContent-Length: 0\r\n\r\n");
                     continue;
                 };
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (status, text) = answer(&request);
-                if (200..300).contains(&status) {
-                    keep.lock().unwrap().push(request);
-                }
+                keep.lock()
+                    .unwrap()
+                    .push((request, (200..300).contains(&status)));
                 let mut stream = reader.into_inner();
                 let _ = write!(
                     stream,
@@ -366,11 +480,14 @@ impl FakeReceiver {
                 );
             }
         });
-        FakeReceiver {
-            port,
-            stored,
-            requests,
-        }
+        FakeReceiver { port, requests }
+    }
+
+    /// The series of the requests it stored.
+    fn stored(&self) -> Vec<wire::TimeSeries> {
+        let requests = self.requests.lock().unwrap();
+        let stored = requests.iter().filter(|(_, stored)| *stored);
+        stored.flat_map(|(r, _)| r.timeseries.clone()).collect()
     }
 }
 
@@ -436,8 +553,7 @@ fn a_rejected_series_costs_only_itself() {
         )
         .unwrap_or(0.0);
     assert!(rejected > 0.0);
-    let stored = receiver.stored.lock().unwrap();
-    let series: Vec<&wire::TimeSeries> = stored.iter().flat_map(|r| &r.timeseries).collect();
+    let series = receiver.stored();
     assert!(series.iter().all(|s| label(s, "sensor") != Some("bad")));
     assert!(series.iter().any(|s| label(s, "sensor") == Some("good")));
     assert!(
@@ -446,14 +562,23 @@ fn a_rejected_series_costs_only_itself() {
             .any(|s| label(s, "__name__") == Some("powermon_build_info")),
         "the series of no sensor got through too"
     );
-    assert!(d.log().contains("the receiver refused"), "{}", d.log());
+    // The receiver's reason, logged once however often it is given.
+    let log = d.log();
+    assert_eq!(
+        log.matches("the receiver refused samples: 400: out of order sample for sensor=bad")
+            .count(),
+        1,
+        "{log}"
+    );
     assert_eq!(
         m.value("powermon_remote_write_retries_total", &[("queue", "fake")]),
         Some(0.0)
     );
 }
 
-/// A 500 that says the samples are too old (Prometheus past its window) is not retried.
+/// A 500 that says the samples are too old (Prometheus past its window) is tried again twice,
+/// then the batch is refused whole (not split: its series share one time); the batches behind
+/// it are refused at their first answer.
 #[test]
 fn a_500_too_old_is_not_retried_forever() {
     let receiver = FakeReceiver::start(|_| (500, "too old sample"));
@@ -462,21 +587,26 @@ fn a_500_too_old_is_not_retried_forever() {
         m.value(
             "powermon_remote_write_samples_total",
             &[("queue", "fake"), ("result", "rejected")],
-        ) > Some(0.0)
+        ) > Some(200.0)
     });
     assert_eq!(
         m.value("powermon_remote_write_retries_total", &[("queue", "fake")]),
-        Some(0.0)
+        Some(2.0)
     );
-    // Nothing piles up.
-    let later = d.scrape_until(Duration::from_secs(10), |m| {
-        m.value(
-            "powermon_remote_write_pending_samples",
-            &[("queue", "fake")],
-        ) == Some(0.0)
-    });
-    let _ = (
-        later,
-        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+    let requests = receiver.requests.lock().unwrap();
+    let times: Vec<i64> = requests
+        .iter()
+        .map(|(r, _)| r.timeseries[0].samples[0].timestamp)
+        .collect();
+    assert!(times.len() > 3, "{times:?}");
+    // The first batch three times, each later one once; every request whole.
+    assert!(times[..3].iter().all(|t| *t == times[0]), "{times:?}");
+    assert!(times[2..].windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    let series = requests[0].0.timeseries.len();
+    assert!(
+        requests.iter().all(|(r, _)| r.timeseries.len() >= series),
+        "a request was split"
     );
+    let log = d.log();
+    assert_eq!(log.matches("too old sample").count(), 1, "{log}");
 }

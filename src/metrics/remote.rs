@@ -3,11 +3,16 @@
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+/// Why a queue drops samples unsent.
+pub(crate) const DROPPED: [&str; 3] = ["spool_full", "age_limit", "unsynchronized_clock"];
+
 /// The remote write metrics of every queue.
 #[derive(Clone)]
 pub struct RemoteMetrics {
-    /// `powermon_remote_write_samples_total{queue, result}`: sent, rejected, dropped.
+    /// `powermon_remote_write_samples_total{queue, result}`: sent, rejected.
     pub(crate) samples: IntCounterVec,
+    /// `powermon_remote_write_samples_dropped_total{queue, reason}`: see [`DROPPED`].
+    pub(crate) dropped: IntCounterVec,
     /// `powermon_remote_write_retries_total{queue}`.
     pub(crate) retries: IntCounterVec,
     /// `powermon_remote_write_pending_samples{queue}`.
@@ -24,7 +29,8 @@ impl RemoteMetrics {
     /// The families, registered in `registries`.
     pub(super) fn new(registries: [&Registry; 2]) -> prometheus::Result<RemoteMetrics> {
         let m = RemoteMetrics {
-            samples: IntCounterVec::new(Opts::new("powermon_remote_write_samples_total", "Samples of a remote write queue by result: sent (the receiver stored them), rejected (the receiver refused them for good: 4xx, or too old), dropped (the queue was full, or older than sample_age_limit)."), &["queue", "result"])?,
+            samples: IntCounterVec::new(Opts::new("powermon_remote_write_samples_total", "Samples of a remote write queue by result: sent (the receiver stored them), rejected (the receiver refused them for good: a 4xx, or too old)."), &["queue", "result"])?,
+            dropped: IntCounterVec::new(Opts::new("powermon_remote_write_samples_dropped_total", "Samples a remote write queue dropped unsent, by reason: spool_full (the oldest spooled segment gave way), age_limit (older than sample_age_limit), unsynchronized_clock (held while the clock was not synchronised, and the oldest gave way)."), &["queue", "reason"])?,
             retries: IntCounterVec::new(Opts::new("powermon_remote_write_retries_total", "Requests of a remote write queue tried again (the receiver was away, overloaded or failed)."), &["queue"])?,
             pending: IntGaugeVec::new(Opts::new("powermon_remote_write_pending_samples", "Samples a remote write queue holds, not yet stored by the receiver."), &["queue"])?,
             pending_bytes: IntGaugeVec::new(Opts::new("powermon_remote_write_pending_bytes", "Bytes a remote write queue holds, compressed, in memory and on disk (the spool)."), &["queue", "where"])?,
@@ -33,6 +39,7 @@ impl RemoteMetrics {
         };
         for registry in registries {
             registry.register(Box::new(m.samples.clone()))?;
+            registry.register(Box::new(m.dropped.clone()))?;
             registry.register(Box::new(m.retries.clone()))?;
             registry.register(Box::new(m.pending.clone()))?;
             registry.register(Box::new(m.pending_bytes.clone()))?;
@@ -45,8 +52,11 @@ impl RemoteMetrics {
     /// Every series of `queue`, at 0 (the oldest-pending time aside: it has none while the
     /// queue holds nothing).
     pub fn touch(&self, queue: &str) {
-        for result in ["sent", "rejected", "dropped"] {
+        for result in ["sent", "rejected"] {
             self.samples.with_label_values(&[queue, result]);
+        }
+        for reason in DROPPED {
+            self.dropped.with_label_values(&[queue, reason]);
         }
         self.retries.with_label_values(&[queue]);
         self.pending.with_label_values(&[queue]);

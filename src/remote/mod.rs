@@ -14,7 +14,8 @@
 //! also in the tail). The collector takes a batch every interval; while the receiver is away
 //! it moves the batches in memory into a new segment every `spool_flush_interval` (and at a stop).
 //! The sender sends the oldest batch, retrying with a backoff; a rejected batch is split to
-//! isolate the series the receiver refuses.
+//! isolate the series the receiver refuses; a batch the receiver calls too old is refused
+//! whole, after at most [`TOO_OLD_RETRIES`] retries.
 
 pub(crate) mod clock;
 pub(crate) mod proto;
@@ -41,6 +42,26 @@ use crate::metrics::{Metrics, RemoteMetrics};
 
 /// What a queue holds in memory at most before it spills to a segment.
 const MEMORY_BYTES: usize = 4 << 20;
+
+/// How often a batch that a 5xx called too old is tried again before it counts as refused.
+/// Once one has, the batches behind it are refused at their first such answer, until the
+/// receiver stores one again: a backlog past the receiver's window costs a request a batch.
+const TOO_OLD_RETRIES: u32 = 2;
+
+/// The receiver's reasons for refusing samples, each logged once (the first few kinds).
+#[derive(Default)]
+struct Refusals(Vec<String>);
+
+impl Refusals {
+    fn log(&mut self, queue: &str, why: &str) {
+        if self.0.len() < 10 && !self.0.iter().any(|w| w == why) {
+            self.0.push(why.to_string());
+            log::warn!(
+                "remote write {queue}: the receiver refused samples: {why} (logged once; the rejected samples are counted)"
+            );
+        }
+    }
+}
 
 /// One request's worth of samples: all series at one time.
 #[derive(Clone)]
@@ -149,11 +170,7 @@ impl RemoteWrite {
             wake: Notify::new(),
             m,
         });
-        // Every series of the queue from the start, at 0.
-        for result in ["sent", "rejected", "dropped"] {
-            shared.m.samples.with_label_values(&[&shared.name, result]);
-        }
-        shared.m.retries.with_label_values(&[&shared.name]);
+        shared.m.touch(&shared.name);
         shared
             .m
             .pending_bytes
@@ -165,6 +182,7 @@ impl RemoteWrite {
             config.clone(),
             Arc::clone(metrics),
             Arc::clone(&shared),
+            runtime_dir.to_path_buf(),
             stopped.clone(),
         ));
         let sending = tokio::spawn(send(config.clone(), sender, shared, stopped));
@@ -227,8 +245,8 @@ fn trim_spool(shared: &Shared, segments: &mut Segments) {
                 );
                 shared
                     .m
-                    .samples
-                    .with_label_values(&[&shared.name, "dropped"])
+                    .dropped
+                    .with_label_values(&[&shared.name, "spool_full"])
                     .inc_by(samples);
             }
             Err(_) => break,
@@ -297,11 +315,18 @@ async fn collect(
     config: RemoteWriteConfig,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+    runtime_dir: PathBuf,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(config.interval);
+    // The first batch an interval after the start, when the sensors have been read: a batch
+    // at once would lack their series.
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.interval,
+        config.interval,
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let clocks = clock::System;
+    let mut trust = clock::Trust::new(&runtime_dir);
     let mut held = clock::Held::default();
     let mut said_unsynchronized = false;
     loop {
@@ -310,21 +335,21 @@ async fn collect(
             _ = stopped.changed() => break,
         }
         let families = metrics.gather();
-        if config.wait_for_clock_sync && !clocks.synchronized() {
+        if config.wait_for_clock_sync && !trust.trusted(&clocks) {
             // Held with the boot clock's time until the wall clock is set.
             if !said_unsynchronized {
                 said_unsynchronized = true;
                 log::warn!("remote write {}: the system clock is not synchronised; holding the samples until it is (wait_for_clock_sync = false pushes them as the clock says)", shared.name);
             }
-            let dropped = held.hold(
-                clocks.boot_ms(),
-                series::time_series(&families, &config.external_labels, 0),
-            );
+            let request = WriteRequest {
+                timeseries: series::time_series(&families, &config.external_labels, 0),
+            };
+            let dropped = held.hold(clocks.boot_ms(), &request);
             if dropped > 0 {
                 shared
                     .m
-                    .samples
-                    .with_label_values(&[&shared.name, "dropped"])
+                    .dropped
+                    .with_label_values(&[&shared.name, "unsynchronized_clock"])
                     .inc_by(dropped as u64);
             }
             continue;
@@ -335,8 +360,8 @@ async fn collect(
                 shared.name,
                 held.len()
             );
-            for (taken_ms, timeseries) in held.release(clocks.unix_ms(), clocks.boot_ms()) {
-                queue(&shared, WriteRequest { timeseries }, taken_ms);
+            for (taken_ms, request) in held.release(clocks.unix_ms(), clocks.boot_ms()) {
+                queue(&shared, request, taken_ms);
             }
         }
         let taken_ms = clocks.unix_ms();
@@ -395,7 +420,11 @@ async fn send(
     let name = shared.name.clone();
     let mut backoff = config.min_backoff;
     let mut away: Option<String> = None;
-    let mut rejections_logged = 0u32;
+    let mut refusals = Refusals::default();
+    // Tries of the front batch that the receiver said was too old with a 5xx; and whether it
+    // said so after its last retry (the batches behind are then refused at their first).
+    let mut too_old_tries = 0u32;
+    let mut too_old_confirmed = false;
     // The oldest segment's batches, being sent.
     let mut loaded: VecDeque<Batch> = VecDeque::new();
     let mut loaded_path: Option<PathBuf> = None;
@@ -424,7 +453,7 @@ async fn send(
         if let Some(limit) = config.sample_age_limit {
             let age_ms = (crate::time::unix_now() * 1000.0) as i64 - batch.taken_ms;
             if age_ms > limit.as_millis() as i64 {
-                done(&shared, &mut loaded, &source, &batch, "dropped");
+                done(&shared, &mut loaded, &source, &batch, Outcome::TooOldToSend);
                 continue;
             }
         }
@@ -441,12 +470,13 @@ async fn send(
                 }
                 shared.away.store(false, Ordering::Release);
                 backoff = config.min_backoff;
+                (too_old_tries, too_old_confirmed) = (0, false);
                 shared
                     .m
                     .last_success
                     .with_label_values(&[&name])
                     .set(crate::time::unix_now());
-                done(&shared, &mut loaded, &source, &batch, "sent");
+                done(&shared, &mut loaded, &source, &batch, Outcome::Sent);
             }
             Answer::Retry(why) => {
                 if away.is_none() {
@@ -465,15 +495,24 @@ async fn send(
                 if let Some(halves) = split(&batch) {
                     replace_front(&shared, &mut loaded, &source, &batch, halves);
                 } else {
-                    if rejections_logged < 10 {
-                        rejections_logged += 1;
-                        log::warn!(
-                            "remote write {name}: the receiver refused {} sample(s): {why}",
-                            batch.samples
-                        );
-                    }
-                    done(&shared, &mut loaded, &source, &batch, "rejected");
+                    refusals.log(&name, &why);
+                    done(&shared, &mut loaded, &source, &batch, Outcome::Rejected);
                 }
+            }
+            Answer::TooOld { why, retry } => {
+                if retry && !too_old_confirmed && too_old_tries < TOO_OLD_RETRIES {
+                    too_old_tries += 1;
+                    shared.m.retries.with_label_values(&[&name]).inc();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                    continue;
+                }
+                (too_old_tries, too_old_confirmed) = (0, true);
+                refusals.log(&name, &why);
+                done(&shared, &mut loaded, &source, &batch, Outcome::Rejected);
             }
         }
     }
@@ -521,7 +560,17 @@ async fn remove_segment(shared: &Arc<Shared>, path: PathBuf) {
     .await;
 }
 
-/// `batch` (the front of `source`) done with: removed and counted as `result`. A batch in
+/// What became of a batch.
+enum Outcome {
+    /// The receiver stored it.
+    Sent,
+    /// The receiver refused it for good.
+    Rejected,
+    /// Older than `sample_age_limit`: dropped unsent.
+    TooOldToSend,
+}
+
+/// `batch` (the front of `source`) done with: removed and counted by its `outcome`. A batch in
 /// memory that a spill moved meanwhile stays where it went (it is sent again: a receiver
 /// takes the same sample twice).
 fn done(
@@ -529,7 +578,7 @@ fn done(
     loaded: &mut VecDeque<Batch>,
     source: &Source,
     batch: &Batch,
-    result: &str,
+    outcome: Outcome,
 ) {
     let removed = match source {
         Source::Segment => loaded.pop_front().is_some(),
@@ -553,11 +602,18 @@ fn done(
         }
     };
     if removed {
-        shared
-            .m
-            .samples
-            .with_label_values(&[&shared.name, result])
-            .inc_by(batch.samples as u64);
+        let counter = match outcome {
+            Outcome::Sent => shared.m.samples.with_label_values(&[&shared.name, "sent"]),
+            Outcome::Rejected => shared
+                .m
+                .samples
+                .with_label_values(&[&shared.name, "rejected"]),
+            Outcome::TooOldToSend => shared
+                .m
+                .dropped
+                .with_label_values(&[&shared.name, "age_limit"]),
+        };
+        counter.inc_by(batch.samples as u64);
     }
     publish(shared);
 }

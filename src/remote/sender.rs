@@ -21,9 +21,14 @@ pub(crate) enum Answer {
     Stored,
     /// Try again later: the receiver is away, overloaded (429) or failed (5xx).
     Retry(String),
-    /// Refused for good (4xx, or a 5xx that says the samples are too old): the receiver's
-    /// words.
+    /// Some series refused for good (4xx): the receiver's words. Splitting the request
+    /// finds them.
     Rejected(String),
+    /// The samples are older than the receiver takes: the receiver's words. The time is
+    /// the same for every series of a request, so splitting would not help. `retry`: a 5xx
+    /// (Prometheus answers 500 past its out-of-order window), tried again a bounded number
+    /// of times before it counts as refused; a 4xx is refused at once.
+    TooOld { why: String, retry: bool },
 }
 
 /// Where and how requests go: the connection's parts, built once.
@@ -33,8 +38,8 @@ pub(crate) struct Sender {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// What a 5xx body says when the samples are older than the receiver takes (Prometheus:
-/// "too old sample", "out of bounds"; it answers 500 and would be asked forever).
+/// What a body says when the samples are older than the receiver takes (Prometheus: "too old
+/// sample" with a 500 past its out-of-order window, "out of bounds" with a 400 without one).
 fn too_old(body: &str) -> bool {
     let body = body.to_ascii_lowercase();
     ["too old", "out of bounds", "outside the time window"]
@@ -180,7 +185,10 @@ fn classify(status: u16, body: &str) -> Answer {
     match status {
         200..=299 => Answer::Stored,
         429 => Answer::Retry(said()),
-        500..=599 if too_old(body) => Answer::Rejected(said()),
+        _ if too_old(body) => Answer::TooOld {
+            why: said(),
+            retry: status >= 500,
+        },
         500..=599 => Answer::Retry(said()),
         _ => Answer::Rejected(said()),
     }
@@ -202,7 +210,12 @@ mod tests {
         // Prometheus 2.42 answers 500 for samples past its window: never retried forever.
         assert!(matches!(
             classify(500, "too old sample"),
-            Answer::Rejected(_)
+            Answer::TooOld { retry: true, .. }
+        ));
+        // ... and 400 for samples before its head without a window: never retried.
+        assert!(matches!(
+            classify(400, "out of bounds"),
+            Answer::TooOld { retry: false, .. }
         ));
     }
 }
