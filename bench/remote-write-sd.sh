@@ -3,8 +3,9 @@
 # totals (the state directory on an ext4 loop device of its own, sectors the device really
 # wrote): the simulated house with no [[remote_write]], with one whose receiver (a local
 # Prometheus) takes every sample, and with one whose receiver is unreachable (the spool is
-# written every spool_flush_interval, default 5 min). Runs in parallel; the live file and the
-# remote write tail on a tmpfs, as on a Pi.
+# written every spool_flush_interval, default 5 min: run for a multiple of 5 minutes plus a
+# little, or a segment falls outside the window). Runs in parallel; the live file and the
+# remote write tail on a tmpfs, as on a Pi. Also prints each daemon's peak RSS (VmHWM).
 #
 #   sudo bench/remote-write-sd.sh [MINUTES] [BINARY]
 set -euo pipefail
@@ -48,7 +49,7 @@ start_run() {  # label config-text
   STATE_DIRECTORY="$work/mnt$n/state" RUNTIME_DIRECTORY="$run_dir" \
     "$bin" --config "$work/config$n.toml" --listen 127.0.0.1:0 2>"$work/log$n" &
   pids+=($!)
-  runs+=("$label|$loop|$work/mnt$n")
+  runs+=("$label|$loop|$work/mnt$n|$!")
 }
 start_run "no remote write" "$base"
 start_run "remote write, receiver up" "$base$(remote "$receiver")"
@@ -56,14 +57,16 @@ start_run "remote write, receiver unreachable" "$base$(remote "$closed")"
 
 sleep 10
 declare -A before
-for r in "${runs[@]}"; do IFS='|' read -r label loop mnt <<<"$r"; sync -f "$mnt"; before[$loop]=$(writes "$loop"); done
+for r in "${runs[@]}"; do IFS='|' read -r label loop mnt _ <<<"$r"; sync -f "$mnt"; before[$loop]=$(writes "$loop"); done
 sleep $((minutes * 60))
-printf '%-40s %10s %12s\n' "run: $minutes min, every 15 s" "KiB/hour" "writes/hour"
+printf '%-40s %10s %12s %14s\n' "run: $minutes min, every 15 s" "KiB/hour" "writes/hour" "peak RSS KiB"
 for r in "${runs[@]}"; do
-  IFS='|' read -r label loop mnt <<<"$r"
+  IFS='|' read -r label loop mnt pid <<<"$r"
   sync -f "$mnt"
   read -r ios0 sectors0 <<<"${before[$loop]}"
   read -r ios1 sectors1 <<<"$(writes "$loop")"
-  printf '%-40s %10d %12d\n' "$label" $(( (sectors1 - sectors0) * 60 / 2 / minutes )) $(( (ios1 - ios0) * 60 / minutes ))
+  rss=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+  printf '%-40s %10d %12d %14d\n' "$label" $(( (sectors1 - sectors0) * 60 / 2 / minutes )) $(( (ios1 - ios0) * 60 / minutes )) "$rss"
 done
-du -sh "$work"/mnt2/state/remote-write 2>/dev/null | sed 's/^/spool after the run: /'
+du -sk "$work"/mnt2/state/remote-write 2>/dev/null | awk -v m="$minutes" '{printf "spool after the run: %d KiB (%d KiB an hour)\n", $1, $1 * 60 / m}'
+find "$work"/mnt2/state/remote-write -name "*.seg" | wc -l | sed "s/^/segments: /"

@@ -22,10 +22,12 @@ pub(crate) mod proto;
 pub(crate) mod sender;
 pub(crate) mod series;
 pub(crate) mod spool;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,7 +37,7 @@ use tokio::task::JoinHandle;
 
 use self::clock::Clocks;
 use self::proto::WriteRequest;
-use self::sender::{Answer, Sender};
+use self::sender::{Answer, Sender, Transport};
 use self::spool::{Record, Segments, Tail};
 use crate::config::remote_write::RemoteWriteConfig;
 use crate::metrics::{Metrics, RemoteMetrics};
@@ -106,6 +108,10 @@ struct Shared {
     /// The segments: touched only on blocking threads (file I/O).
     segments: Option<Arc<Mutex<Segments>>>,
     max_spool_bytes: u64,
+    /// The samples in the segments, and the oldest one's time (Unix ms; none: `i64::MAX`),
+    /// for the gauges.
+    disk_samples: AtomicU64,
+    disk_oldest_ms: AtomicI64,
     /// The receiver did not answer or failed the last time.
     away: AtomicBool,
     wake: Notify,
@@ -134,6 +140,19 @@ impl RemoteWrite {
         runtime_dir: &Path,
     ) -> Result<RemoteWrite, String> {
         let sender = Sender::new(config)?;
+        let clocks = Arc::new(clock::System);
+        RemoteWrite::start_with(config, metrics, state_dir, runtime_dir, sender, clocks)
+    }
+
+    /// [`RemoteWrite::start`], sending through `transport`, with `clocks`' time.
+    fn start_with(
+        config: &RemoteWriteConfig,
+        metrics: &Arc<Metrics>,
+        state_dir: &Path,
+        runtime_dir: &Path,
+        transport: impl Transport,
+        clocks: Arc<dyn Clocks>,
+    ) -> Result<RemoteWrite, String> {
         let m = metrics.remote().map_err(|e| e.to_string())?;
         let name = config.name.clone();
         let segments = Segments::open(&state_dir.join("remote-write").join(&name))
@@ -166,16 +185,16 @@ impl RemoteWrite {
             tail: Mutex::new(Some(tail)),
             segments: segments.map(|s| Arc::new(Mutex::new(s))),
             max_spool_bytes: config.max_spool_bytes,
+            disk_samples: AtomicU64::new(0),
+            disk_oldest_ms: AtomicI64::new(i64::MAX),
             away: AtomicBool::new(false),
             wake: Notify::new(),
             m,
         });
         shared.m.touch(&shared.name);
-        shared
-            .m
-            .pending_bytes
-            .with_label_values(&[&shared.name, "disk"])
-            .set(shared.segments.as_ref().map_or(0, |s| lock(s).bytes()) as i64);
+        if let Some(segments) = &shared.segments {
+            disk_gauges(&shared, &lock(segments));
+        }
         publish(&shared);
         let (stop, stopped) = watch::channel(false);
         let collector = tokio::spawn(collect(
@@ -183,9 +202,10 @@ impl RemoteWrite {
             Arc::clone(metrics),
             Arc::clone(&shared),
             runtime_dir.to_path_buf(),
+            clocks,
             stopped.clone(),
         ));
-        let sending = tokio::spawn(send(config.clone(), sender, shared, stopped));
+        let sending = tokio::spawn(send(config.clone(), transport, shared, stopped));
         log::info!(
             "remote write {}: pushing to {} every {}",
             config.name,
@@ -219,16 +239,23 @@ fn publish(shared: &Shared) {
     let m = &shared.m;
     let memory = lock(&shared.memory);
     let samples: usize = memory.batches.iter().map(|b| b.samples).sum();
-    m.pending.with_label_values(&[name]).set(samples as i64);
+    let on_disk = shared.disk_samples.load(Ordering::Acquire);
+    m.pending
+        .with_label_values(&[name])
+        .set(samples as i64 + on_disk as i64);
     m.pending_bytes
         .with_label_values(&[name, "memory"])
         .set(memory.bytes as i64);
-    if let Some(b) = memory.batches.front() {
-        m.oldest_pending
+    // The segments hold the older batches.
+    let on_disk = Some(shared.disk_oldest_ms.load(Ordering::Acquire)).filter(|t| *t != i64::MAX);
+    match on_disk.or(memory.batches.front().map(|b| b.taken_ms)) {
+        Some(oldest) => m
+            .oldest_pending
             .with_label_values(&[name])
-            .set(b.taken_ms as f64 / 1000.0);
-    } else {
-        let _ = m.oldest_pending.remove_label_values(&[name]);
+            .set(oldest as f64 / 1000.0),
+        None => {
+            let _ = m.oldest_pending.remove_label_values(&[name]);
+        }
     }
 }
 
@@ -252,11 +279,22 @@ fn trim_spool(shared: &Shared, segments: &mut Segments) {
             Err(_) => break,
         }
     }
+    disk_gauges(shared, segments);
+}
+
+/// What the spool holds, for the gauges.
+fn disk_gauges(shared: &Shared, segments: &Segments) {
     shared
         .m
         .pending_bytes
         .with_label_values(&[&shared.name, "disk"])
         .set(segments.bytes() as i64);
+    shared
+        .disk_samples
+        .store(segments.samples(), Ordering::Release);
+    shared
+        .disk_oldest_ms
+        .store(segments.oldest_ms().unwrap_or(i64::MAX), Ordering::Release);
 }
 
 /// Move the batches in memory into a new segment (on a blocking thread), then empty the
@@ -316,6 +354,7 @@ async fn collect(
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     runtime_dir: PathBuf,
+    clocks: Arc<dyn Clocks>,
     mut stopped: watch::Receiver<bool>,
 ) {
     // The first batch an interval after the start, when the sensors have been read: a batch
@@ -325,7 +364,6 @@ async fn collect(
         config.interval,
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let clocks = clock::System;
     let mut trust = clock::Trust::new(&runtime_dir);
     let mut held = clock::Held::default();
     let mut said_unsynchronized = false;
@@ -335,7 +373,7 @@ async fn collect(
             _ = stopped.changed() => break,
         }
         let families = metrics.gather();
-        if config.wait_for_clock_sync && !trust.trusted(&clocks) {
+        if config.wait_for_clock_sync && !trust.trusted(clocks.as_ref()) {
             // Held with the boot clock's time until the wall clock is set.
             if !said_unsynchronized {
                 said_unsynchronized = true;
@@ -413,7 +451,7 @@ enum Source {
 /// Send the oldest batch until none is left; back off while the receiver is away.
 async fn send(
     config: RemoteWriteConfig,
-    sender: Sender,
+    sender: impl Transport,
     shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -429,6 +467,11 @@ async fn send(
     let mut loaded: VecDeque<Batch> = VecDeque::new();
     let mut loaded_path: Option<PathBuf> = None;
     loop {
+        if loaded_path.as_ref().is_some_and(|p| !p.exists()) {
+            // The spool was full and dropped the segment being sent (and counted it).
+            loaded.clear();
+            loaded_path = None;
+        }
         if loaded.is_empty() {
             if let Some(path) = loaded_path.take() {
                 remove_segment(&shared, path).await;

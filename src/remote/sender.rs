@@ -31,6 +31,18 @@ pub(crate) enum Answer {
     TooOld { why: String, retry: bool },
 }
 
+/// Where a queue's requests go: the receiver over HTTP ([`Sender`]), or a test's stand-in.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Deliver `body` (a Snappy-compressed `WriteRequest`); what the receiver made of it.
+    fn send(&self, body: Bytes) -> impl std::future::Future<Output = Answer> + Send;
+}
+
+impl Transport for Sender {
+    async fn send(&self, body: Bytes) -> Answer {
+        Sender::send(self, body).await
+    }
+}
+
 /// Where and how requests go: the connection's parts, built once.
 pub(crate) struct Sender {
     config: RemoteWriteConfig,

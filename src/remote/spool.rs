@@ -96,33 +96,60 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<Record>> {
     Ok(parse(&bytes))
 }
 
-/// The segments of a queue, in its own directory.
+/// The segments of a queue, in its own directory. A segment's name is its sequence number, its
+/// first batch's time (Unix ms) and the samples it holds
+/// (`0000000000000007-1796545253633-4620.seg`), so the gauges read no file.
 #[derive(Debug)]
 pub(crate) struct Segments {
     dir: PathBuf,
-    /// Oldest first, with their sizes.
-    files: Vec<(PathBuf, u64)>,
+    /// Oldest first.
+    files: Vec<Segment>,
     next: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    bytes: u64,
+    samples: u64,
+    first_ms: i64,
 }
 
 impl Segments {
     /// The segments in `dir` (created if need be).
     pub(crate) fn open(dir: &Path) -> io::Result<Segments> {
         fs::create_dir_all(dir)?;
-        let mut files: Vec<(u64, PathBuf, u64)> = Vec::new();
+        let mut files: Vec<(u64, Segment)> = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(seq) = name
+            let Some((seq, first_ms, samples)) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| u64::from_str_radix(n, 16).ok())
+                .and_then(|n| {
+                    let mut parts = n.splitn(3, '-');
+                    let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
+                    Some((
+                        seq,
+                        parts.next()?.parse().ok()?,
+                        parts.next()?.parse().ok()?,
+                    ))
+                })
             else {
                 continue;
             };
             let meta = entry.metadata()?;
             if meta.is_file() {
-                files.push((seq, entry.path(), meta.len()));
+                let (path, bytes) = (entry.path(), meta.len());
+                files.push((
+                    seq,
+                    Segment {
+                        path,
+                        bytes,
+                        samples,
+                        first_ms,
+                    },
+                ));
             }
         }
         // A segment being written when the process died: its batches are still in the tail.
@@ -135,18 +162,28 @@ impl Segments {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        files.sort();
-        let next = files.last().map_or(0, |(seq, ..)| seq + 1);
+        files.sort_by_key(|(seq, _)| *seq);
+        let next = files.last().map_or(0, |(seq, _)| seq + 1);
         Ok(Segments {
             dir: dir.to_path_buf(),
-            files: files.into_iter().map(|(_, p, len)| (p, len)).collect(),
+            files: files.into_iter().map(|(_, segment)| segment).collect(),
             next,
         })
     }
 
     /// Bytes on disk.
     pub(crate) fn bytes(&self) -> u64 {
-        self.files.iter().map(|(_, len)| len).sum()
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Samples on disk.
+    pub(crate) fn samples(&self) -> u64 {
+        self.files.iter().map(|f| f.samples).sum()
+    }
+
+    /// The time of the oldest batch on disk, Unix ms.
+    pub(crate) fn oldest_ms(&self) -> Option<i64> {
+        self.files.first().map(|f| f.first_ms)
     }
 
     /// How many there are.
@@ -160,7 +197,11 @@ impl Segments {
         if records.is_empty() {
             return Ok(());
         }
-        let path = self.dir.join(format!("{:016x}.seg", self.next));
+        let samples = records.iter().map(|r| u64::from(r.samples)).sum();
+        let first_ms = records[0].taken_ms;
+        let path = self
+            .dir
+            .join(format!("{:016x}-{first_ms}-{samples}.seg", self.next));
         let tmp = self.dir.join(format!("{:016x}.tmp", self.next));
         let mut out = io::BufWriter::new(File::create(&tmp)?);
         for r in records {
@@ -170,21 +211,26 @@ impl Segments {
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
         File::open(&self.dir)?.sync_all()?;
-        let len = records.iter().map(Record::size).sum();
-        self.files.push((path, len));
+        let bytes = records.iter().map(Record::size).sum();
+        self.files.push(Segment {
+            path,
+            bytes,
+            samples,
+            first_ms,
+        });
         self.next += 1;
         Ok(())
     }
 
     /// The oldest segment's records, and its path (to remove once they are stored).
     pub(crate) fn oldest(&self) -> Option<(PathBuf, io::Result<Vec<Record>>)> {
-        let (path, _) = self.files.first()?;
-        Some((path.clone(), read(path)))
+        let first = self.files.first()?;
+        Some((first.path.clone(), read(&first.path)))
     }
 
     /// Delete the segment at `path` if it is one of these.
     pub(crate) fn remove_path(&mut self, path: &Path) -> io::Result<()> {
-        if let Some(i) = self.files.iter().position(|(p, _)| p == path) {
+        if let Some(i) = self.files.iter().position(|f| f.path == path) {
             self.files.remove(i);
             fs::remove_file(path)?;
         }
@@ -196,12 +242,9 @@ impl Segments {
         if self.files.is_empty() {
             return Ok(0);
         }
-        let (path, _) = self.files.remove(0);
-        let samples = read(&path)
-            .map(|rs| rs.iter().map(|r| u64::from(r.samples)).sum())
-            .unwrap_or(0);
-        fs::remove_file(&path)?;
-        Ok(samples)
+        let oldest = self.files.remove(0);
+        fs::remove_file(&oldest.path)?;
+        Ok(oldest.samples)
     }
 }
 
@@ -274,6 +317,9 @@ mod tests {
         assert_eq!(again.oldest().unwrap().1.unwrap(), [record(2)]);
         again.append(&[record(3)]).unwrap();
         assert_eq!(again.bytes(), record(2).size() + record(3).size());
+        let found = Segments::open(dir.path()).unwrap();
+        assert_eq!(found.samples(), 6);
+        assert_eq!(found.oldest_ms(), Some(record(2).taken_ms));
     }
 
     #[test]
