@@ -42,7 +42,8 @@ start_run() {  # label config-text
   local label=$1 n=${#runs[@]}
   printf '%s\n' "$2" >"$work/config$n.toml"
   truncate -s 256M "$work/disk$n.img"
-  mkfs.ext4 -q -F "$work/disk$n.img"
+  # No lazy initialisation: ext4 would zero its tables in the background, during the run.
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/disk$n.img"
   local loop; loop=$(losetup -f --show "$work/disk$n.img"); loops+=("$loop")
   mkdir -p "$work/mnt$n"; mount -o noatime "$loop" "$work/mnt$n"; mounts+=("$work/mnt$n")
   local run_dir; run_dir=$(mktemp -d /dev/shm/pm-rw-sd.XXXXXX)

@@ -202,8 +202,17 @@ impl RemoteWriteFile {
                 ))
             }
         }
+        if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(invalid(
+                "url",
+                "credentials in the URL are refused: use basic_auth with a password_file",
+            ));
+        }
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.interval) {
             return Err(invalid("interval", "expected 1s to 1h"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.remote_timeout) {
+            return Err(invalid("remote_timeout", "expected 100ms to 10m"));
         }
         let name = match self.name {
             Some(name) => name,

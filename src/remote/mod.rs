@@ -45,6 +45,9 @@ use crate::metrics::{Metrics, RemoteMetrics};
 /// What a queue holds in memory at most before it spills to a segment.
 const MEMORY_BYTES: usize = 4 << 20;
 
+/// What a queue holds in memory at all (its spool cannot be written): past it the oldest go.
+const MAX_MEMORY_BYTES: usize = 4 * MEMORY_BYTES;
+
 /// How often a batch that a 5xx called too old is tried again before it counts as refused.
 /// Once one has, the batches behind it are refused at their first such answer, until the
 /// receiver stores one again: a backlog past the receiver's window costs a request a batch.
@@ -163,7 +166,17 @@ impl RemoteWrite {
                 )
             })
             .ok();
-        let (tail, left) = Tail::open(&runtime_dir.join(format!("remote-write-{name}.tail")));
+        let (mut tail, mut left) =
+            Tail::open(&runtime_dir.join(format!("remote-write-{name}.tail")));
+        // A crash between a spill's rename and the tail's emptying leaves the same batches in
+        // both: the segment has them.
+        if let Some(newest) = segments.as_ref().and_then(Segments::newest_ms) {
+            let before = left.len();
+            left.retain(|r| r.taken_ms > newest);
+            if left.len() < before {
+                tail.rewrite(left.iter().cloned());
+            }
+        }
         let mut memory = Memory::default();
         for r in left {
             let b = Batch::from_record(r);
@@ -224,13 +237,26 @@ impl RemoteWrite {
         &self.config
     }
 
-    /// Stop taking and sending samples; what is not sent goes to a segment.
+    /// Stop taking and sending samples; what is not sent goes to a segment. A task that has
+    /// not finished within 10 s is aborted, so a queue started next on the same spool is alone.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(10), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
+}
+
+/// Whether the files a queue needs (its TLS CA, client certificate and key; its password or
+/// token) load: a reload checks this before it stops the running queue.
+pub(crate) fn check_files(config: &RemoteWriteConfig) -> Result<(), String> {
+    Sender::new(config).map(|_| ())
 }
 
 /// The queue's gauges.
@@ -301,6 +327,7 @@ fn disk_gauges(shared: &Shared, segments: &Segments) {
 /// tail, which held them.
 async fn spill(shared: &Arc<Shared>) {
     let Some(segments) = shared.segments.clone() else {
+        cap_memory(shared);
         return;
     };
     let batches: Vec<Batch> = {
@@ -337,14 +364,48 @@ async fn spill(shared: &Arc<Shared>) {
                 shared.name
             );
             // Back in front of what came since, in order.
-            let mut memory = lock(&shared.memory);
-            for b in batches.into_iter().rev() {
-                memory.bytes += b.body.len();
-                memory.batches.push_front(b);
+            {
+                let mut memory = lock(&shared.memory);
+                for b in batches.into_iter().rev() {
+                    memory.bytes += b.body.len();
+                    memory.batches.push_front(b);
+                }
             }
+            cap_memory(shared);
         }
     }
     publish(shared);
+}
+
+/// Memory past [`MAX_MEMORY_BYTES`] (no spool, or one that cannot be written): the oldest
+/// batches give way, counted, down to three quarters of it, and the tail is written anew with
+/// what stays.
+fn cap_memory(shared: &Shared) {
+    let mut memory = lock(&shared.memory);
+    if memory.bytes <= MAX_MEMORY_BYTES {
+        return;
+    }
+    let mut dropped = 0;
+    while memory.bytes > MAX_MEMORY_BYTES / 4 * 3 {
+        let Some(b) = memory.batches.pop_front() else {
+            break;
+        };
+        memory.bytes -= b.body.len();
+        dropped += b.samples as u64;
+    }
+    log::warn!(
+        "remote write {}: {} MiB wait in memory and cannot be spooled; dropped the oldest ({dropped} samples)",
+        shared.name,
+        MAX_MEMORY_BYTES >> 20
+    );
+    shared
+        .m
+        .dropped
+        .with_label_values(&[&shared.name, "spool_full"])
+        .inc_by(dropped);
+    if let Some(tail) = lock(&shared.tail).as_mut() {
+        tail.rewrite(memory.batches.iter().map(Batch::record));
+    }
 }
 
 /// Every interval: the exported series, as one batch at the back of the queue (and in the
@@ -411,8 +472,8 @@ async fn collect(
             let memory = lock(&shared.memory);
             let oldest = memory.batches.front().map_or(taken_ms, |b| b.taken_ms);
             let waited = Duration::from_millis((taken_ms - oldest).max(0) as u64);
-            memory.bytes > MEMORY_BYTES
-                || (shared.away.load(Ordering::Acquire) && waited >= config.spool_flush_interval)
+            // Whether the receiver is away or only slow: a power cut loses at most this.
+            memory.bytes > MEMORY_BYTES || waited >= config.spool_flush_interval
         };
         if due {
             spill(&shared).await;
@@ -466,6 +527,7 @@ async fn send(
     // The oldest segment's batches, being sent.
     let mut loaded: VecDeque<Batch> = VecDeque::new();
     let mut loaded_path: Option<PathBuf> = None;
+    let mut loaded_total = 0;
     loop {
         if loaded_path.as_ref().is_some_and(|p| !p.exists()) {
             // The spool was full and dropped the segment being sent (and counted it).
@@ -476,10 +538,26 @@ async fn send(
             if let Some(path) = loaded_path.take() {
                 remove_segment(&shared, path).await;
             }
-            if let Some((path, batches)) = load_oldest(&shared).await {
-                loaded = batches;
-                loaded_path = Some(path);
-                continue;
+            match load_oldest(&shared).await {
+                Oldest::Batches(path, batches) => {
+                    loaded_total = batches.len();
+                    loaded = batches;
+                    loaded_path = Some(path);
+                    continue;
+                }
+                Oldest::None => {}
+                Oldest::Unreadable(why) => {
+                    if away.is_none() {
+                        log::warn!(
+                            "remote write {name}: cannot read the spool: {why}; trying again"
+                        );
+                    }
+                    away = Some(why);
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.max_backoff) => continue,
+                        _ = stopped.changed() => break,
+                    }
+                }
             }
         }
         let in_memory = lock(&shared.memory).batches.front().cloned();
@@ -489,7 +567,7 @@ async fn send(
             (None, None) => {
                 tokio::select! {
                     _ = shared.wake.notified() => continue,
-                    _ = stopped.changed() => return,
+                    _ = stopped.changed() => break,
                 }
             }
         };
@@ -502,7 +580,7 @@ async fn send(
         }
         let answer = tokio::select! {
             answer = sender.send(batch.body.clone()) => answer,
-            _ = stopped.changed() => return,
+            _ = stopped.changed() => break,
         };
         match answer {
             Answer::Stored => {
@@ -530,7 +608,7 @@ async fn send(
                 shared.m.retries.with_label_values(&[&name]).inc();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped.changed() => return,
+                    _ = stopped.changed() => break,
                 }
                 backoff = (backoff * 2).min(config.max_backoff);
             }
@@ -548,7 +626,7 @@ async fn send(
                     shared.m.retries.with_label_values(&[&name]).inc();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped.changed() => return,
+                        _ = stopped.changed() => break,
                     }
                     backoff = (backoff * 2).min(config.max_backoff);
                     continue;
@@ -559,34 +637,85 @@ async fn send(
             }
         }
     }
-}
-
-/// The oldest segment's batches, read on a blocking thread (a damaged one is dropped).
-async fn load_oldest(shared: &Arc<Shared>) -> Option<(PathBuf, VecDeque<Batch>)> {
-    let segments = shared.segments.clone()?;
-    let reader = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || {
-        let mut segments = lock(&segments);
-        loop {
-            let (path, records) = segments.oldest()?;
-            match records {
-                Ok(records) if !records.is_empty() => {
-                    return Some((path, records.into_iter().map(Batch::from_record).collect()))
-                }
-                Ok(_) | Err(_) => {
+    // Stopped: a segment partly stored keeps only the rest, so a restart does not send the
+    // stored part again.
+    if let (Some(path), Some(segments)) = (loaded_path, shared.segments.clone()) {
+        if loaded.len() < loaded_total {
+            let rest: Vec<Record> = loaded.iter().map(Batch::record).collect();
+            let owner = Arc::clone(&shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut segments = lock(&segments);
+                if let Err(e) = segments.replace(&path, &rest) {
                     log::warn!(
-                        "remote write {}: {} holds no readable batch; removed",
-                        reader.name,
+                        "remote write {}: cannot shorten {}: {e}; its stored part is sent again",
+                        owner.name,
                         path.display()
                     );
-                    let _ = segments.remove_path(&path);
                 }
+                disk_gauges(&owner, &segments);
+            })
+            .await;
+        }
+    }
+}
+
+/// What reading the oldest segment gave.
+enum Oldest {
+    /// Its batches, and its path.
+    Batches(PathBuf, VecDeque<Batch>),
+    /// No segment.
+    None,
+    /// It cannot be read now (the error): tried again later, nothing newer is sent meanwhile.
+    Unreadable(String),
+}
+
+/// The oldest segment's batches, read on a blocking thread. A damaged one gives what it can
+/// (a damaged record ends its reading); what it cannot is counted.
+async fn load_oldest(shared: &Arc<Shared>) -> Oldest {
+    let Some(segments) = shared.segments.clone() else {
+        return Oldest::None;
+    };
+    let reader = Arc::clone(shared);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut segments = lock(&segments);
+        loop {
+            let Some((path, samples, records)) = segments.oldest() else {
+                return Oldest::None;
+            };
+            let records = match records {
+                Ok(records) => records,
+                Err(e) => return Oldest::Unreadable(format!("{}: {e}", path.display())),
+            };
+            let readable: u64 = records.iter().map(|r| u64::from(r.samples)).sum();
+            if readable < samples {
+                log::warn!(
+                    "remote write {}: {} is damaged: {} of its {samples} samples are lost",
+                    reader.name,
+                    path.display(),
+                    samples - readable
+                );
+                reader
+                    .m
+                    .dropped
+                    .with_label_values(&[&reader.name, "damaged"])
+                    .inc_by(samples - readable);
             }
+            if !records.is_empty() {
+                let mut path = path;
+                if readable < samples && segments.replace(&path, &records).is_ok() {
+                    // Renamed for what it holds now.
+                    path = segments.oldest().map_or(path, |(p, ..)| p);
+                    disk_gauges(&reader, &segments);
+                }
+                let batches = records.into_iter().map(Batch::from_record).collect();
+                return Oldest::Batches(path, batches);
+            }
+            let _ = segments.remove_path(&path);
+            disk_gauges(&reader, &segments);
         }
     })
-    .await
-    .ok()
-    .flatten()
+    .await;
+    read.unwrap_or_else(|e| Oldest::Unreadable(e.to_string()))
 }
 
 /// Delete a segment that is all stored, on a blocking thread.
@@ -635,9 +764,12 @@ fn done(
                 if let Some(b) = memory.batches.pop_front() {
                     memory.bytes -= b.body.len();
                 }
-                if memory.batches.is_empty() {
-                    if let Some(tail) = lock(&shared.tail).as_mut() {
+                if let Some(tail) = lock(&shared.tail).as_mut() {
+                    if memory.batches.is_empty() {
                         tail.clear();
+                    } else if tail.bytes() > 2 * memory.bytes as u64 + (1 << 20) {
+                        // A link that never quite catches up: the tail sheds what is sent.
+                        tail.rewrite(memory.batches.iter().map(Batch::record));
                     }
                 }
             }

@@ -19,7 +19,8 @@ use crate::config::remote_write::{Auth, RemoteWriteConfig};
 pub(crate) enum Answer {
     /// Stored (2xx).
     Stored,
-    /// Try again later: the receiver is away, overloaded (429) or failed (5xx).
+    /// Try again later: the receiver is away, overloaded (429), failed (5xx), or turns the
+    /// daemon away (3xx, 401, 403, 404, 405, 407: credentials or a path to set right).
     Retry(String),
     /// Some series refused for good (4xx): the receiver's words. Splitting the request
     /// finds them.
@@ -175,13 +176,14 @@ where
     let result = match response {
         Ok(response) => {
             let status = response.status().as_u16();
-            let body =
-                tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
+            // The start of what it says is enough; a body past 64 KiB is not read.
+            let limited = http_body_util::Limited::new(response.into_body(), 64 << 10);
+            let body = tokio::time::timeout(Duration::from_secs(10), limited.collect())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             Ok((status, text))
         }
@@ -197,6 +199,9 @@ fn classify(status: u16, body: &str) -> Answer {
     match status {
         200..=299 => Answer::Stored,
         429 => Answer::Retry(said()),
+        // The receiver turns the daemon away, not the samples (credentials, a wrong path, a
+        // redirect, a proxy): they are kept until it is set right.
+        300..=399 | 401 | 403 | 404 | 405 | 407 => Answer::Retry(said()),
         _ if too_old(body) => Answer::TooOld {
             why: said(),
             retry: status >= 500,
@@ -219,6 +224,10 @@ mod tests {
             classify(400, "out of order sample"),
             Answer::Rejected(_)
         ));
+        // A password changed, a path or a proxy wrong: the spool is kept, not thrown away.
+        for status in [301, 401, 403, 404, 405, 407] {
+            assert!(matches!(classify(status, ""), Answer::Retry(_)), "{status}");
+        }
         // Prometheus 2.42 answers 500 for samples past its window: never retried forever.
         assert!(matches!(
             classify(500, "too old sample"),

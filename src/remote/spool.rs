@@ -96,6 +96,25 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<Record>> {
     Ok(parse(&bytes))
 }
 
+/// `records` in a new file at `path`: written to `tmp`, synced, renamed, the directory
+/// synced. A failed write leaves no `tmp` behind.
+fn write_synced(dir: &Path, path: &Path, tmp: &Path, records: &[Record]) -> io::Result<()> {
+    let written = (|| {
+        let mut out = io::BufWriter::new(File::create(tmp)?);
+        for r in records {
+            r.write_to(&mut out)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written?;
+    File::open(dir)?.sync_all()
+}
+
 /// The segments of a queue, in its own directory. A segment's name is its sequence number, its
 /// first batch's time (Unix ms) and the samples it holds
 /// (`0000000000000007-1796545253633-4620.seg`), so the gauges read no file.
@@ -203,14 +222,7 @@ impl Segments {
             .dir
             .join(format!("{:016x}-{first_ms}-{samples}.seg", self.next));
         let tmp = self.dir.join(format!("{:016x}.tmp", self.next));
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
-        for r in records {
-            r.write_to(&mut out)?;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        write_synced(&self.dir, &path, &tmp, records)?;
         let bytes = records.iter().map(Record::size).sum();
         self.files.push(Segment {
             path,
@@ -222,10 +234,53 @@ impl Segments {
         Ok(())
     }
 
-    /// The oldest segment's records, and its path (to remove once they are stored).
-    pub(crate) fn oldest(&self) -> Option<(PathBuf, io::Result<Vec<Record>>)> {
+    /// The oldest segment's path (to remove once its records are stored), the samples its
+    /// name says it holds, and its records.
+    pub(crate) fn oldest(&self) -> Option<(PathBuf, u64, io::Result<Vec<Record>>)> {
         let first = self.files.first()?;
-        Some((first.path.clone(), read(&first.path)))
+        Some((first.path.clone(), first.samples, read(&first.path)))
+    }
+
+    /// The time of the newest batch on disk, Unix ms (the newest segment read).
+    pub(crate) fn newest_ms(&self) -> Option<i64> {
+        let last = self.files.last()?;
+        read(&last.path).ok()?.last().map(|r| r.taken_ms)
+    }
+
+    /// The segment at `path` holding only `records` now (the rest is stored): written anew
+    /// under its sequence number, then the old file removed. Nothing left: removed.
+    pub(crate) fn replace(&mut self, path: &Path, records: &[Record]) -> io::Result<()> {
+        let Some(i) = self.files.iter().position(|f| f.path == path) else {
+            return Ok(());
+        };
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .unwrap_or_default()
+            .to_string();
+        if records.is_empty() {
+            return self.remove_path(path);
+        }
+        let samples = records.iter().map(|r| u64::from(r.samples)).sum();
+        let first_ms = records[0].taken_ms;
+        let new = self.dir.join(format!("{seq}-{first_ms}-{samples}.seg"));
+        write_synced(
+            &self.dir,
+            &new,
+            &self.dir.join(format!("{seq}.tmp")),
+            records,
+        )?;
+        if new != path {
+            fs::remove_file(path)?;
+        }
+        self.files[i] = Segment {
+            path: new,
+            bytes: records.iter().map(Record::size).sum(),
+            samples,
+            first_ms,
+        };
+        Ok(())
     }
 
     /// Delete the segment at `path` if it is one of these.
@@ -252,16 +307,21 @@ impl Segments {
 #[derive(Debug)]
 pub(crate) struct Tail {
     file: Option<File>,
+    /// Its length.
+    bytes: u64,
 }
 
 impl Tail {
-    /// The tail at `path`, and the records a previous process left in it.
+    /// The tail at `path`, and the whole records a previous process left in it (a record cut
+    /// short by a crash is cut off, so what is appended next can be read).
     pub(crate) fn open(path: &Path) -> (Tail, Vec<Record>) {
         let left = read(path).unwrap_or_default();
+        let bytes = left.iter().map(Record::size).sum();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
+            .and_then(|file| file.set_len(bytes).map(|()| file))
             .map_err(|e| {
                 log::warn!(
                     "remote write: cannot keep {}: {e}; a crash loses the samples not sent or spooled",
@@ -269,23 +329,42 @@ impl Tail {
                 )
             })
             .ok();
-        (Tail { file }, left)
+        (Tail { file, bytes }, left)
     }
 
-    /// Append a record (no fsync: it is for a crash, not a power cut).
+    /// Append a record (no fsync: it is for a crash, not a power cut). A tail that cannot be
+    /// written (its tmpfs full) is emptied and given up, so no stale batch comes back.
     pub(crate) fn push(&mut self, record: &Record) {
         if let Some(file) = &mut self.file {
             let mut buf = Vec::with_capacity(record.size() as usize);
-            if record.write_to(&mut buf).is_ok() && file.write_all(&buf).is_err() {
+            if record.write_to(&mut buf).is_ok() && file.write_all(&buf).is_ok() {
+                self.bytes += buf.len() as u64;
+            } else {
+                log::warn!("remote write: cannot append to the tail; a crash loses the samples not sent or spooled");
+                let _ = file.set_len(0);
                 self.file = None;
             }
         }
+    }
+
+    /// Its length.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Empty it: everything it held is stored, or in a segment.
     pub(crate) fn clear(&mut self) {
         if let Some(file) = &self.file {
             let _ = file.set_len(0);
+        }
+        self.bytes = 0;
+    }
+
+    /// Hold exactly `records` (what is left in memory), written anew.
+    pub(crate) fn rewrite(&mut self, records: impl Iterator<Item = Record>) {
+        self.clear();
+        for r in records {
+            self.push(&r);
         }
     }
 }
@@ -311,15 +390,36 @@ mod tests {
         assert_eq!(segments.len(), 2);
         // Another process finds them, oldest first.
         let mut again = Segments::open(dir.path()).unwrap();
-        let (_, oldest) = again.oldest().unwrap();
+        let (_, samples, oldest) = again.oldest().unwrap();
+        assert_eq!(samples, 6);
         assert_eq!(oldest.unwrap(), [record(0), record(1)]);
         assert_eq!(again.remove_oldest().unwrap(), 6);
-        assert_eq!(again.oldest().unwrap().1.unwrap(), [record(2)]);
+        assert_eq!(again.oldest().unwrap().2.unwrap(), [record(2)]);
         again.append(&[record(3)]).unwrap();
         assert_eq!(again.bytes(), record(2).size() + record(3).size());
         let found = Segments::open(dir.path()).unwrap();
         assert_eq!(found.samples(), 6);
         assert_eq!(found.oldest_ms(), Some(record(2).taken_ms));
+    }
+
+    #[test]
+    fn a_segment_partly_stored_keeps_the_rest_in_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        segments.append(&[record(0), record(1), record(2)]).unwrap();
+        segments.append(&[record(3)]).unwrap();
+        let (path, ..) = segments.oldest().unwrap();
+        segments.replace(&path, &[record(2)]).unwrap();
+        assert_eq!(segments.newest_ms(), Some(record(3).taken_ms));
+        let found = Segments::open(dir.path()).unwrap();
+        assert_eq!((found.len(), found.samples()), (2, 6));
+        assert_eq!(found.oldest_ms(), Some(record(2).taken_ms));
+        assert_eq!(found.oldest().unwrap().2.unwrap(), [record(2)]);
+        // All of it stored: gone.
+        let mut segments = found;
+        let (path, ..) = segments.oldest().unwrap();
+        segments.replace(&path, &[]).unwrap();
+        assert_eq!(Segments::open(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
@@ -342,6 +442,11 @@ mod tests {
             .unwrap();
         let (mut tail, left) = Tail::open(&path);
         assert_eq!(left, [record(0), record(1)]);
+        // The cut record is gone, so what comes next can be read.
+        tail.push(&record(3));
+        drop(tail);
+        let (mut tail, left) = Tail::open(&path);
+        assert_eq!(left, [record(0), record(1), record(3)]);
         tail.clear();
         assert!(Tail::open(&path).1.is_empty());
         // A flipped bit ends the reading there.
@@ -374,7 +479,7 @@ mod tests {
         // A restart in the middle of the outage finds them all.
         let mut segments = Segments::open(dir.path()).unwrap();
         let mut next = 0;
-        while let Some((path, records)) = segments.oldest() {
+        while let Some((path, _, records)) = segments.oldest() {
             for r in records.unwrap() {
                 assert_eq!(r, batch(next));
                 next += 1;
@@ -396,7 +501,7 @@ mod tests {
             }
         }
         assert_eq!(dropped, 2 * 86_400 / 15 * 150);
-        let (_, first) = segments.oldest().unwrap();
+        let (_, _, first) = segments.oldest().unwrap();
         assert_eq!(first.unwrap()[0], batch(2 * 86_400 / 15));
     }
 }

@@ -49,6 +49,8 @@ impl Clocks for Simulated {
 struct Receiver {
     up: Arc<AtomicBool>,
     stored: Arc<Mutex<Vec<i64>>>,
+    /// How long it takes to answer.
+    slow: Arc<Mutex<Duration>>,
 }
 
 impl Transport for Receiver {
@@ -56,6 +58,8 @@ impl Transport for Receiver {
         if !self.up.load(Ordering::SeqCst) {
             return Answer::Retry("connection refused".into());
         }
+        let slow = *self.slow.lock().unwrap();
+        tokio::time::sleep(slow).await;
         let request = WriteRequest::from_body(&body).expect("a WriteRequest");
         let mut times: Vec<i64> = request
             .timeseries
@@ -228,4 +232,107 @@ async fn a_full_spool_drops_the_oldest_and_counts_them() {
     // sample short (nothing was pending yet, so it has no oldest-pending gauge).
     let lost = (stored[0] - BOOTED_AT - INTERVAL_MS) / INTERVAL_MS;
     assert_eq!(dropped, lost as u64 * per_batch - 1);
+}
+
+/// The receiver back after a day, slow (100 ms a request): the daemon stops in the middle of
+/// the backlog and starts again. What was stored is not sent again, nothing is missing.
+#[tokio::test(start_paused = true)]
+async fn a_stop_in_the_middle_of_the_backlog_sends_nothing_twice() {
+    let pi = Pi::boot(true);
+    let config = config(r#"max_backoff = "1m""#);
+    let queue = pi.start(&config);
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    *pi.receiver.slow.lock().unwrap() = Duration::from_millis(100);
+    pi.receiver.up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = pi.receiver.stored.lock().unwrap().len();
+    assert!((100..5000).contains(&before), "{before} stored by the stop");
+    queue.stop().await;
+    let queue = pi.start(&config);
+    pi.receiver_back().await;
+    queue.stop().await;
+    let (stored, odd) = pi.stored();
+    assert!(stored.windows(2).all(|w| w[1] > w[0]), "a batch sent twice");
+    assert!(
+        odd.len() <= 1
+            && odd
+                .iter()
+                .all(|s| *s > INTERVAL_MS && *s <= 2 * INTERVAL_MS),
+        "{odd:?}"
+    );
+    assert_eq!(stored[0], BOOTED_AT + INTERVAL_MS);
+}
+
+/// A crash between a spill's rename and the tail's emptying leaves the same batches in a
+/// segment and in the tail: each is sent once.
+#[tokio::test(start_paused = true)]
+async fn batches_both_spooled_and_in_the_tail_are_sent_once() {
+    let pi = Pi::boot(true);
+    let record = |i: i64| {
+        let request = WriteRequest {
+            timeseries: vec![super::proto::TimeSeries {
+                labels: vec![super::proto::Label {
+                    name: "__name__".into(),
+                    value: "x".into(),
+                }],
+                samples: vec![super::proto::Sample {
+                    value: 1.0,
+                    timestamp: BOOTED_AT + i * INTERVAL_MS,
+                }],
+            }],
+        };
+        super::spool::Record {
+            taken_ms: BOOTED_AT + i * INTERVAL_MS,
+            samples: 1,
+            body: request.body(),
+        }
+    };
+    let spool = pi.state.path().join("remote-write").join("central");
+    let mut segments = super::spool::Segments::open(&spool).unwrap();
+    segments
+        .append(&(1..=3).map(record).collect::<Vec<_>>())
+        .unwrap();
+    let tail = pi.runtime.path().join("remote-write-central.tail");
+    let (mut left, _) = super::spool::Tail::open(&tail);
+    for i in 1..=4 {
+        left.push(&record(i));
+    }
+    drop(left);
+    let queue = pi.start(&config(""));
+    pi.receiver_back().await;
+    queue.stop().await;
+    let (stored, _) = pi.stored();
+    let expected: Vec<i64> = (1..=4).map(|i| BOOTED_AT + i * INTERVAL_MS).collect();
+    assert_eq!(stored[..4], expected[..]);
+    assert!(stored[4..].iter().all(|t| *t > expected[3]), "{stored:?}");
+}
+
+/// A spool that cannot be written (its directory is a file): the batches wait in memory, 16
+/// MiB at most; past that the oldest go, counted, and the tail holds only what stays.
+#[tokio::test(start_paused = true)]
+async fn an_unwritable_spool_keeps_a_bounded_memory() {
+    let pi = Pi::boot(true);
+    std::fs::write(pi.state.path().join("remote-write"), "not a directory").unwrap();
+    let mut per_second = config(r#"max_backoff = "1m""#);
+    per_second.interval = Duration::from_secs(1);
+    let queue = pi.start(&per_second);
+    tokio::time::sleep(Duration::from_secs(7 * 3600)).await;
+    let remote = pi.metrics.remote().unwrap();
+    let dropped = remote
+        .dropped
+        .with_label_values(&["central", "spool_full"])
+        .get();
+    let memory = gauge(&pi.metrics, "bytes", &["central", "memory"]);
+    assert!(dropped > 0, "nothing dropped: {memory} bytes in memory");
+    assert!(memory <= (16 << 20) as f64, "{memory}");
+    let tail = std::fs::metadata(pi.runtime.path().join("remote-write-central.tail"))
+        .unwrap()
+        .len();
+    assert!(tail <= (17 << 20), "the tail holds {tail} bytes");
+    pi.receiver_back().await;
+    queue.stop().await;
+    // What stayed arrives, every second of it, the oldest gone.
+    let stored = pi.receiver.stored.lock().unwrap().clone();
+    assert!(stored.windows(2).all(|w| w[1] - w[0] == 1000));
+    assert!(stored[0] > BOOTED_AT + 1000);
 }

@@ -405,22 +405,34 @@ impl Daemon {
         }
     }
 
-    /// Run a remote write queue per entry of `configs`: nothing changes if they are what
-    /// runs; else the running ones stop and these start. One that cannot be set up is logged;
-    /// the daemon runs on without it.
+    /// Run a remote write queue per entry of `configs`: a queue whose configuration is
+    /// unchanged runs on; a changed one stops and starts again; one no longer configured stops
+    /// and its series go. One that cannot be set up is logged; the daemon runs on without it.
     async fn restart_remote(&mut self, configs: &[crate::config::remote_write::RemoteWriteConfig]) {
-        let running: Vec<_> = self.remote.iter().map(|r| r.config().clone()).collect();
-        if running == configs {
-            return;
-        }
-        for queue in self.remote.drain(..) {
-            queue.stop().await;
-        }
+        let mut old: Vec<_> = self.remote.drain(..).collect();
         for config in configs {
+            if let Some(i) = old.iter().position(|q| q.config() == config) {
+                self.remote.push(old.remove(i));
+                continue;
+            }
+            // The same name shares the spool: the old queue stops first.
+            if let Some(i) = old.iter().position(|q| q.config().name == config.name) {
+                old.remove(i).stop().await;
+            }
             let (state, runtime) = &self.spool_dirs;
             match crate::remote::RemoteWrite::start(config, &self.metrics, state, runtime) {
                 Ok(queue) => self.remote.push(queue),
                 Err(e) => log::error!("remote write {}: {e}; running without it", config.name),
+            }
+        }
+        for gone in old {
+            let name = gone.config().name.clone();
+            gone.stop().await;
+            // At the daemon's stop the series stay for the last scrape.
+            if !configs.is_empty() {
+                if let Ok(m) = self.metrics.remote() {
+                    m.forget(&name);
+                }
             }
         }
     }

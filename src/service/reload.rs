@@ -53,6 +53,10 @@ pub(super) async fn read(
         if let Some(mqtt) = &config.mqtt {
             crate::mqtt::check_files(mqtt).map_err(|e| format!("MQTT: {e}"))?;
         }
+        for queue in &config.remote_write {
+            crate::remote::check_files(queue)
+                .map_err(|e| format!("remote write {}: {e}", queue.name))?;
+        }
         Ok((config, web))
     });
     match tokio::time::timeout(READ_DEADLINE, reading).await {
