@@ -63,9 +63,18 @@ installed() { root_run "$root" dpkg-query -W -f '${Version}' power-monitord; }
 [ "$(installed)" = "${VERSION}-1" ] || fail "installed $(installed), not ${VERSION}-1"
 ok "refused under another key; apt-get install power-monitord: ${VERSION}-1"
 
-# The edited configuration: the simulated house, with a note of the fleet's own.
+# The edited configuration: the simulated house, with a note of the fleet's own, pushing to a
+# central store that is away (its samples spooled in the state directory).
 conf=$root/etc/power-monitord/config.toml
-{ echo "# fleet: pi-017, garage"; cat config/simulated.toml; } >"$conf"
+{
+  echo "# fleet: pi-017, garage"
+  cat config/simulated.toml
+  printf '\n[[remote_write]]\nurl = "http://127.0.0.1:9/api/v1/write"\nname = "central"\n'
+  printf 'interval = "1s"\nwait_for_clock_sync = false\n'
+} >"$conf"
+spool=$root/var/lib/power-monitord/remote-write/central
+# spooled: the samples the spool's segments hold (their names say).
+spooled() { find "$spool" -name '*.seg' | sed 's/.*-\([0-9]*\)\.seg$/\1/' | awk '{ n += $1 } END { print n + 0 }'; }
 
 # run: the daemon as its service user on the installed configuration until its totals are
 # saved, then SIGTERM; leaves the energy counters of its last scrape in $work/$1.
@@ -98,6 +107,8 @@ run() {
 }
 run before
 ok "the daemon ran on the edited configuration: $(tr '\n' ' ' <"$work/before" | cut -c1-120)…"
+held=$(spooled)
+[ "$held" -gt 0 ] || fail "nothing spooled for the central store: $(grep 'remote write' "$work/daemon-before.log")"
 
 echo "== revision 2 reaches the fleet"
 packaging/apt-repo.sh --key fleet@power-monitord.invalid --out "$repo" "$second" >/dev/null
@@ -108,11 +119,15 @@ root_run "$root" apt-get upgrade -y -q </dev/null >"$work/apt.log" 2>&1 ||
 head -1 "$conf" | grep -qx '# fleet: pi-017, garage' || fail "the upgrade replaced the edited configuration"
 [ ! -e "$conf.dpkg-new" ] && [ ! -e "$conf.dpkg-dist" ] || fail "dpkg set a new configuration beside it"
 ok "apt-get upgrade: ${VERSION}-2, the edited configuration kept"
+[ "$(spooled)" -ge "$held" ] || fail "the upgrade lost spooled samples: $held before, $(spooled) after"
+ok "the remote write spool kept: $held samples waiting for the central store"
 
 run after
 join "$work/before" "$work/after" | awk '
   { if ($3 + 0 < $2 + 0) { print "FAIL: " $1 " went from " $2 " to " $3; bad = 1 } n++ }
   END { if (n < 5) { print "FAIL: only " n " totals in both runs"; bad = 1 } exit bad }' ||
   fail "an energy total is lower after the upgrade"
+grep -q 'remote write central: [1-9][0-9]* spooled segment(s)' "$work/daemon-after.log" ||
+  fail "revision 2 did not take up the spool: $(grep 'remote write' "$work/daemon-after.log")"
 ok "every energy total continues: $(join "$work/before" "$work/after" | awk '{ printf "%s %.0f→%.0f J; ", $1, $2, $3 }' | sed 's/powermon_energy_joules_total{sensor="\([^"]*\)"}/\1/g')"
 echo "PASS: repository install and upgrade"

@@ -2,7 +2,7 @@
 //! certificates and keys, password files, the state files — so that none of them can stall
 //! or exhaust it: each is opened without blocking (a FIFO would hold the open, or the first
 //! read, until a writer came), refused unless it is a regular file (`/dev/zero` never ends),
-//! and read up to a size.
+//! and read up to a size. And the TLS client configuration built from such files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -61,6 +61,53 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
     String::from_utf8(read_capped(path, max)?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// A rustls client configuration for a server (a broker, a remote-write receiver): the CA in
+/// `ca_file` (or the system's), and a client certificate and key if given, all read as small
+/// files are.
+pub(crate) fn tls_client(
+    ca_file: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca_path = ca_file.unwrap_or(Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    let mut roots = rustls::RootCertStore::empty();
+    let read = |path: &Path| {
+        read_capped(path, MAX_SMALL_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(ca_path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            format!(
+                "cannot read the CA certificates in {}: {e}",
+                ca_path.display()
+            )
+        })?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("no CA certificate in {}", ca_path.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match client_cert {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client certificate and key do not go together: {e}"))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 #[cfg(test)]

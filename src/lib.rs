@@ -20,8 +20,9 @@
 //! 7. [`metrics`] — the Prometheus families, one module per concern, as views over the board.
 //! 8. [`persist`] — saving the board's totals, and exporting only what is saved.
 //! 9. [`sampler`] — one thread per bus driving each sensor's pipeline through 2–6.
-//! 10. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; and [`mqtt`],
-//!     the states and Home Assistant discovery published to a broker.
+//! 10. [`http`] — `/metrics`, `/`, `/api/readings`, `/api/history`, `/healthz`; [`mqtt`],
+//!     the states and Home Assistant discovery published to a broker; and [`remote`], the
+//!     series pushed to a central store by Prometheus remote write.
 //! 11. The entry points: [`service`] (the daemon: start, reload, systemd, stop), [`read`],
 //!     [`calibrate`] and [`check`] (the `read`, `calibrate` and `check-config` commands), and
 //!     `main.rs` (the command line, one place for errors and exit codes).
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod persist;
 pub mod read;
+pub mod remote;
 pub mod sampler;
 pub mod sensor;
 pub mod service;

@@ -128,6 +128,9 @@ fn exported_metric_names() -> BTreeSet<String> {
     let config = Config::load(Path::new(&path("config/simulated.toml"))).unwrap();
     let board = Board::new();
     let metrics = Metrics::new("0", "test", Arc::clone(&board)).unwrap();
+    // The remote write queues' families, registered when one starts.
+    let remote = metrics.remote().unwrap();
+    remote.touch("central");
     // Series exist once a sensor's pipeline creates them; a battery's, once it has been full.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -182,6 +185,8 @@ fn exported_metric_names() -> BTreeSet<String> {
         .collect();
     // Prometheus adds `up` to every scraped target.
     names.insert("up".into());
+    // A queue's oldest pending sample has a series only while it holds one.
+    names.insert("powermon_remote_write_oldest_pending_timestamp_seconds".into());
     names
 }
 
@@ -238,8 +243,9 @@ fn every_alert_has_a_test_severity_and_instructions() {
             if !["PowerMonitordDown", "PowerMonitorStateNotSaved"].contains(&name) {
                 assert!(
                     description.contains("$labels.sensor")
-                        || description.contains("$labels.battery"),
-                    "{name}: description names no sensor or battery"
+                        || description.contains("$labels.battery")
+                        || description.contains("$labels.queue"),
+                    "{name}: description names no sensor, battery or queue"
                 );
             }
             assert!(
@@ -250,7 +256,7 @@ fn every_alert_has_a_test_severity_and_instructions() {
             );
         }
     }
-    assert_eq!(alerts, 14);
+    assert_eq!(alerts, 15);
 }
 
 #[test]
@@ -344,11 +350,17 @@ fn dashboard_is_importable_and_portable() {
 fn dashboard_queries_return_data_and_the_over_power_alert_fires() {
     // The house battery starts from a stated charge: its state of charge and time to go exist
     // from the first sample (from the voltage at rest, they would wait for a rest).
-    let config = std::fs::read_to_string(path("config/simulated.toml"))
-        .unwrap()
+    let house = std::fs::read_to_string(path("config/simulated.toml")).unwrap();
+    let mut config = house
         .replace("initial_soc = \"voltage\"", "initial_soc = 0.6")
-        // At night the battery discharges, so its time to go is finite.
-        .replace("clouds = 0.3 }", "clouds = 0.3, time_of_day = \"22:00\" }")
+        // At night the battery discharges, so its time to go is finite (whatever the hour).
+        .replace("clouds = 0.3,", "clouds = 0.3, time_of_day = \"22:00\",");
+    assert_eq!(
+        config.matches("initial_soc = 0.6").count() + config.matches("time_of_day").count(),
+        2,
+        "the house's battery changed: {house}"
+    );
+    config = config
         + r#"
 [[sensor]]
 name = "motor"
@@ -365,7 +377,12 @@ faults = [{ kind = "overload", start = "12s", duration = "10m", watts = 900.0 }]
 [sensor.anomaly]
 max_power_watts = 600.0
 max_power_for = "1s"
-"#;
+"#
+        // A remote write queue whose receiver is away: its backlog panels have data.
+        + &format!(
+            "\n[[remote_write]]\nurl = \"http://127.0.0.1:{}/api/v1/write\"\nname = \"central\"\ninterval = \"1s\"\nwait_for_clock_sync = false\n",
+            common::free_port()
+        );
     let daemon = Daemon::start(&config);
     let prometheus = Prometheus::start(&format!(
         r#"
@@ -500,5 +517,5 @@ fn the_shipped_prometheus_configuration_loads_the_rules_and_scrapes_the_daemon()
         .iter()
         .map(|g| g["rules"].as_array().unwrap().len())
         .sum();
-    assert_eq!(loaded, 20, "{rules}");
+    assert_eq!(loaded, 21, "{rules}");
 }

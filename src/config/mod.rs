@@ -21,6 +21,7 @@
 //!   `battery = { … }`, the simulated house's battery;
 //! - [`battery`] — `[[battery]]`: battery monitors;
 //! - [`mqtt`] — `[mqtt]`;
+//! - [`remote_write`] — `[[remote_write]]`;
 //! - [`values`] — serde helpers for durations and addresses, names;
 //! - [`diagnostic`] — located errors.
 
@@ -34,6 +35,7 @@ pub(crate) mod daemon;
 pub(crate) mod diagnostic;
 pub mod house;
 pub(crate) mod mqtt;
+pub(crate) mod remote_write;
 pub(crate) mod sensor;
 pub(crate) mod simulation;
 #[cfg(test)]
@@ -82,6 +84,8 @@ pub struct Config {
     pub(crate) batteries: Vec<BatteryConfig>,
     /// `[mqtt]`, if MQTT is wanted.
     pub(crate) mqtt: Option<MqttConfig>,
+    /// Every `[[remote_write]]`.
+    pub(crate) remote_write: Vec<remote_write::RemoteWriteConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +99,8 @@ struct FileConfig {
     batteries: Vec<BatteryConfig>,
     #[serde(default)]
     mqtt: Option<MqttFile>,
+    #[serde(default)]
+    remote_write: Vec<remote_write::RemoteWriteFile>,
 }
 
 impl Config {
@@ -164,6 +170,25 @@ impl Config {
             Some(mqtt) => Some(mqtt.check(&base).map_err(|e| e.within("mqtt"))?),
             None => None,
         };
+        let remote_write = file
+            .remote_write
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.check(&base)
+                    .map_err(|e| e.within(&format!("remote_write[{i}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(i) = (1..remote_write.len()).find(|&i| {
+            remote_write[..i]
+                .iter()
+                .any(|r| r.name == remote_write[i].name)
+        }) {
+            return Err(invalid(
+                &format!("remote_write[{i}].name"),
+                format!("{:?} names another [[remote_write]] too; expected a name of its own (it names the spool)", remote_write[i].name),
+            ));
+        }
         let sensors = check_sensors(file.sensors)?;
         let mut config = Config {
             path: path.to_path_buf(),
@@ -171,6 +196,7 @@ impl Config {
             sensors,
             batteries: file.batteries,
             mqtt,
+            remote_write,
         };
         config.check_shared()?;
         config.check_ina3221_chips()?;

@@ -273,7 +273,12 @@ impl MqttFile {
 
 /// The password in `path`: its first line. The file must not be readable by everyone.
 fn read_password(path: &Path) -> Result<Secret, Invalid> {
-    let key = "password_file";
+    read_secret("password_file", path)
+}
+
+/// The secret in `path` (given by `key`): its first line. The file must not be readable by
+/// everyone.
+pub(crate) fn read_secret(key: &str, path: &Path) -> Result<Secret, Invalid> {
     let meta = std::fs::metadata(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     if meta.permissions().mode() & 0o004 != 0 {

@@ -518,3 +518,61 @@ fn an_address_out_of_a_byte_names_the_chips_range_in_hex() {
         "expected the chip's I2C address, 0x40 to 0x4F",
     );
 }
+
+const PUSH: &str = "[[sensor]]\nname = \"a\"\ndriver = \"simulated\"\n\n[[remote_write]]\n";
+
+#[test]
+fn remote_write_defaults_follow_prometheus() {
+    let c = load(&format!(
+        "{PUSH}url = \"https://m.example.org/api/v1/write\"\n"
+    ))
+    .unwrap();
+    let rw = &c.remote_write[0];
+    assert_eq!(rw.name, "m.example.org");
+    assert_eq!(rw.interval, Duration::from_secs(15));
+    assert_eq!(rw.max_spool_bytes, 64 << 20);
+    assert!(rw.wait_for_clock_sync);
+    let labels: Vec<&str> = rw.external_labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(labels, ["instance", "job"]);
+}
+
+#[test]
+fn remote_write_mistakes_are_located() {
+    let url = "url = \"https://m.example.org/api/v1/write\"\n";
+    rejects(
+        &format!("{PUSH}url = \"ftp://m\"\n"),
+        6,
+        "remote_write[0].url",
+        "expected http://",
+    );
+    rejects(
+        &format!("{PUSH}url = \"https://cabin:secret@m.example.org/api/v1/write\"\n"),
+        6,
+        "remote_write[0].url",
+        "credentials in the URL are refused",
+    );
+    rejects(
+        &format!("{PUSH}{url}remote_timeout = \"0s\"\n"),
+        7,
+        "remote_write[0].remote_timeout",
+        "expected 100ms to 10m",
+    );
+    rejects(
+        &format!("{PUSH}{url}basic_auth = {{ username = \"u\", password = \"p\" }}\n"),
+        7,
+        "remote_write[0].basic_auth.password",
+        "put it in a file",
+    );
+    rejects(
+        &format!("{PUSH}{url}queue_config = {{ max_spool_mib = 0 }}\n"),
+        7,
+        "remote_write[0].queue_config.max_spool_mib",
+        "expected 1 to 4096 MiB",
+    );
+    rejects(
+        &format!("{PUSH}{url}headers = {{ \"Content-Encoding\" = \"gzip\" }}\n"),
+        7,
+        "remote_write[0].headers.Content-Encoding",
+        "",
+    );
+}

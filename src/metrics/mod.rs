@@ -14,12 +14,14 @@
 //! - [`battery`] — the battery counters and gauges;
 //! - [`daemon`] — build, saves of the state file, reloads;
 //! - [`mqtt`] — the MQTT publisher's, registered when it first starts;
+//! - [`remote`] — the remote write queues', registered when the first starts;
 //! - [`text`] — the text exposition format; [`families`] — protobuf families for the reference.
 
 mod battery;
 mod daemon;
 mod families;
 mod mqtt;
+mod remote;
 mod sensor;
 mod text;
 
@@ -33,6 +35,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 pub(crate) use self::daemon::DaemonMetrics;
 pub(crate) use self::mqtt::MqttMetrics;
+pub use self::remote::RemoteMetrics;
 use crate::board::{Board, SensorStatus, Snapshot};
 
 /// Content type of the text exposition format.
@@ -48,6 +51,7 @@ pub struct Metrics {
     /// The daemon's own families.
     pub(crate) daemon: DaemonMetrics,
     mqtt: OnceLock<MqttMetrics>,
+    remote: OnceLock<RemoteMetrics>,
     /// The size of the last exposition, to size the next one's buffer.
     last_len: AtomicUsize,
 }
@@ -104,6 +108,7 @@ impl Metrics {
             board,
             daemon,
             mqtt: OnceLock::new(),
+            remote: OnceLock::new(),
             last_len: AtomicUsize::new(16 * 1024),
         })
     }
@@ -122,6 +127,15 @@ impl Metrics {
         Ok(self.mqtt.get_or_init(|| made).clone())
     }
 
+    /// The remote write metrics, registered the first time a queue starts.
+    pub fn remote(&self) -> Result<RemoteMetrics, prometheus::Error> {
+        if let Some(m) = self.remote.get() {
+            return Ok(m.clone());
+        }
+        let made = RemoteMetrics::new([&self.registry, &self.rest])?;
+        Ok(self.remote.get_or_init(|| made).clone())
+    }
+
     /// The text exposition of every series.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.last_len.load(Ordering::Relaxed) + 1024);
@@ -132,6 +146,12 @@ impl Metrics {
         out.extend_from_slice(&encode_with_crate(&self.rest));
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
+    }
+
+    /// Every family, gathered by the crate (the same series as [`Metrics::encode`]): what a
+    /// remote write pushes.
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// The same exposition written by the `prometheus` crate's own `gather` and encoder: the

@@ -171,50 +171,15 @@ pub(crate) fn check_files(config: &MqttConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// A rustls client configuration: the configured CA (or the system's), a client certificate
-/// if one is configured.
+/// The rustls client configuration for the broker.
 fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let ca_path = config
-        .ca_file
-        .clone()
-        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-    let mut roots = rustls::RootCertStore::empty();
-    let read = |path: &std::path::Path| {
-        crate::files::read_capped(path, crate::files::MAX_SMALL_FILE)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&ca_path)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "cannot read the CA certificates in {}: {e}",
-                ca_path.display()
-            )
-        })?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!("no CA certificate in {}", ca_path.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    match &config.client_cert {
-        Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-                .map_err(|e| format!("{}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("the client certificate and key do not go together: {e}"))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+    crate::files::tls_client(
+        config.ca_file.as_deref(),
+        config
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
+    )
 }
 
 /// Poll the broker until told to stop; reconnect with a bounded backoff.

@@ -212,6 +212,11 @@ struct Daemon {
     persist_interval: watch::Sender<Duration>,
     /// The MQTT publisher, when `[mqtt]` asks for one.
     mqtt: Option<crate::mqtt::Mqtt>,
+    /// A queue per `[[remote_write]]`.
+    remote: Vec<crate::remote::RemoteWrite>,
+    /// Where the remote write spools (the state directory) and keeps its tail (the live
+    /// file's directory).
+    spool_dirs: (PathBuf, PathBuf),
     /// Whether a reload's files are being read.
     reading: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -220,6 +225,10 @@ struct Daemon {
 pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), ServiceError> {
     let store = paths::open_state(&config)?;
     let live_path = paths::live_path(store.dir());
+    let spool_dirs = (
+        store.dir().to_path_buf(),
+        live_path.parent().unwrap_or(store.dir()).to_path_buf(),
+    );
     let (durable, newer) = paths::load_totals(&store, &live_path)?;
     let addresses = if options.listen.is_empty() {
         config.daemon.listen.clone()
@@ -289,6 +298,8 @@ pub fn run(config: Config, options: Options, web: WebSecurity) -> Result<(), Ser
         notifier: Notifier::new(board, health),
         persist_interval: watch::channel(persist_interval).0,
         mqtt: None,
+        remote: Vec::new(),
+        spool_dirs,
         reading: Arc::default(),
     };
     let outcome = runtime.block_on(daemon.serve(listeners, &mut signals, &mut fatal_rx));
@@ -345,6 +356,8 @@ impl Daemon {
         let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
         let mqtt = lock(&self.sampling).config().mqtt.clone();
         self.restart_mqtt(mqtt.as_ref()).await;
+        let remote = lock(&self.sampling).config().remote_write.clone();
+        self.restart_remote(&remote).await;
         self.notifier.ready();
 
         let outcome = loop {
@@ -367,6 +380,7 @@ impl Daemon {
         };
         self.notifier.stopping();
         self.restart_mqtt(None).await;
+        self.restart_remote(&[]).await;
         let _ = shutdown_tx.send(true);
         self.servers.stop_all().await;
         let _ = saver.await;
@@ -388,6 +402,38 @@ impl Daemon {
         match crate::mqtt::Mqtt::start(config, &self.metrics) {
             Ok(mqtt) => self.mqtt = Some(mqtt),
             Err(e) => log::error!("MQTT: {e}; running without it"),
+        }
+    }
+
+    /// Run a remote write queue per entry of `configs`: a queue whose configuration is
+    /// unchanged runs on; a changed one stops and starts again; one no longer configured stops
+    /// and its series go. One that cannot be set up is logged; the daemon runs on without it.
+    async fn restart_remote(&mut self, configs: &[crate::config::remote_write::RemoteWriteConfig]) {
+        let mut old: Vec<_> = self.remote.drain(..).collect();
+        for config in configs {
+            if let Some(i) = old.iter().position(|q| q.config() == config) {
+                self.remote.push(old.remove(i));
+                continue;
+            }
+            // The same name shares the spool: the old queue stops first.
+            if let Some(i) = old.iter().position(|q| q.config().name == config.name) {
+                old.remove(i).stop().await;
+            }
+            let (state, runtime) = &self.spool_dirs;
+            match crate::remote::RemoteWrite::start(config, &self.metrics, state, runtime) {
+                Ok(queue) => self.remote.push(queue),
+                Err(e) => log::error!("remote write {}: {e}; running without it", config.name),
+            }
+        }
+        for gone in old {
+            let name = gone.config().name.clone();
+            gone.stop().await;
+            // At the daemon's stop the series stay for the last scrape.
+            if !configs.is_empty() {
+                if let Ok(m) = self.metrics.remote() {
+                    m.forget(&name);
+                }
+            }
         }
     }
 

@@ -53,6 +53,10 @@ pub(super) async fn read(
         if let Some(mqtt) = &config.mqtt {
             crate::mqtt::check_files(mqtt).map_err(|e| format!("MQTT: {e}"))?;
         }
+        for queue in &config.remote_write {
+            crate::remote::check_files(queue)
+                .map_err(|e| format!("remote write {}: {e}", queue.name))?;
+        }
         Ok((config, web))
     });
     match tokio::time::timeout(READ_DEADLINE, reading).await {
@@ -118,6 +122,8 @@ impl Daemon {
         self.persist_interval.send_replace(interval);
         let mqtt = lock(&self.sampling).config().mqtt.clone();
         self.restart_mqtt(mqtt.as_ref()).await;
+        let remote = lock(&self.sampling).config().remote_write.clone();
+        self.restart_remote(&remote).await;
         self.servers.app.set_web(web, public_healthz);
         Ok(changes)
     }
