@@ -12,17 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
 bin=${2:-target/release/power-monitord}
-[ "$(id -u)" = 0 ] || { echo "run as root (loop devices and mounts)" >&2; exit 1; }
-work=$(mktemp -d /tmp/pm-rw-sd.XXXXXX)
-loops=() mounts=() pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done
-  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
-  rm -rf "$work" /dev/shm/pm-rw-sd.*
-}
-trap cleanup EXIT
+# shellcheck source=bench/disks.sh
+. bench/disks.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 receiver=$(free_port)
@@ -36,17 +27,12 @@ closed=$(free_port)
 base=$(grep -v '^persist_interval' config/simulated.toml)
 remote() { printf '\n[[remote_write]]\nurl = "http://127.0.0.1:%s/api/v1/write"\nwait_for_clock_sync = false\n' "$1"; }
 
-writes() { awk '{print $5, $7}' "/sys/block/$(basename "$1")/stat"; }
 runs=()
 start_run() {  # label config-text
   local label=$1 n=${#runs[@]}
   printf '%s\n' "$2" >"$work/config$n.toml"
-  truncate -s 256M "$work/disk$n.img"
-  # No lazy initialisation: ext4 would zero its tables in the background, during the run.
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/disk$n.img"
-  local loop; loop=$(losetup -f --show "$work/disk$n.img"); loops+=("$loop")
-  mkdir -p "$work/mnt$n"; mount -o noatime "$loop" "$work/mnt$n"; mounts+=("$work/mnt$n")
-  local run_dir; run_dir=$(mktemp -d /dev/shm/pm-rw-sd.XXXXXX)
+  disk "$n"
+  local run_dir; run_dir=$(tmpfs_dir)
   STATE_DIRECTORY="$work/mnt$n/state" RUNTIME_DIRECTORY="$run_dir" \
     "$bin" --config "$work/config$n.toml" --listen 127.0.0.1:0 2>"$work/log$n" &
   pids+=($!)

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # What the energy totals cost an SD card: sectors that reach the device, per hour, with the
-# state directory on an ext4 file system of its own (a loop device, mounted as Raspberry Pi OS
-# mounts its root: defaults,noatime; ext4 commits its journal every 5 s) and the default
-# persist_interval (30 s). /proc/PID/io would count every page dirtied; the loop device's
-# counter (/sys/block/loopN/stat, field 7) counts what the kernel really wrote.
+# state directory on an ext4 file system of its own (bench/disks.sh) and the default
+# persist_interval (30 s).
 #
 #   sudo bench/sd-writes.sh [MINUTES] [BINARY]...
 #
@@ -16,33 +14,17 @@ minutes=${1:-10}
 shift || true
 binaries=("$@")
 [ ${#binaries[@]} -gt 0 ] || binaries=(target/release/power-monitord)
-[ "$(id -u)" = 0 ] || { echo "run as root (loop devices and mounts)" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/pm-sd-writes.XXXXXX)
-loops=() mounts=() pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done
-  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
-  rm -rf "$work" /dev/shm/pm-sd-writes.*
-}
-trap cleanup EXIT
+# shellcheck source=bench/disks.sh
+. bench/disks.sh
 
 # The hardware default: the simulated house with its persist_interval line taken out.
 grep -v '^persist_interval' config/simulated.toml > "$work/config.toml"
 
-# Write I/Os completed and sectors written.
-writes() { awk '{print $5, $7}' "/sys/block/$(basename "$1")/stat"; }
-
 runs=()
 start_run() {  # label binary live-on-disk
   local label=$1 bin=$2 live_on_disk=$3 n=${#runs[@]}
-  truncate -s 256M "$work/disk$n.img"
-  mkfs.ext4 -q -F "$work/disk$n.img"
-  local loop; loop=$(losetup -f --show "$work/disk$n.img"); loops+=("$loop")
-  mkdir -p "$work/mnt$n"; mount -o noatime "$loop" "$work/mnt$n"; mounts+=("$work/mnt$n")
-  local run_dir; run_dir=$(mktemp -d /dev/shm/pm-sd-writes.XXXXXX)
+  disk "$n"
+  local run_dir; run_dir=$(tmpfs_dir)
   [ "$live_on_disk" = yes ] && run_dir="$work/mnt$n/run"
   STATE_DIRECTORY="$work/mnt$n/state" RUNTIME_DIRECTORY="$run_dir" \
     "$bin" --config "$work/config.toml" --listen 127.0.0.1:0 2>"$work/log$n" &

@@ -102,6 +102,22 @@ struct Memory {
     bytes: usize,
 }
 
+impl Memory {
+    /// Take `batch` off the front if it is still there (a spill may have moved it).
+    fn pop_front_if(&mut self, batch: &Batch) -> bool {
+        let same = self
+            .batches
+            .front()
+            .is_some_and(|b| b.taken_ms == batch.taken_ms && b.body == batch.body);
+        if same {
+            if let Some(b) = self.batches.pop_front() {
+                self.bytes -= b.body.len();
+            }
+        }
+        same
+    }
+}
+
 /// What the collector and the sender share.
 struct Shared {
     name: String,
@@ -756,14 +772,8 @@ fn done(
         Source::Segment => loaded.pop_front().is_some(),
         Source::Memory => {
             let mut memory = lock(&shared.memory);
-            let same = memory
-                .batches
-                .front()
-                .is_some_and(|b| b.taken_ms == batch.taken_ms && b.body == batch.body);
+            let same = memory.pop_front_if(batch);
             if same {
-                if let Some(b) = memory.batches.pop_front() {
-                    memory.bytes -= b.body.len();
-                }
                 if let Some(tail) = lock(&shared.tail).as_mut() {
                     if memory.batches.is_empty() {
                         tail.clear();
@@ -829,14 +839,7 @@ fn replace_front(
         }
         Source::Memory => {
             let mut memory = lock(&shared.memory);
-            let same = memory
-                .batches
-                .front()
-                .is_some_and(|b| b.taken_ms == batch.taken_ms && b.body == batch.body);
-            if same {
-                if let Some(b) = memory.batches.pop_front() {
-                    memory.bytes -= b.body.len();
-                }
+            if memory.pop_front_if(batch) {
                 for half in halves.into_iter().rev() {
                     memory.bytes += half.body.len();
                     memory.batches.push_front(half);
