@@ -1,4 +1,5 @@
-//! One POST of a remote write request, and what its answer means for the queue.
+//! One POST of a remote write request (on a kept-alive connection), and what its answer means
+//! for the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub(crate) struct Sender {
     config: RemoteWriteConfig,
     tls: Option<tokio_rustls::TlsConnector>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The connection of the last request, kept for the next.
+    connection: tokio::sync::Mutex<Option<Connection>>,
 }
 
 /// What a body says when the samples are older than the receiver takes (Prometheus: "too old
@@ -104,6 +107,7 @@ impl Sender {
             config: config.clone(),
             tls,
             headers,
+            connection: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -119,16 +123,35 @@ impl Sender {
         }
     }
 
+    /// POST `body` on the connection kept from the last request, or a new one. A kept one
+    /// that the receiver closed meanwhile (an idle timeout) is replaced at once, not retried
+    /// after a backoff.
     async fn post(&self, body: Bytes) -> Result<(u16, String), String> {
+        let mut kept = self.connection.lock().await;
+        if let Some(mut connection) = kept.take() {
+            if !connection.send.is_closed() && connection.send.ready().await.is_ok() {
+                if let Ok((status, text, reusable)) =
+                    connection.exchange(self.request(body.clone())?).await
+                {
+                    if reusable {
+                        *kept = Some(connection);
+                    }
+                    return Ok((status, text));
+                }
+            }
+        }
+        let mut connection = self.connect().await?;
+        let (status, text, reusable) = connection.exchange(self.request(body)?).await?;
+        if reusable {
+            *kept = Some(connection);
+        }
+        Ok((status, text))
+    }
+
+    /// The request for `body`, with the configured headers.
+    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
         let uri = &self.config.url;
         let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-        let port = uri
-            .port_u16()
-            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
         let mut request = Request::post(uri.clone())
             .header(
                 hyper::header::HOST,
@@ -139,8 +162,22 @@ impl Sender {
         for (name, value) in &self.headers {
             request.headers_mut().insert(name.clone(), value.clone());
         }
+        Ok(request)
+    }
+
+    /// A new HTTP/1.1 connection to the receiver (TCP, then TLS for https).
+    async fn connect(&self) -> Result<Connection, String> {
+        let uri = &self.config.url;
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => exchange(TokioIo::new(tcp), request).await,
+            None => Connection::handshake(TokioIo::new(tcp)).await,
             Some(connector) => {
                 let name = self
                     .config
@@ -154,43 +191,68 @@ impl Sender {
                     .connect(server, tcp)
                     .await
                     .map_err(|e| format!("TLS with {host}: {e}"))?;
-                exchange(TokioIo::new(tls), request).await
+                Connection::handshake(TokioIo::new(tls)).await
             }
         }
     }
 }
 
-/// One request on a new HTTP/1.1 connection: the status and (the start of) the body.
-async fn exchange<T>(io: TokioIo<T>, request: Request<Full<Bytes>>) -> Result<(u16, String), String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string());
-    let result = match response {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            // The start of what it says is enough; a body past 64 KiB is not read.
-            let limited = http_body_util::Limited::new(response.into_body(), 64 << 10);
-            let body = tokio::time::timeout(Duration::from_secs(10), limited.collect())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
-            Ok((status, text))
-        }
-        Err(e) => Err(e),
-    };
-    driver.abort();
-    result
+/// An HTTP/1.1 connection kept between requests: one TCP and TLS handshake for many
+/// requests, as a Pi on a metered link wants (a TLS handshake is kilobytes).
+struct Connection {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The task that drives the connection; aborted with it.
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Connection {
+    async fn handshake<T>(io: TokioIo<T>) -> Result<Connection, String>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Connection { send, driver })
+    }
+
+    /// One request: the status, (the start of) the body, and whether the connection can
+    /// carry the next (its body read whole, the receiver not closing it).
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(u16, String, bool), String> {
+        let response = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let closing = response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        // The start of what it says is enough; a body past 64 KiB is not read.
+        let limited = http_body_util::Limited::new(response.into_body(), 64 << 10);
+        let body = tokio::time::timeout(Duration::from_secs(10), limited.collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes());
+        let reusable = body.is_some() && !closing;
+        let body = body.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        Ok((status, text, reusable))
+    }
 }
 
 /// The answer a status and body mean.
