@@ -8,21 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 cargo build --release --quiet
-work=$(mktemp -d)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+# shellcheck source=bench/scratch.sh
+. bench/scratch.sh
 printf '[[sensor]]\nname = "a"\ndriver = "simulated"\ninterval = "200ms"\n' > "$work/config.toml"
 ulimit -n "$(ulimit -Hn)"
 start() { # COST
   hash=$(htpasswd -nbBC "$1" prometheus secret | cut -d: -f2)
   printf 'basic_auth_users:\n  prometheus: %s\n' "$hash" > "$work/web.yml"
-  port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  port=$(free_port)
   STATE_DIRECTORY="$work/state" RUNTIME_DIRECTORY="$work/run" target/release/power-monitord \
     --config "$work/config.toml" --listen "127.0.0.1:$port" --web.config.file "$work/web.yml" 2>"$work/log" &
   pid=$!
+  pids+=("$pid")
   sleep 1
 }
-stop() { kill "$pid"; wait "$pid" || true; pid=; rm -rf "$work/state" "$work/run"; }
+stop() { kill "$pid"; wait "$pid" || true; rm -rf "$work/state" "$work/run"; }
 for cost in ${COSTS:-4 10 12}; do
   start "$cost"
   echo "== cost $cost: refusal times"

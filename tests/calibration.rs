@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{config_file, run, Daemon};
+use common::{config_file, read, run, Daemon};
 
 const SUPPLY: f64 = 12.0;
 /// The INA226's shunt voltage step (2.5 µV) through the configured shunt.
@@ -54,16 +54,7 @@ fn set_load(path: &Path, watts: f64) {
 
 /// The mean current, power and bus voltage `read` shows over a second.
 fn read_means(path: &Path) -> (f64, f64, f64) {
-    let (status, stdout, stderr) = run(
-        &[
-            "read",
-            "--config",
-            path.to_str().unwrap(),
-            "--duration",
-            "1s",
-        ],
-        &[],
-    );
+    let (status, stdout, stderr) = read(path, "1s", &[]);
     assert!(status.success(), "{stderr}");
     let rows: Vec<(f64, f64, f64)> = stdout
         .lines()
@@ -369,16 +360,7 @@ fn trims_apply_to_every_chip_and_channel() {
     ]
     .concat();
     let (_dir, path) = config_file(&text);
-    let (status, stdout, stderr) = run(
-        &[
-            "read",
-            "--config",
-            path.to_str().unwrap(),
-            "--duration",
-            "1s",
-        ],
-        &[],
-    );
+    let (status, stdout, stderr) = read(&path, "1s", &[]);
     assert!(status.success(), "{stderr}");
     let avg = |name: &str| -> f64 {
         let line = stdout

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_file, run, Daemon};
+use common::{config_file, read, run, Daemon};
 
 const SIMULATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/simulated.toml");
 /// One simulated chip of each kind on one bus.
@@ -113,16 +113,7 @@ fn read_with_a_missing_bus_reports_the_sensor_and_fails() {
     let (_dir, path) = config_file(&format!(
         "[[sensor]]\nname = \"battery\"\nbus = \"{MISSING_BUS}\"\n\n[[sensor]]\nname = \"sim\"\ndriver = \"simulated\"\n"
     ));
-    let (status, stdout, stderr) = run(
-        &[
-            "read",
-            "--config",
-            path.to_str().unwrap(),
-            "--duration",
-            "1500ms",
-        ],
-        &[],
-    );
+    let (status, stdout, stderr) = read(&path, "1500ms", &[]);
     assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("battery  down (unavailable)"), "{stdout}");
     assert!(stderr.contains("is I2C enabled?"), "{stderr}");
@@ -355,16 +346,7 @@ fn read_refuses_to_share_chips_with_a_running_daemon() {
     let lock = std::fs::File::create(state.join("state.lock")).unwrap();
     lock.lock().unwrap();
     let state_env = state.to_str().unwrap();
-    let (status, _, stderr) = run(
-        &[
-            "read",
-            "--config",
-            path.to_str().unwrap(),
-            "--duration",
-            "1s",
-        ],
-        &[("STATE_DIRECTORY", state_env)],
-    );
+    let (status, _, stderr) = read(&path, "1s", &[("STATE_DIRECTORY", state_env)]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("the power-monitord daemon is running")
@@ -379,16 +361,7 @@ fn read_refuses_to_share_chips_with_a_running_daemon() {
     assert!(status.success(), "{stderr}");
     // Without the daemon, `read` goes to the chips (here: a bus that is not there).
     drop(lock);
-    let (status, _, stderr) = run(
-        &[
-            "read",
-            "--config",
-            path.to_str().unwrap(),
-            "--duration",
-            "1s",
-        ],
-        &[("STATE_DIRECTORY", state_env)],
-    );
+    let (status, _, stderr) = read(&path, "1s", &[("STATE_DIRECTORY", state_env)]);
     assert!(!status.success());
     assert!(!stderr.contains("daemon is running"), "{stderr}");
 }

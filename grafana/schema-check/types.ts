@@ -45,15 +45,11 @@ export type FromJson<T> =
 export type Saved<T> =
   IsAny<T> extends true
     ? T
-    : T extends string
-      ? `${T}`
-      : T extends number | boolean | null | undefined
-        ? T
-        : T extends readonly (infer U)[]
-          ? FromJson<U>[]
-          : T extends object
-            ? { [K in keyof T]?: Saved<T[K]> }
-            : T;
+    : T extends readonly unknown[]
+      ? FromJson<T>
+      : T extends object
+        ? { [K in keyof T]?: Saved<T[K]> }
+        : FromJson<T>;
 
 /** A panel type whose schema has no custom field config: `custom` must be empty. */
 export type NoCustom = Record<string, 'this panel type has no custom field config'>;

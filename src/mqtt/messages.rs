@@ -456,18 +456,21 @@ mod tests {
         assert_eq!(state["power"], Value::Null);
     }
 
-    #[test]
-    fn one_problem_flag_per_sensor_with_its_rules_as_attributes() {
-        let config = Config::from_toml(
-            Path::new("t.toml"),
-            "[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n",
-        )
-        .unwrap();
+    /// The simulated sensor "bank" with every anomaly rule on (and `more` of the file after it).
+    fn bank_with_every_rule(more: &str) -> (Config, std::sync::Arc<SensorStatus>) {
+        let text = format!("[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n{more}");
+        let config = Config::from_toml(Path::new("t.toml"), &text).unwrap();
         let mut rules = crate::anomaly::RuleSet::default();
         for rule in crate::anomaly::Rule::ALL {
             rules.insert_if(rule, true);
         }
         let status = SensorStatus::new(&config.sensors[0], rules, Default::default());
+        (config, status)
+    }
+
+    #[test]
+    fn one_problem_flag_per_sensor_with_its_rules_as_attributes() {
+        let (config, status) = bank_with_every_rule("");
         let all = sensor_discovery(&names(), &status);
         // power, energy, voltage, current, up, problem.
         assert_eq!(
@@ -499,16 +502,9 @@ mod tests {
 
     #[test]
     fn a_gone_sensors_cleanup_empties_every_config_it_announced() {
-        let config = Config::from_toml(
-            Path::new("t.toml"),
-            "[[sensor]]\nname = \"bank\"\ndriver = \"simulated\"\n[[battery]]\nname = \"house\"\nsensor = \"bank\"\ncapacity_ah = 100.0\n",
-        )
-        .unwrap();
-        let mut rules = crate::anomaly::RuleSet::default();
-        for rule in crate::anomaly::Rule::ALL {
-            rules.insert_if(rule, true);
-        }
-        let status = SensorStatus::new(&config.sensors[0], rules, Default::default());
+        let (_, status) = bank_with_every_rule(
+            "[[battery]]\nname = \"house\"\nsensor = \"bank\"\ncapacity_ah = 100.0\n",
+        );
         let cleanup = sensor_discovery_topics(&names(), "bank");
         let announced: Vec<String> = sensor_discovery(&names(), &status)
             .into_iter()

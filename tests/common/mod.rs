@@ -250,6 +250,13 @@ pub fn signal(pid: u32, sig: i32) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
+/// `power-monitord read --config CONFIG --duration DURATION` with `env`: its status,
+/// stdout and stderr.
+pub fn read(config: &Path, duration: &str, env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let config = config.to_str().expect("a UTF-8 path");
+    run(&["read", "--config", config, "--duration", duration], env)
+}
+
 /// Run the binary to completion with `args`; returns status, stdout, stderr.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let out = Command::new(BIN)
